@@ -1,0 +1,20 @@
+"""The ``numpy`` backend: the references from ``reference.py`` behind the launcher signature."""
+from __future__ import annotations
+
+from . import reference
+
+
+def conv2d_fwd(x, w, b, out, geom, algorithm):
+    out[...] = reference.conv2d(x, w, b, geom.stride, geom.padding, geom.dilation, geom.groups, (geom.P, geom.Q))
+
+
+def conv2d_bwd_data(w, dy, out, geom, algorithm):
+    out[...] = reference.conv2d_input(geom.input_shape, w, dy, geom.stride, geom.padding, geom.dilation, geom.groups)
+
+
+def conv2d_bwd_weight(x, dy, out, geom, algorithm):
+    out[...] = reference.conv2d_weight(x, geom.weight_shape, dy, geom.stride, geom.padding, geom.dilation, geom.groups)
+
+
+def conv2d_bwd_bias(dy, out):
+    out[...] = reference.conv2d_bias(dy)

@@ -1,0 +1,1 @@
+"""Benchmark suites shared by ``convcore bench`` and ``pytest benchmarks/``."""

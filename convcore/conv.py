@@ -1,0 +1,213 @@
+"""conv2d and its gradients, with PyTorch semantics.
+
+Cross-correlation on NCHW input with weight ``(K, C/groups, R, S)``. Every public
+function follows the same path: normalise arguments → check → move arrays to the
+backend → allocate the output → dispatch to the backend's kernel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import _args
+from ._arrays import io_for
+from ._backend import lookup, resolve
+
+ALGORITHMS = ("auto", "direct", "gemm")
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Every size a conv kernel needs, checked. Letters are the field's notation:
+    N batch, C/K input/output channels, H×W input, R×S kernel, P×Q output."""
+
+    N: int
+    C: int
+    H: int
+    W: int
+    K: int
+    R: int
+    S: int
+    P: int
+    Q: int
+    stride: tuple
+    padding: tuple  # (top, bottom, left, right)
+    dilation: tuple
+    groups: int
+
+    @property
+    def Cg(self) -> int:
+        return self.C // self.groups
+
+    @property
+    def Kg(self) -> int:
+        return self.K // self.groups
+
+    @property
+    def input_shape(self):
+        return (self.N, self.C, self.H, self.W)
+
+    @property
+    def weight_shape(self):
+        return (self.K, self.Cg, self.R, self.S)
+
+    @property
+    def output_shape(self):
+        return (self.N, self.K, self.P, self.Q)
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.N * self.K * self.Cg * self.R * self.S * self.P * self.Q
+
+
+def conv_geometry(op, input_shape, weight_shape, stride, padding, dilation, groups) -> ConvGeometry:
+    """Validate a convolution's configuration and compute its output size."""
+    if len(input_shape) != 4:
+        raise ValueError(f"{op}: input must be 4-D (N, C, H, W), got shape {tuple(input_shape)}")
+    if len(weight_shape) != 4:
+        raise ValueError(f"{op}: weight must be 4-D (K, C/groups, R, S), got shape {tuple(weight_shape)}")
+    N, C, H, W = (int(v) for v in input_shape)
+    K, Cg, R, S = (int(v) for v in weight_shape)
+    if isinstance(groups, bool) or not isinstance(groups, int) and not hasattr(groups, "__index__"):
+        raise TypeError(f"{op}: groups must be an int, got {groups!r}")
+    groups = int(groups)
+    if groups <= 0:
+        raise ValueError(f"{op}: groups must be positive, got {groups}")
+    if min(C, K, R, S) <= 0:
+        raise ValueError(f"{op}: channels and kernel sizes must be positive, got input {tuple(input_shape)}, weight {tuple(weight_shape)}")
+    if C % groups:
+        raise ValueError(f"{op}: groups={groups} must divide in_channels={C}")
+    if K % groups:
+        raise ValueError(f"{op}: groups={groups} must divide out_channels={K} (weight shape {tuple(weight_shape)})")
+    if Cg * groups != C:
+        raise ValueError(
+            f"{op}: input has {C} channels but weight {tuple(weight_shape)} with groups={groups} expects {Cg * groups}"
+        )
+    stride = _args.positive_pair(stride, "stride", op)
+    dilation = _args.positive_pair(dilation, "dilation", op)
+    padding = _args.conv_padding(padding, (R, S), stride, dilation, op)
+    top, bottom, left, right = padding
+    P = (H + top + bottom - dilation[0] * (R - 1) - 1) // stride[0] + 1
+    Q = (W + left + right - dilation[1] * (S - 1) - 1) // stride[1] + 1
+    if P <= 0 or Q <= 0:
+        raise ValueError(
+            f"{op}: output size ({P}, {Q}) is not positive for input {H}x{W}, padding {padding}, "
+            f"kernel {R}x{S}, dilation {dilation}, stride {stride}"
+        )
+    return ConvGeometry(N, C, H, W, K, R, S, P, Q, stride, padding, dilation, groups)
+
+
+def _check_algorithm(op, algorithm):
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"{op}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+
+
+def _check_bias(op, bias, K):
+    if bias is not None and tuple(bias.shape) != (K,):
+        raise ValueError(f"{op}: bias must have shape ({K},) to match out_channels, got {tuple(bias.shape)}")
+
+
+def _check_grad_output(op, grad_output, geom):
+    _args.check_ndim(grad_output, 4, "grad_output", op, "(N, K, P, Q)")
+    if tuple(grad_output.shape) != geom.output_shape:
+        raise ValueError(
+            f"{op}: grad_output has shape {tuple(grad_output.shape)} but the convolution of input "
+            f"{geom.input_shape} with weight {geom.weight_shape} produces {geom.output_shape}"
+        )
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None, algorithm="auto"):
+    """2-D cross-correlation (``torch.nn.functional.conv2d``).
+
+    Args:
+        input: (N, C, H, W) float32 or float64 array.
+        weight: (K, C/groups, R, S), same dtype.
+        bias: optional (K,).
+        stride, dilation: int or pair. padding: int, pair, (top, bottom, left, right),
+            'valid' or 'same' (stride 1 only).
+        groups: split channels into groups convolved independently.
+        backend: 'numpy', 'cpu', 'cuda' or None for the process default.
+        algorithm: 'auto', 'direct' or 'gemm' (cpu backend; others ignore it).
+    Shape:
+        P = ⌊(H + pt + pb − dh·(R−1) − 1) / sh⌋ + 1, likewise Q; output (N, K, P, Q).
+    Returns:
+        The output, same dtype as the input, as the caller's kind of array.
+    """
+    op = "conv2d"
+    name = resolve(backend, input, weight, bias)
+    _check_algorithm(op, algorithm)
+    io = io_for(name, input, weight, bias)
+    x, w, b = io.to_backend(input), io.to_backend(weight), io.to_backend(bias)
+    _args.check_ndim(x, 4, "input", op, "(N, C, H, W)")
+    _args.check_ndim(w, 4, "weight", op, "(K, C/groups, R, S)")
+    if b is not None:
+        _args.check_ndim(b, 1, "bias", op, "(K,)")
+    dtype = _args.common_dtype(op, input=x, weight=w, bias=b)
+    geom = conv_geometry(op, x.shape, w.shape, stride, padding, dilation, groups)
+    _check_bias(op, b, geom.K)
+    out = io.empty(geom.output_shape, dtype)
+    if geom.N:
+        lookup("conv2d", name)(x, w, b, out, geom, algorithm)
+    return io.finish(out)
+
+
+def conv2d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *, backend=None, algorithm="auto"):
+    """Gradient of conv2d w.r.t. its input (``torch.nn.grad.conv2d_input``).
+
+    dX[n,c,h,w] = Σ_k,r,s dY[n,k,(h + pt − r·dh)/sh,(w + pl − s·dw)/sw] · W[k,c,r,s]
+    over the terms where the divisions are exact and in range.
+    Returns an array of shape ``input_shape``.
+    """
+    op = "conv2d_input"
+    name = resolve(backend, weight, grad_output)
+    _check_algorithm(op, algorithm)
+    input_shape = _args.check_shape_tuple(input_shape, 4, "input_shape", op)
+    io = io_for(name, weight, grad_output)
+    w, dy = io.to_backend(weight), io.to_backend(grad_output)
+    _args.check_ndim(w, 4, "weight", op, "(K, C/groups, R, S)")
+    dtype = _args.common_dtype(op, weight=w, grad_output=dy)
+    geom = conv_geometry(op, input_shape, w.shape, stride, padding, dilation, groups)
+    _check_grad_output(op, dy, geom)
+    out = io.empty(geom.input_shape, dtype)
+    if geom.N:
+        lookup("conv2d_input", name)(w, dy, out, geom, algorithm)
+    return io.finish(out)
+
+
+def conv2d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1, *, backend=None, algorithm="auto"):
+    """Gradient of conv2d w.r.t. its weight (``torch.nn.grad.conv2d_weight``).
+
+    dW[k,c,r,s] = Σ_n,p,q dY[n,k,p,q] · X[n, g·C/g + c, p·sh − pt + r·dh, q·sw − pl + s·dw].
+    Deterministic on every backend: the reduction order is fixed (no float atomics).
+    Returns an array of shape ``weight_shape``.
+    """
+    op = "conv2d_weight"
+    name = resolve(backend, input, grad_output)
+    _check_algorithm(op, algorithm)
+    weight_shape = _args.check_shape_tuple(weight_shape, 4, "weight_shape", op)
+    io = io_for(name, input, grad_output)
+    x, dy = io.to_backend(input), io.to_backend(grad_output)
+    _args.check_ndim(x, 4, "input", op, "(N, C, H, W)")
+    dtype = _args.common_dtype(op, input=x, grad_output=dy)
+    geom = conv_geometry(op, x.shape, weight_shape, stride, padding, dilation, groups)
+    _check_grad_output(op, dy, geom)
+    if geom.N == 0:
+        out = io.zeros(geom.weight_shape, dtype)
+    else:
+        out = io.empty(geom.weight_shape, dtype)
+        lookup("conv2d_weight", name)(x, dy, out, geom, algorithm)
+    return io.finish(out)
+
+
+def conv2d_bias(grad_output, *, backend=None):
+    """Gradient of conv2d w.r.t. its bias: the sum of ``grad_output`` over N, P, Q."""
+    op = "conv2d_bias"
+    name = resolve(backend, grad_output)
+    io = io_for(name, grad_output)
+    dy = io.to_backend(grad_output)
+    _args.check_ndim(dy, 4, "grad_output", op, "(N, K, P, Q)")
+    dtype = _args.common_dtype(op, grad_output=dy)
+    if dy.shape[0] == 0 or dy.shape[2] * dy.shape[3] == 0:
+        return io.finish(io.zeros((dy.shape[1],), dtype))
+    out = io.empty((dy.shape[1],), dtype)
+    lookup("conv2d_bias", name)(dy, out)
+    return io.finish(out)

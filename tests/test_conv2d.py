@@ -1,0 +1,185 @@
+"""conv2d forward and both gradients on every backend against the NumPy reference."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import assert_matches, random, to_numpy
+
+import convcore
+from convcore import reference
+from convcore.conv import conv_geometry
+
+# (input shape, weight shape, kwargs): every entry awkward in some way.
+CONFIGS = {
+    "nonsquare_kernel_odd_input": ((2, 3, 7, 9), (4, 3, 3, 2), {}),
+    "stride_over_kernel": ((1, 2, 9, 8), (3, 2, 2, 2), {"stride": 3}),
+    "padding_over_kernel": ((1, 2, 4, 5), (3, 2, 2, 2), {"padding": 3}),
+    "dilation_with_padding": ((2, 2, 8, 7), (2, 2, 3, 3), {"dilation": 2, "padding": 2}),
+    "asymmetric": ((1, 3, 9, 8), (2, 3, 3, 2), {"stride": (2, 1), "padding": (1, 2), "dilation": (1, 2)}),
+    "padding_4tuple": ((1, 2, 6, 5), (3, 2, 3, 3), {"padding": (0, 2, 1, 0), "stride": (1, 2)}),
+    "same_even_kernel": ((2, 2, 5, 6), (3, 2, 4, 2), {"padding": "same", "dilation": (1, 3)}),
+    "valid": ((1, 3, 6, 6), (2, 3, 3, 3), {"padding": "valid"}),
+    "groups2": ((2, 4, 6, 5), (6, 2, 3, 3), {"groups": 2, "padding": 1}),
+    "depthwise": ((2, 5, 7, 6), (5, 1, 3, 3), {"groups": 5, "padding": 1, "stride": 2}),
+    "depthwise_multiplier": ((1, 3, 6, 7), (6, 1, 3, 3), {"groups": 3, "padding": 1}),
+    "one_channel": ((3, 1, 6, 6), (13, 1, 3, 3), {"padding": 1}),
+    "thirteen_to_one": ((1, 13, 5, 4), (1, 13, 3, 3), {}),
+    "thirty_three_channels": ((1, 33, 4, 4), (3, 33, 3, 3), {"padding": 1}),
+    "kernel_as_large_as_padded_input": ((2, 2, 5, 4), (3, 2, 7, 6), {"padding": 1}),
+    "one_by_one_input": ((2, 3, 1, 1), (4, 3, 1, 1), {}),
+    "one_by_one_input_padded": ((2, 3, 1, 1), (4, 3, 3, 3), {"padding": 1}),
+    "pointwise_stride2": ((2, 8, 5, 5), (16, 8, 1, 1), {"stride": 2}),
+    "gemm_sized": ((2, 8, 6, 6), (16, 8, 3, 3), {"padding": 1}),
+}
+ALGORITHMS = ["auto", "direct", "gemm"]
+
+
+def _problem(rng, dtype, config):
+    input_shape, weight_shape, kwargs = CONFIGS[config]
+    geom = conv_geometry("test", input_shape, weight_shape, kwargs.get("stride", 1), kwargs.get("padding", 0),
+                         kwargs.get("dilation", 1), kwargs.get("groups", 1))
+    x = random(rng, input_shape, dtype)
+    w = random(rng, weight_shape, dtype)
+    b = random(rng, (weight_shape[0],), dtype)
+    dy = random(rng, geom.output_shape, dtype)
+    return x, w, b, dy, geom, kwargs
+
+
+def _ref_kwargs(geom):
+    return dict(stride=geom.stride, padding=geom.padding, dilation=geom.dilation, groups=geom.groups)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_conv2d_forward_and_gradients(backend, dtype, config, rng):
+    x, w, b, dy, geom, kwargs = _problem(rng, dtype, config)
+    x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
+    terms = geom.Cg * geom.R * geom.S
+    expected = reference.conv2d(x64, w64, b.astype(np.float64), out_hw=(geom.P, geom.Q), **_ref_kwargs(geom))
+    algorithms = ALGORITHMS if backend == "cpu" else ["auto"]
+    for algorithm in algorithms:
+        out = convcore.conv2d(x, w, b, backend=backend, algorithm=algorithm, **kwargs)
+        assert_matches(out, expected, dtype, terms, f"conv2d[{algorithm}]")
+        grad_input = convcore.conv2d_input(x.shape, w, dy, backend=backend, algorithm=algorithm, **kwargs)
+        expected_gi = reference.conv2d_input(x.shape, w64, dy64, **_ref_kwargs(geom))
+        assert_matches(grad_input, expected_gi, dtype, geom.Kg * geom.R * geom.S, f"conv2d_input[{algorithm}]")
+        grad_weight = convcore.conv2d_weight(x, w.shape, dy, backend=backend, algorithm=algorithm, **kwargs)
+        expected_gw = reference.conv2d_weight(x64, w.shape, dy64, **_ref_kwargs(geom))
+        assert_matches(grad_weight, expected_gw, dtype, geom.N * geom.P * geom.Q, f"conv2d_weight[{algorithm}]")
+    assert_matches(convcore.conv2d_bias(dy, backend=backend), dy64.sum(axis=(0, 2, 3)), dtype,
+                   geom.N * geom.P * geom.Q, "conv2d_bias")
+
+
+def _naive_conv2d(x, w, stride, padding, dilation, groups):
+    """An independent loop over every output element: the check on the reference."""
+    N, C, H, W = x.shape
+    K, Cg, R, S = w.shape
+    top, bottom, left, right = padding
+    P = (H + top + bottom - dilation[0] * (R - 1) - 1) // stride[0] + 1
+    Q = (W + left + right - dilation[1] * (S - 1) - 1) // stride[1] + 1
+    out = np.zeros((N, K, P, Q))
+    Kg = K // groups
+    for n in range(N):
+        for k in range(K):
+            for p in range(P):
+                for q in range(Q):
+                    total = 0.0
+                    for c in range(Cg):
+                        for r in range(R):
+                            for s in range(S):
+                                h = p * stride[0] - top + r * dilation[0]
+                                col = q * stride[1] - left + s * dilation[1]
+                                if 0 <= h < H and 0 <= col < W:
+                                    total += x[n, (k // Kg) * Cg + c, h, col] * w[k, c, r, s]
+                    out[n, k, p, q] = total
+    return out
+
+
+@pytest.mark.parametrize("config", ["asymmetric", "depthwise_multiplier", "padding_4tuple", "kernel_as_large_as_padded_input"])
+def test_reference_against_naive_loop(config, rng):
+    x, w, _, _, geom, _ = _problem(rng, np.float64, config)
+    expected = _naive_conv2d(x, w, geom.stride, geom.padding, geom.dilation, geom.groups)
+    actual = reference.conv2d(x, w, None, out_hw=(geom.P, geom.Q), **_ref_kwargs(geom))
+    np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("config", ["asymmetric", "groups2", "dilation_with_padding", "same_even_kernel"])
+def test_gradients_match_finite_differences(backend, config, rng):
+    """Directional derivatives of L = Σ conv2d(x, w) · G, in float64."""
+    x, w, _, grad_out, geom, kwargs = _problem(rng, np.float64, config)
+    dx_dir, dw_dir = random(rng, x.shape, np.float64), random(rng, w.shape, np.float64)
+    eps = 1e-6
+
+    def loss(xv, wv):
+        return float(np.sum(to_numpy(convcore.conv2d(xv, wv, backend=backend, **kwargs)) * grad_out))
+
+    numeric_x = (loss(x + eps * dx_dir, w) - loss(x - eps * dx_dir, w)) / (2 * eps)
+    numeric_w = (loss(x, w + eps * dw_dir) - loss(x, w - eps * dw_dir)) / (2 * eps)
+    grad_x = to_numpy(convcore.conv2d_input(x.shape, w, grad_out, backend=backend, **kwargs))
+    grad_w = to_numpy(convcore.conv2d_weight(x, w.shape, grad_out, backend=backend, **kwargs))
+    assert np.sum(grad_x * dx_dir) == pytest.approx(numeric_x, rel=1e-6, abs=1e-8)
+    assert np.sum(grad_w * dw_dir) == pytest.approx(numeric_w, rel=1e-6, abs=1e-8)
+
+
+def test_against_torch(dtype, rng):
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    for config in ["asymmetric", "same_even_kernel", "depthwise_multiplier", "padding_over_kernel"]:
+        x, w, b, dy, geom, kwargs = _problem(rng, dtype, config)
+        tx, tw, tb, tdy = (torch.from_numpy(a.astype(np.float64)) for a in (x, w, b, dy))
+        top, bottom, left, right = geom.padding
+        padded = F.pad(tx, (left, right, top, bottom))
+        tkw = dict(stride=geom.stride, dilation=geom.dilation, groups=geom.groups)
+        expected = F.conv2d(padded, tw, tb, **tkw)
+        assert_matches(convcore.conv2d(x, w, b, backend="cpu", **kwargs), expected.numpy(), dtype, 27, config)
+        gw = torch.nn.grad.conv2d_weight(padded, tw.shape, tdy, **tkw)
+        assert_matches(convcore.conv2d_weight(x, w.shape, dy, backend="cpu", **kwargs), gw.numpy(), dtype, 200, config)
+        gx = torch.nn.grad.conv2d_input(padded.shape, tw, tdy, **tkw)[:, :, top:top + x.shape[2], left:left + x.shape[3]]
+        assert_matches(convcore.conv2d_input(x.shape, w, dy, backend="cpu", **kwargs), gx.numpy(), dtype, 27, config)
+
+
+@pytest.mark.parametrize("layout", ["slice", "transpose", "zero_stride"])
+def test_non_contiguous_inputs(backend, layout, rng):
+    base = random(rng, (2, 3, 8, 9), np.float64)
+    w = random(rng, (4, 3, 3, 3), np.float64)
+    if layout == "slice":
+        x = base[:, :, 1:7:2, ::2]
+    elif layout == "transpose":
+        x = np.ascontiguousarray(base.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    else:
+        x = np.broadcast_to(base[:, :, :1, :], base.shape)
+    assert not x.flags.c_contiguous
+    expected = convcore.conv2d(np.ascontiguousarray(x), w, padding=1, backend=backend)
+    np.testing.assert_array_equal(to_numpy(convcore.conv2d(x, w, padding=1, backend=backend)), to_numpy(expected))
+    dy = random(rng, tuple(expected.shape), np.float64)
+    dy_t = np.ascontiguousarray(dy.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    np.testing.assert_array_equal(
+        to_numpy(convcore.conv2d_weight(x, w.shape, dy_t, padding=1, backend=backend)),
+        to_numpy(convcore.conv2d_weight(np.ascontiguousarray(x), w.shape, dy, padding=1, backend=backend)),
+    )
+
+
+def test_empty_batch(backend, dtype):
+    x = np.ones((0, 3, 5, 5), dtype)
+    w = np.ones((4, 3, 3, 3), dtype)
+    out = to_numpy(convcore.conv2d(x, w, stride=2, backend=backend))
+    assert out.shape == (0, 4, 2, 2) and out.dtype == dtype
+    assert to_numpy(convcore.conv2d_input(x.shape, w, out, stride=2, backend=backend)).shape == (0, 3, 5, 5)
+    grad_w = to_numpy(convcore.conv2d_weight(x, w.shape, out, stride=2, backend=backend))
+    assert grad_w.shape == w.shape and not grad_w.any()
+    assert not to_numpy(convcore.conv2d_bias(out, backend=backend)).any()
+
+
+@pytest.mark.parametrize("kernel_backend, algorithm", [("cpu", "direct"), ("cpu", "gemm"), ("cuda", "auto")])
+def test_weight_gradient_is_deterministic(kernel_backend, algorithm, rng):
+    x = random(rng, (4, 8, 9, 9), np.float32)
+    dy = random(rng, (4, 16, 9, 9), np.float32)
+    first = to_numpy(convcore.conv2d_weight(x, (16, 8, 3, 3), dy, padding=1, backend=kernel_backend, algorithm=algorithm))
+    second = to_numpy(convcore.conv2d_weight(x, (16, 8, 3, 3), dy, padding=1, backend=kernel_backend, algorithm=algorithm))
+    assert first.tobytes() == second.tobytes()
+
+
+def test_float32_in_float32_out(backend, rng):
+    x = random(rng, (1, 2, 5, 5), np.float32)
+    w = random(rng, (3, 2, 3, 3), np.float32)
+    assert to_numpy(convcore.conv2d(x, w, backend=backend)).dtype == np.float32
