@@ -1,15 +1,18 @@
-"""The dispatch table: (op, backend) → launcher, as import paths resolved on first use."""
+"""The dispatch table: (op, backend) → launcher, as import paths resolved on first use.
+
+Each op family lives in ``kernels/<family>/`` with ``numpy.py`` (the reference behind
+the launcher signature), ``cpu.py`` and ``cuda.py``, each defining the same launchers.
+"""
 from ._backend import register
 
-_FAMILIES = {
-    # op name: (family module stem, launcher name)
+# op name: (family folder, launcher name)
+OPS = {
     "conv2d": ("conv2d", "conv2d_fwd"),
     "conv2d_input": ("conv2d", "conv2d_bwd_data"),
     "conv2d_weight": ("conv2d", "conv2d_bwd_weight"),
     "conv2d_bias": ("conv2d", "conv2d_bwd_bias"),
 }
 
-for _op, (_family, _launcher) in _FAMILIES.items():
-    register(_op, "numpy", f"convcore._numpy_backend:{_launcher}")
-    register(_op, "cpu", f"convcore.kernels.{_family}.cpu:{_launcher}")
-    register(_op, "cuda", f"convcore.kernels.{_family}.cuda:{_launcher}")
+for _op, (_family, _launcher) in OPS.items():
+    for _backend in ("numpy", "cpu", "cuda"):
+        register(_op, _backend, f"convcore.kernels.{_family}.{_backend}:{_launcher}")

@@ -1,7 +1,7 @@
-"""The ``numpy`` backend: the references from ``reference.py`` behind the launcher signature."""
+"""The ``numpy`` backend for conv2d: the references behind the launcher signature."""
 from __future__ import annotations
 
-from . import reference
+from convcore import reference
 
 
 def conv2d_fwd(x, w, b, out, geom, algorithm):

@@ -1,0 +1,6 @@
+"""NumPy reference implementations: the definition of "correct" for every op.
+
+One module per op family; everything is re-exported here (``convcore.reference.conv2d``).
+Clarity over speed. Float32 inputs are computed in float64 and rounded once at the end.
+"""
+from .conv2d import conv2d, conv2d_bias, conv2d_input, conv2d_weight  # noqa: F401
