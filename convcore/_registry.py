@@ -11,6 +11,9 @@ OPS = {
     "conv2d_input": ("conv2d", "conv2d_bwd_data"),
     "conv2d_weight": ("conv2d", "conv2d_bwd_weight"),
     "conv2d_bias": ("conv2d", "conv2d_bwd_bias"),
+    "sgd_update": ("optim", "sgd_update"),
+    "adam_update": ("optim", "adam_update"),
+    "axpby": ("optim", "axpby"),
 }
 
 for _op, (_family, _launcher) in OPS.items():

@@ -1,4 +1,4 @@
-"""The ``convcore`` command: ``convcore bench``, ``convcore backends``."""
+"""The ``convcore`` command: ``convcore bench``, ``convcore train``, ``convcore backends``."""
 from __future__ import annotations
 
 import argparse
@@ -17,8 +17,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="convcore", description="Hand-written CPU and CUDA kernels for CNNs.")
     commands = parser.add_subparsers(dest="command", required=True)
     from .bench.cli import add_parser as add_bench
+    from .train import add_parser as add_train
 
     add_bench(commands)
+    add_train(commands)
     listing = commands.add_parser("backends", help="report which backends are available, and why")
     listing.set_defaults(run=_backends)
     args = parser.parse_args(argv)
