@@ -229,3 +229,15 @@ def test_parameters_stay_on_device(rng):
     assert all(is_device_array(p.grad) for p in model.parameters())
     model.to("cpu")
     assert all(isinstance(p.data, np.ndarray) and isinstance(p.grad, np.ndarray) for p in model.parameters())
+
+
+def test_dropout_same_mask_on_every_backend(kernel_backend, rng):
+    x = random(rng, (2, 3, 4, 5), np.float32)
+    nn.manual_seed(7)
+    expected = nn.Dropout(0.5).to("numpy")(x)
+    nn.manual_seed(7)
+    drop = nn.Dropout(0.5).to(kernel_backend)
+    out = drop(nn.module.to_backend(x, kernel_backend))
+    assert is_device_array(out) == (kernel_backend == "cuda")
+    np.testing.assert_array_equal(to_numpy(out), expected)
+    np.testing.assert_array_equal(to_numpy(drop.backward(out)), expected * (expected != 0) / np.float32(0.5))
