@@ -152,13 +152,16 @@ def plot_history(history: dict, path) -> None:
 
 
 def add_parser(commands):
-    parser = commands.add_parser("train", help="train a LeNet-style CNN on scikit-learn's 8x8 digits")
-    parser.add_argument("--backend", default="cpu", choices=("numpy", "cpu", "cuda"))
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--seed", type=int, default=0)
+    import argparse
+
+    parser = commands.add_parser("train", help="train a LeNet-style CNN on scikit-learn's 8x8 digits",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--backend", default="cpu", choices=("numpy", "cpu", "cuda"), help="where to train")
+    parser.add_argument("--epochs", type=int, default=12, help="passes over the training split")
+    parser.add_argument("--batch-size", type=int, default=32, help="samples per SGD step")
+    parser.add_argument("--lr", type=float, default=0.05, help="SGD learning rate")
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the split, the initialisation and the shuffling")
     parser.add_argument("--save", default="digits_model.npz", help="where to save the trained model (.npz)")
     parser.add_argument("--plot", default=None, help="draw the training curves to this image (matplotlib)")
     parser.add_argument("--no-progress", action="store_true", help="hide the per-epoch progress bar")
