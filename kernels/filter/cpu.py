@@ -1,0 +1,71 @@
+"""filter2d: Numba CPU kernel.
+
+out[b, i, j] = Σ_r,s k[r, s] · x[b, src(i + r − ar), src(j + s − as)] (k flipped when convolving),
+with src() the boundary mode of convcore.reference.filter. Mode codes are indices into
+``MODES``: 0 reflect, 1 constant, 2 nearest, 3 mirror, 4 wrap.
+One ``prange`` iteration per image row (b, i); windows wholly inside the image skip
+the boundary arithmetic, so only the border pays for it.
+"""
+from __future__ import annotations
+
+from numba import njit, prange
+
+REFLECT, CONSTANT, NEAREST, MIRROR, WRAP = 0, 1, 2, 3, 4
+
+
+@njit(inline="always")
+def _source(i, n, mode):
+    """Source index of position i along an axis of length n, or −1 (mode constant, outside)."""
+    if i >= 0 and i < n:
+        return i
+    if mode == CONSTANT:
+        return -1
+    if mode == NEAREST:
+        return 0 if i < 0 else n - 1
+    if mode == WRAP:
+        m = i % n
+        return m + n if m < 0 else m
+    if mode == REFLECT:
+        period = 2 * n
+        m = i % period
+        if m < 0:
+            m += period
+        return m if m < n else period - 1 - m
+    # MIRROR
+    if n == 1:
+        return 0
+    period = 2 * n - 2
+    m = i % period
+    if m < 0:
+        m += period
+    return m if m < n else period - m
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _filter2d(x, k, out, mode, cval, flip):
+    B, H, W = x.shape
+    R, S = k.shape
+    ar = (R - 1) // 2 if flip else R // 2
+    as_ = (S - 1) // 2 if flip else S // 2
+    for bi in prange(B * H):
+        b = bi // H
+        i = bi % H
+        rows_inside = i - ar >= 0 and i - ar + R <= H
+        for j in range(W):
+            cols_inside = j - as_ >= 0 and j - as_ + S <= W
+            acc = 0.0
+            for r in range(R):
+                kr = R - 1 - r if flip else r
+                h = i + r - ar if rows_inside else _source(i + r - ar, H, mode)
+                for s in range(S):
+                    ks = S - 1 - s if flip else s
+                    w = j + s - as_ if cols_inside else _source(j + s - as_, W, mode)
+                    if h < 0 or w < 0:
+                        acc += k[kr, ks] * cval
+                    else:
+                        acc += k[kr, ks] * x[b, h, w]
+            out[b, i, j] = acc
+
+
+def filter2d(x, k, out, mode, cval, convolve):
+    _filter2d(x, k, out, mode, out.dtype.type(cval), convolve)
