@@ -38,7 +38,7 @@ def _problem(rng, dtype, config):
 def _adjoint_references(x, w, dy, geom):
     """Gradients from the conv2d references (symmetric padding: the sizes are fixed by the arrays)."""
     ph, pw = geom.padding[0], geom.padding[2]
-    kw = dict(stride=geom.stride, padding=(ph, ph, pw, pw), dilation=geom.dilation, groups=geom.groups)
+    kw = {"stride": geom.stride, "padding": (ph, ph, pw, pw), "dilation": geom.dilation, "groups": geom.groups}
     grad_x = reference.conv2d(dy, w, None, out_hw=(geom.P, geom.Q), **kw)
     grad_w = reference.conv2d_weight(dy, w.shape, x, **kw)
     return grad_x, grad_w
@@ -66,7 +66,7 @@ def test_conv_transpose2d_forward_and_gradients(backend, dtype, config, rng):
 @pytest.mark.parametrize("config", CONFIGS)
 def test_against_torch_autograd(backend, config, rng):
     torch = pytest.importorskip("torch")
-    x, w, b, dy, geom, kwargs = _problem(rng, np.float64, config)
+    x, w, b, dy, _geom, kwargs = _problem(rng, np.float64, config)
     tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
     t_out = torch.nn.functional.conv_transpose2d(tx, tw, tb, **kwargs)
     t_out.backward(torch.from_numpy(dy))
@@ -106,7 +106,7 @@ def test_reference_against_naive_loop(rng):
                                     "output_padding_over_padding"])
 def test_gradients_match_finite_differences(backend, config, rng):
     """Directional derivatives of L = Σ conv_transpose2d(x, w) · G, in float64."""
-    x, w, _, grad_out, geom, kwargs = _problem(rng, np.float64, config)
+    x, w, _, grad_out, _geom, kwargs = _problem(rng, np.float64, config)
     dx_dir, dw_dir = random(rng, x.shape, np.float64), random(rng, w.shape, np.float64)
     eps = 1e-6
 
@@ -134,30 +134,30 @@ def test_empty_batch(backend, dtype):
 X = np.ones((2, 4, 5, 5), np.float32)
 W = np.ones((4, 3, 3, 3), np.float32)
 REJECTS = [
-    ("3-D input", dict(input=np.ones((4, 5, 5), np.float32)), ValueError, r"input must be 4-D .* got shape \(4, 5, 5\)"),
-    ("3-D weight", dict(weight=np.ones((4, 3, 3), np.float32)), ValueError, "weight must be 4-D"),
-    ("channel mismatch", dict(weight=np.ones((3, 3, 3, 3), np.float32)), ValueError,
+    ("3-D input", {"input": np.ones((4, 5, 5), np.float32)}, ValueError, r"input must be 4-D .* got shape \(4, 5, 5\)"),
+    ("3-D weight", {"weight": np.ones((4, 3, 3), np.float32)}, ValueError, "weight must be 4-D"),
+    ("channel mismatch", {"weight": np.ones((3, 3, 3, 3), np.float32)}, ValueError,
      r"input has 4 channels but weight \(3, 3, 3, 3\) expects 3"),
-    ("groups divide C_in", dict(groups=3), ValueError, "groups=3 must divide in_channels=4"),
-    ("output_padding too big", dict(output_padding=1), ValueError,
+    ("groups divide C_in", {"groups": 3}, ValueError, "groups=3 must divide in_channels=4"),
+    ("output_padding too big", {"output_padding": 1}, ValueError,
      r"output_padding=\(1, 1\) must be smaller than either stride=\(1, 1\) or dilation=\(1, 1\)"),
-    ("output_padding too big for stride and dilation", dict(output_padding=(0, 2), stride=2, dilation=2), ValueError,
+    ("output_padding too big for stride and dilation", {"output_padding": (0, 2), "stride": 2, "dilation": 2}, ValueError,
      "output_padding=.* must be smaller than either stride"),
-    ("negative output_padding", dict(output_padding=-1), ValueError, "output_padding must be non-negative"),
-    ("negative padding", dict(padding=-1), ValueError, "padding must be non-negative"),
-    ("zero stride", dict(stride=0), ValueError, "stride must be positive"),
-    ("zero groups", dict(groups=0), ValueError, "groups must be positive"),
-    ("bool groups", dict(groups=True), TypeError, "groups must be an int"),
-    ("output size", dict(padding=4), ValueError, r"output size \(-1, -1\) is not positive"),
-    ("bias shape", dict(bias=np.ones(4, np.float32)), ValueError, r"bias must have shape \(3,\)"),
-    ("mixed dtypes", dict(weight=W.astype(np.float64)), TypeError, "must share one dtype.*input=float32.*weight=float64"),
-    ("integer input", dict(input=X.astype(np.int64), weight=W.astype(np.int64)), TypeError, "unsupported dtype int64"),
+    ("negative output_padding", {"output_padding": -1}, ValueError, "output_padding must be non-negative"),
+    ("negative padding", {"padding": -1}, ValueError, "padding must be non-negative"),
+    ("zero stride", {"stride": 0}, ValueError, "stride must be positive"),
+    ("zero groups", {"groups": 0}, ValueError, "groups must be positive"),
+    ("bool groups", {"groups": True}, TypeError, "groups must be an int"),
+    ("output size", {"padding": 4}, ValueError, r"output size \(-1, -1\) is not positive"),
+    ("bias shape", {"bias": np.ones(4, np.float32)}, ValueError, r"bias must have shape \(3,\)"),
+    ("mixed dtypes", {"weight": W.astype(np.float64)}, TypeError, "must share one dtype.*input=float32.*weight=float64"),
+    ("integer input", {"input": X.astype(np.int64), "weight": W.astype(np.int64)}, TypeError, "unsupported dtype int64"),
 ]
 
 
 @pytest.mark.parametrize("case, overrides, error, message", REJECTS, ids=[c[0] for c in REJECTS])
 def test_conv_transpose2d_rejects(kernel_backend, case, overrides, error, message):
-    kwargs = dict(input=X, weight=W, backend=kernel_backend)
+    kwargs = {"input": X, "weight": W, "backend": kernel_backend}
     kwargs.update(overrides)
     with pytest.raises(error, match=message):
         convcore.conv_transpose2d(**kwargs)
@@ -185,7 +185,7 @@ def test_errors_come_before_any_kernel(monkeypatch):
 
     monkeypatch.setattr("convcore.conv_transpose.lookup", refuse)
     for _, overrides, error, _ in REJECTS:
-        kwargs = dict(input=X, weight=W, backend="cpu")
+        kwargs = {"input": X, "weight": W, "backend": "cpu"}
         kwargs.update(overrides)
         with pytest.raises(error):
             convcore.conv_transpose2d(**kwargs)

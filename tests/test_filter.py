@@ -93,21 +93,21 @@ def test_float32_in_float32_out_and_integer_kernel(backend, rng):
 
 IMAGE = np.ones((4, 5), np.float32)
 REJECTS = [
-    ("1-D image", dict(image=np.ones(5, np.float32)), ValueError, r"image must have at least 2 dimensions .* got shape \(5,\)"),
-    ("3-D kernel", dict(kernel=np.ones((1, 3, 3))), ValueError, r"kernel must be 2-D \(R, S\), got shape \(1, 3, 3\)"),
-    ("empty kernel", dict(kernel=np.ones((0, 3))), ValueError, r"kernel must not be empty, got shape \(0, 3\)"),
-    ("unknown mode", dict(mode="grid-wrap"), ValueError, "mode must be one of .* got 'grid-wrap'"),
-    ("integer image", dict(image=IMAGE.astype(np.int32)), TypeError, "image has unsupported dtype int32"),
-    ("complex kernel", dict(kernel=np.ones((3, 3), np.complex128)), TypeError, "kernel must be a real numeric array"),
-    ("string cval", dict(cval="0"), TypeError, "cval must be a real number"),
-    ("convolve not bool", dict(convolve=1), TypeError, "convolve must be a bool"),
-    ("unknown backend", dict(backend="tpu"), ValueError, "unknown backend 'tpu'"),
+    ("1-D image", {"image": np.ones(5, np.float32)}, ValueError, r"image must have at least 2 dimensions .* got shape \(5,\)"),
+    ("3-D kernel", {"kernel": np.ones((1, 3, 3))}, ValueError, r"kernel must be 2-D \(R, S\), got shape \(1, 3, 3\)"),
+    ("empty kernel", {"kernel": np.ones((0, 3))}, ValueError, r"kernel must not be empty, got shape \(0, 3\)"),
+    ("unknown mode", {"mode": "grid-wrap"}, ValueError, "mode must be one of .* got 'grid-wrap'"),
+    ("integer image", {"image": IMAGE.astype(np.int32)}, TypeError, "image has unsupported dtype int32"),
+    ("complex kernel", {"kernel": np.ones((3, 3), np.complex128)}, TypeError, "kernel must be a real numeric array"),
+    ("string cval", {"cval": "0"}, TypeError, "cval must be a real number"),
+    ("convolve not bool", {"convolve": 1}, TypeError, "convolve must be a bool"),
+    ("unknown backend", {"backend": "tpu"}, ValueError, "unknown backend 'tpu'"),
 ]
 
 
 @pytest.mark.parametrize("case, overrides, error, message", REJECTS, ids=[c[0] for c in REJECTS])
 def test_filter2d_rejects(kernel_backend, case, overrides, error, message):
-    kwargs = dict(image=IMAGE, kernel=np.ones((3, 3)), backend=kernel_backend)
+    kwargs = {"image": IMAGE, "kernel": np.ones((3, 3)), "backend": kernel_backend}
     kwargs.update(overrides)
     with pytest.raises(error, match=message):
         convcore.filter2d(**kwargs)
@@ -119,7 +119,7 @@ def test_errors_come_before_any_kernel(monkeypatch):
 
     monkeypatch.setattr("convcore.filter.lookup", refuse)
     for _, overrides, error, _ in REJECTS:
-        kwargs = dict(image=IMAGE, kernel=np.ones((3, 3)), backend="cpu")
+        kwargs = {"image": IMAGE, "kernel": np.ones((3, 3)), "backend": "cpu"}
         kwargs.update(overrides)
         with pytest.raises(error):
             convcore.filter2d(**kwargs)

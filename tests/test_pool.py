@@ -179,24 +179,24 @@ def test_empty_batch(backend, dtype):
 
 X = np.ones((2, 3, 8, 8), np.float32)
 REJECTS = [
-    ("3-D input", dict(input=np.ones((3, 8, 8), np.float32)), ValueError, r"input must be 4-D .* got shape \(3, 8, 8\)"),
-    ("padding over half kernel", dict(kernel_size=3, padding=2), ValueError,
+    ("3-D input", {"input": np.ones((3, 8, 8), np.float32)}, ValueError, r"input must be 4-D .* got shape \(3, 8, 8\)"),
+    ("padding over half kernel", {"kernel_size": 3, "padding": 2}, ValueError,
      r"padding=\(2, 2\) must be at most half of kernel_size=\(3, 3\)"),
-    ("negative padding", dict(padding=-1), ValueError, "padding must be non-negative"),
-    ("zero stride", dict(stride=0), ValueError, "stride must be positive"),
-    ("zero kernel", dict(kernel_size=(0, 2)), ValueError, "kernel_size must be positive"),
-    ("kernel larger than input", dict(kernel_size=9), ValueError, r"output size \(0, 0\) is not positive"),
-    ("ceil_mode not bool", dict(ceil_mode="yes"), TypeError, "ceil_mode must be a bool"),
-    ("kernel of 3 entries", dict(kernel_size=(2, 2, 2)), ValueError, "kernel_size must be an int or a pair"),
-    ("integer input", dict(input=X.astype(np.int32)), TypeError, "unsupported dtype int32"),
-    ("unknown backend", dict(backend="tpu"), ValueError, "unknown backend 'tpu'"),
+    ("negative padding", {"padding": -1}, ValueError, "padding must be non-negative"),
+    ("zero stride", {"stride": 0}, ValueError, "stride must be positive"),
+    ("zero kernel", {"kernel_size": (0, 2)}, ValueError, "kernel_size must be positive"),
+    ("kernel larger than input", {"kernel_size": 9}, ValueError, r"output size \(0, 0\) is not positive"),
+    ("ceil_mode not bool", {"ceil_mode": "yes"}, TypeError, "ceil_mode must be a bool"),
+    ("kernel of 3 entries", {"kernel_size": (2, 2, 2)}, ValueError, "kernel_size must be an int or a pair"),
+    ("integer input", {"input": X.astype(np.int32)}, TypeError, "unsupported dtype int32"),
+    ("unknown backend", {"backend": "tpu"}, ValueError, "unknown backend 'tpu'"),
 ]
 
 
 @pytest.mark.parametrize("case, overrides, error, message", REJECTS, ids=[c[0] for c in REJECTS])
 @pytest.mark.parametrize("op", ["max_pool2d", "avg_pool2d"])
 def test_pooling_rejects(kernel_backend, op, case, overrides, error, message):
-    kwargs = dict(input=X, kernel_size=2, backend=kernel_backend)
+    kwargs = {"input": X, "kernel_size": 2, "backend": kernel_backend}
     kwargs.update(overrides)
     with pytest.raises(error, match=message):
         getattr(convcore, op)(**kwargs)
@@ -227,7 +227,7 @@ def test_errors_come_before_any_kernel(monkeypatch):
     monkeypatch.setattr("convcore.pool.lookup", refuse)
     for _, overrides, error, _ in REJECTS:
         for op in (convcore.max_pool2d, convcore.avg_pool2d):
-            kwargs = dict(input=X, kernel_size=2, backend="cpu")
+            kwargs = {"input": X, "kernel_size": 2, "backend": "cpu"}
             kwargs.update(overrides)
             with pytest.raises(error):
                 op(**kwargs)
