@@ -47,6 +47,8 @@ def _max_fwd(x, out, indices, write_indices, R, S, sh, sw, ph, pw, dh, dw):
 
 
 # dx[n,c,h,w] = Σ dy[n,c,p,q] over the windows (p, q) that contain (h, w) and chose it as argmax.
+# Window p has tap r at row p·sh − ph + r·dh = h, so p runs over ⌈(h + ph − (R−1)·dh)/sh⌉ … ⌊(h + ph)/sh⌋
+# where h + ph − p·sh is a multiple of dh.
 @njit(parallel=True, cache=True)
 def _max_bwd(dy, indices, dx, R, S, sh, sw, ph, pw, dh, dw):
     N, C, H, W = dx.shape
@@ -55,19 +57,21 @@ def _max_bwd(dy, indices, dx, R, S, sh, sw, ph, pw, dh, dw):
         n = nc // C
         c = nc % C
         for h in range(H):
+            t = h + ph - (R - 1) * dh
+            p_lo = 0 if t <= 0 else (t + sh - 1) // sh
+            p_hi = min((h + ph) // sh + 1, P)
             for w in range(W):
-                acc = 0.0
+                u = w + pw - (S - 1) * dw
+                q_lo = 0 if u <= 0 else (u + sw - 1) // sw
+                q_hi = min((w + pw) // sw + 1, Q)
                 flat = h * W + w
-                for r in range(R):
-                    t = h + ph - r * dh  # = p·sh for the window p whose tap r is row h
-                    if t < 0 or t % sh != 0 or t // sh >= P:
+                acc = 0.0
+                for p in range(p_lo, p_hi):
+                    if dh > 1 and (h + ph - p * sh) % dh != 0:
                         continue
-                    p = t // sh
-                    for s in range(S):
-                        u = w + pw - s * dw
-                        if u < 0 or u % sw != 0 or u // sw >= Q:
+                    for q in range(q_lo, q_hi):
+                        if dw > 1 and (w + pw - q * sw) % dw != 0:
                             continue
-                        q = u // sw
                         if indices[n, c, p, q] == flat:
                             acc += dy[n, c, p, q]
                 dx[n, c, h, w] = acc

@@ -65,18 +65,21 @@ def make_max_bwd(dt):
             t = t // H
             c = t % C
             n = t // C
+            # Window p has tap r at row p·sh − ph + r·dh = h: p from ⌈(h + ph − (R−1)·dh)/sh⌉ to
+            # ⌊(h + ph)/sh⌋ where h + ph − p·sh is a multiple of dh (likewise q).
+            a = h + ph - (R - 1) * dh
+            p_lo = 0 if a <= 0 else (a + sh - 1) // sh
+            p_hi = min((h + ph) // sh + 1, P)
+            b = w + pw - (S - 1) * dw
+            q_lo = 0 if b <= 0 else (b + sw - 1) // sw
+            q_hi = min((w + pw) // sw + 1, Q)
             flat = h * W + w
             acc = dt(0)
-            for r in range(R):
-                a = h + ph - r * dh  # = p·sh for the window p whose tap r is row h
-                if a >= 0 and a % sh == 0 and a // sh < P:
-                    p = a // sh
-                    for s in range(S):
-                        b = w + pw - s * dw
-                        if b >= 0 and b % sw == 0 and b // sw < Q:
-                            q = b // sw
-                            if indices[n, c, p, q] == flat:
-                                acc += dy[n, c, p, q]
+            for p in range(p_lo, p_hi):
+                if dh == 1 or (h + ph - p * sh) % dh == 0:
+                    for q in range(q_lo, q_hi):
+                        if (dw == 1 or (w + pw - q * sw) % dw == 0) and indices[n, c, p, q] == flat:
+                            acc += dy[n, c, p, q]
             dx[n, c, h, w] = acc
 
     return max_pool2d_bwd_kernel
