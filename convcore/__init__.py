@@ -6,6 +6,27 @@ from . import _registry  # noqa: F401  (fills the dispatch table)
 from ._arrays import set_poison
 from ._backend import BACKENDS, backends, get_backend, set_backend
 from .conv import conv2d, conv2d_bias, conv2d_input, conv2d_weight
+from .elementwise import (
+    hadamard,
+    hadamard_backward,
+    leaky_relu,
+    leaky_relu_backward,
+    relu,
+    relu_backward,
+    sigmoid,
+    sigmoid_backward,
+    tanh,
+    tanh_backward,
+)
+from .linear import linear, linear_backward
+from .softmax import (
+    cross_entropy,
+    cross_entropy_backward,
+    log_softmax,
+    log_softmax_backward,
+    softmax,
+    softmax_backward,
+)
 
 __version__ = "0.1.0"
 
@@ -16,7 +37,25 @@ __all__ = [
     "conv2d_bias",
     "conv2d_input",
     "conv2d_weight",
+    "cross_entropy",
+    "cross_entropy_backward",
     "get_backend",
+    "hadamard",
+    "hadamard_backward",
+    "leaky_relu",
+    "leaky_relu_backward",
+    "linear",
+    "linear_backward",
+    "log_softmax",
+    "log_softmax_backward",
+    "relu",
+    "relu_backward",
     "set_backend",
     "set_poison",
+    "sigmoid",
+    "sigmoid_backward",
+    "softmax",
+    "softmax_backward",
+    "tanh",
+    "tanh_backward",
 ]
