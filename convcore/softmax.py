@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _args
 from ._arrays import io_for
-from ._backend import lookup, resolve
+from ._backend import is_device_array, lookup, resolve
 from .elementwise import require_contiguous
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -107,10 +107,10 @@ def _logits_and_target(op, io, logits, target):
     _args.check_ndim(x, 2, "logits", op, "(N, C)")
     dtype = _args.common_dtype(op, logits=x)
     require_contiguous(io, x, "logits", op)
-    host = io.to_backend(target)
-    if io.on_device:
-        host = host.copy_to_host()
-    host = np.asarray(host)
+    if is_device_array(target):
+        host = io.to_backend(target).copy_to_host() if io.on_device else np.asarray(io.to_backend(target))
+    else:
+        host = np.asarray(target)
     if host.dtype.kind not in "iu":
         raise TypeError(f"{op}: target must hold integer class indices, got dtype {host.dtype}")
     N, C = (int(v) for v in x.shape)

@@ -21,6 +21,7 @@ from numba import cuda
 from .._cuda_util import THREADS, grid_for, kernel
 
 TILE = 16
+PADDED = TILE + 1  # shared tiles are TILE x PADDED (a global, so Numba sees a constant shape)
 _MAX_GRID_Y = 65535
 
 
@@ -28,8 +29,8 @@ def make_matmul_nt(dt):
     def linear_fwd_kernel(x, w, b, has_bias, out):
         M, K = x.shape
         N = w.shape[0]
-        xs = cuda.shared.array((TILE, TILE + 1), dt)  # x[m0 + i, k0 + j]
-        ws = cuda.shared.array((TILE, TILE + 1), dt)  # w[n0 + i, k0 + j]
+        xs = cuda.shared.array((TILE, PADDED), dt)  # x[m0 + i, k0 + j]
+        ws = cuda.shared.array((TILE, PADDED), dt)  # w[n0 + i, k0 + j]
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         n = cuda.blockIdx.x * TILE + tx
@@ -57,8 +58,8 @@ def make_matmul_nn(dt):
     def linear_bwd_input_kernel(dy, w, dx):
         M, N = dy.shape
         K = w.shape[1]
-        gs = cuda.shared.array((TILE, TILE + 1), dt)  # dy[m0 + i, n0 + j]
-        ws = cuda.shared.array((TILE, TILE + 1), dt)  # w[n0 + i, k0 + j]
+        gs = cuda.shared.array((TILE, PADDED), dt)  # dy[m0 + i, n0 + j]
+        ws = cuda.shared.array((TILE, PADDED), dt)  # w[n0 + i, k0 + j]
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         k = cuda.blockIdx.x * TILE + tx
@@ -84,8 +85,8 @@ def make_matmul_tn(dt):
     def linear_bwd_weight_kernel(dy, x, dw):
         M, N = dy.shape
         K = x.shape[1]
-        gs = cuda.shared.array((TILE, TILE + 1), dt)  # dy[m0 + i, n0 + j]
-        xs = cuda.shared.array((TILE, TILE + 1), dt)  # x[m0 + i, k0 + j]
+        gs = cuda.shared.array((TILE, PADDED), dt)  # dy[m0 + i, n0 + j]
+        xs = cuda.shared.array((TILE, PADDED), dt)  # x[m0 + i, k0 + j]
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         k = cuda.blockIdx.x * TILE + tx
