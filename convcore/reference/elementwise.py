@@ -59,7 +59,7 @@ def leaky_relu_backward(grad_output, input, negative_slope):
 def sigmoid(x):
     """1 / (1 + e^−x), evaluated as e^x / (1 + e^x) for x < 0 so neither branch overflows."""
     (x64,) = _f64(x)
-    with np.errstate(over="ignore"):
+    with np.errstate(under="ignore"):  # e^−|x| ≤ 1 cannot overflow; underflow to 0 is right
         e = np.exp(-np.abs(x64))
     return np.where(x64 >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.asarray(x).dtype)
 
