@@ -18,8 +18,8 @@ from .elementwise import (
     tanh,
     tanh_backward,
 )
-from .linear import linear, linear_backward
-from .softmax import (
+from .dense import linear, linear_backward
+from .softmax_loss import (
     cross_entropy,
     cross_entropy_backward,
     log_softmax,
