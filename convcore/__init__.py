@@ -6,6 +6,7 @@ from . import _registry  # noqa: F401  (fills the dispatch table)
 from ._arrays import set_poison
 from ._backend import BACKENDS, backends, get_backend, set_backend
 from .conv import conv2d, conv2d_bias, conv2d_input, conv2d_weight
+from .dense import linear, linear_backward
 from .elementwise import (
     hadamard,
     hadamard_backward,
@@ -18,7 +19,6 @@ from .elementwise import (
     tanh,
     tanh_backward,
 )
-from .dense import linear, linear_backward
 from .softmax_loss import (
     cross_entropy,
     cross_entropy_backward,

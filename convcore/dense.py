@@ -64,10 +64,6 @@ def linear(input, weight, bias=None, *, backend=None):
     if out.size:  # in_features == 0 is fine: an empty sum, the output is the bias (or 0)
         lookup(op, name)(_rows(x), w, b, _rows(out))
     return io.finish(out)
-    out = io.empty(out_shape, dtype) if in_features else out
-    if out.size:
-        lookup(op, name)(_rows(x, in_features), w, b, _rows(out, out_features))
-    return io.finish(out)
 
 
 def linear_backward(grad_output, input, weight, *, backend=None):
@@ -98,10 +94,4 @@ def linear_backward(grad_output, input, weight, *, backend=None):
     grad_bias = io.empty((int(w.shape[0]),), dtype)
     # Every size may be 0: the launchers skip empty outputs and write empty sums as 0.
     lookup(op, name)(_rows(dy), _rows(x), w, _rows(grad_input), grad_weight, grad_bias)
-    return io.finish(grad_input), io.finish(grad_weight), io.finish(grad_bias)
-    grad_input = io.empty(x.shape, dtype)
-    grad_weight = io.empty(w.shape, dtype)
-    grad_bias = io.empty((out_features,), dtype)
-    lookup(op, name)(_rows(dy, out_features), _rows(x, in_features), w,
-                     _rows(grad_input, in_features), grad_weight, grad_bias)
     return io.finish(grad_input), io.finish(grad_weight), io.finish(grad_bias)

@@ -119,22 +119,22 @@ def test_against_torch(dtype, rng):
 X = np.ones((4, 5), np.float32)
 W = np.ones((3, 5), np.float32)
 CASES = [
-    ("0-d input", dict(input=np.float32(1.0)), ValueError, r"input must be at least 1-D"),
-    ("1-D weight", dict(weight=np.ones(5, np.float32)), ValueError, r"weight must be 2-D"),
-    ("feature mismatch", dict(weight=np.ones((3, 4), np.float32)), ValueError,
+    ("0-d input", {"input": np.float32(1.0)}, ValueError, r"input must be at least 1-D"),
+    ("1-D weight", {"weight": np.ones(5, np.float32)}, ValueError, r"weight must be 2-D"),
+    ("feature mismatch", {"weight": np.ones((3, 4), np.float32)}, ValueError,
      r"input has 5 features .* weight \(3, 4\) expects 4"),
-    ("bias shape", dict(bias=np.ones(4, np.float32)), ValueError, r"bias must have shape \(3,\)"),
-    ("bias ndim", dict(bias=np.ones((3, 1), np.float32)), ValueError, "bias must be 1-D"),
-    ("mixed dtypes", dict(weight=W.astype(np.float64)), TypeError, "input=float32.*weight=float64"),
-    ("bias dtype", dict(bias=np.ones(3, np.float64)), TypeError, "bias=float64"),
-    ("integer", dict(input=X.astype(np.int64), weight=W.astype(np.int64)), TypeError, "unsupported dtype int64"),
-    ("unknown backend", dict(backend="tpu"), ValueError, "unknown backend 'tpu'"),
+    ("bias shape", {"bias": np.ones(4, np.float32)}, ValueError, r"bias must have shape \(3,\)"),
+    ("bias ndim", {"bias": np.ones((3, 1), np.float32)}, ValueError, "bias must be 1-D"),
+    ("mixed dtypes", {"weight": W.astype(np.float64)}, TypeError, "input=float32.*weight=float64"),
+    ("bias dtype", {"bias": np.ones(3, np.float64)}, TypeError, "bias=float64"),
+    ("integer", {"input": X.astype(np.int64), "weight": W.astype(np.int64)}, TypeError, "unsupported dtype int64"),
+    ("unknown backend", {"backend": "tpu"}, ValueError, "unknown backend 'tpu'"),
 ]
 
 
 @pytest.mark.parametrize("case, overrides, error, message", CASES, ids=[c[0] for c in CASES])
 def test_linear_rejects(kernel_backend, case, overrides, error, message):
-    kwargs = dict(input=X, weight=W, backend=kernel_backend)
+    kwargs = {"input": X, "weight": W, "backend": kernel_backend}
     kwargs.update(overrides)
     with pytest.raises(error, match=message):
         convcore.linear(**kwargs)
@@ -155,7 +155,7 @@ def test_errors_come_before_any_kernel(monkeypatch):
 
     monkeypatch.setattr("convcore.dense.lookup", refuse)
     for _, overrides, error, _ in CASES:
-        kwargs = dict(input=X, weight=W, backend="cpu")
+        kwargs = {"input": X, "weight": W, "backend": "cpu"}
         kwargs.update(overrides)
         with pytest.raises(error):
             convcore.linear(**kwargs)

@@ -84,7 +84,7 @@ def hadamard_bwd(dy, a, b, grad_a, grad_b, geom):
 def _relu(x, out):
     for i in prange(x.shape[0]):
         v = x[i]
-        out[i] = 0 if v <= 0 else v  # NaN <= 0 is False: NaN propagates
+        out[i] = 0 if v <= 0 else v  # noqa: FURB136 (max() would drop NaN; NaN <= 0 is False: NaN propagates)
 
 
 @njit(parallel=True, cache=True)

@@ -17,7 +17,7 @@ from numba import njit, prange
 def _row_max(x, o, i):
     m = x[o, 0, i]
     for k in range(1, x.shape[1]):
-        if x[o, k, i] > m:
+        if x[o, k, i] > m:  # noqa: PLR1730 (explicit compare: NaN never becomes the max)
             m = x[o, k, i]
     return m
 
@@ -32,9 +32,9 @@ def _softmax(x, out, log):
         for k in range(length):
             total += math.exp(x[o, k, i] - m)
         if log:
-            lse = m + math.log(total)
+            log_total = math.log(total)  # (x − m) − log Σ: never rounds m + log Σ at a large m
             for k in range(length):
-                out[o, k, i] = x[o, k, i] - lse
+                out[o, k, i] = (x[o, k, i] - m) - log_total
         else:
             for k in range(length):
                 out[o, k, i] = math.exp(x[o, k, i] - m) / total
@@ -60,7 +60,7 @@ def _softmax_bwd(dy, y, out, log):
 def _logsumexp(x, n):
     m = x[n, 0]
     for c in range(1, x.shape[1]):
-        if x[n, c] > m:
+        if x[n, c] > m:  # noqa: PLR1730 (explicit compare: NaN never becomes the max)
             m = x[n, c]
     total = x.dtype.type(0)
     for c in range(x.shape[1]):
@@ -73,7 +73,7 @@ def _cross_entropy_rows(x, t, losses):
     # losses[n] = logsumexp(x[n]) − x[n, t[n]], one prange iteration per row.
     for n in prange(x.shape[0]):
         m, total = _logsumexp(x, n)
-        losses[n] = (m + math.log(total)) - x[n, t[n]]
+        losses[n] = (m - x[n, t[n]]) + math.log(total)
 
 
 @njit(cache=True)

@@ -27,15 +27,15 @@ def make_softmax(dt):
             i = row % inner
             m = x[o, 0, i]
             for k in range(1, length):
-                if x[o, k, i] > m:
+                if x[o, k, i] > m:  # noqa: PLR1730 (explicit compare: NaN never becomes the max)
                     m = x[o, k, i]
             total = dt(0)
             for k in range(length):
                 total += math.exp(x[o, k, i] - m)
             if log:
-                lse = m + math.log(total)
+                log_total = math.log(total)  # (x − m) − log Σ: never rounds m + log Σ at a large m
                 for k in range(length):
-                    out[o, k, i] = x[o, k, i] - lse
+                    out[o, k, i] = (x[o, k, i] - m) - log_total
             else:
                 for k in range(length):
                     out[o, k, i] = math.exp(x[o, k, i] - m) / total
@@ -68,12 +68,12 @@ def make_cross_entropy_rows(dt):
         for n in range(cuda.grid(1), N, cuda.gridsize(1)):
             m = x[n, 0]
             for c in range(1, C):
-                if x[n, c] > m:
+                if x[n, c] > m:  # noqa: PLR1730 (explicit compare: NaN never becomes the max)
                     m = x[n, c]
             total = dt(0)
             for c in range(C):
                 total += math.exp(x[n, c] - m)
-            losses[n] = (m + math.log(total)) - x[n, t[n]]
+            losses[n] = (m - x[n, t[n]]) + math.log(total)
 
     return cross_entropy_rows_kernel
 
@@ -107,7 +107,7 @@ def make_cross_entropy_bwd(dt):
         for n in range(cuda.grid(1), N, cuda.gridsize(1)):
             m = x[n, 0]
             for c in range(1, C):
-                if x[n, c] > m:
+                if x[n, c] > m:  # noqa: PLR1730 (explicit compare: NaN never becomes the max)
                     m = x[n, c]
             total = dt(0)
             for c in range(C):
