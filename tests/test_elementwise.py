@@ -262,3 +262,15 @@ def test_errors_come_before_any_kernel(monkeypatch):
     for _, call, error, _ in CASES:
         with pytest.raises(error):
             call("cpu")
+
+
+def test_cuda_device_arrays(rng):
+    """Device arrays stay on the device; a non-contiguous one is refused with its strides, not copied."""
+    from numba import cuda
+
+    x = random(rng, (3, 4), np.float64)
+    out = convcore.tanh(cuda.to_device(x), backend="cuda")
+    assert not isinstance(out, np.ndarray) and out.shape == (3, 4)
+    assert_matches(out, np.tanh(x), np.float64, 1, "device tanh")
+    with pytest.raises(ValueError, match=r"x on the cuda backend must be C-contiguous, got shape \(3, 4\)"):
+        convcore.relu(cuda.to_device(np.asfortranarray(x)), backend="cuda")
