@@ -13,17 +13,25 @@ import math
 import numpy as np
 from numba import njit, prange
 
-
 # ------------------------------------------------------------ Hadamard product
 # out[i] = a[offset_a(i)] · b[offset_b(i)]
+_CHUNK = 4096  # elements of the last axis per prange iteration
+
+
 @njit(parallel=True, cache=True)
 def _hadamard(a, b, out, dims, a_strides, b_strides):
-    # One prange iteration per row of the last coalesced axis; the inner loop walks it
-    # with stride 0 or 1 per operand, so LLVM vectorises it.
+    # One prange iteration per chunk of up to _CHUNK elements of one row of the last
+    # coalesced axis (so a flat, same-shape product still spreads over every thread).
+    # Along that axis each operand has stride 1 or 0 (broadcast); the four cases get
+    # their own loops so LLVM sees unit strides and vectorises them.
     nd = dims.shape[0]
     inner = dims[nd - 1]
     step_a, step_b = a_strides[nd - 1], b_strides[nd - 1]
-    for row in prange(out.shape[0] // inner):
+    chunks = (inner + _CHUNK - 1) // _CHUNK
+    for task in prange((out.shape[0] // inner) * chunks):
+        row = task // chunks
+        lo = (task % chunks) * _CHUNK
+        hi = min(lo + _CHUNK, inner)
         off_a, off_b, below = 0, 0, 1  # below: product of the row axes after d
         for d in range(nd - 2, -1, -1):
             c = (row // below) % dims[d]
@@ -31,34 +39,51 @@ def _hadamard(a, b, out, dims, a_strides, b_strides):
             off_a += c * a_strides[d]
             off_b += c * b_strides[d]
         base = row * inner
-        for j in range(inner):
-            out[base + j] = a[off_a + j * step_a] * b[off_b + j * step_b]
+        if step_a == 1 and step_b == 1:
+            for j in range(lo, hi):
+                out[base + j] = a[off_a + j] * b[off_b + j]
+        elif step_a == 1:
+            bv = b[off_b]
+            for j in range(lo, hi):
+                out[base + j] = a[off_a + j] * bv
+        elif step_b == 1:
+            av = a[off_a]
+            for j in range(lo, hi):
+                out[base + j] = av * b[off_b + j]
+        else:
+            for j in range(lo, hi):
+                out[base + j] = a[off_a] * b[off_b]
 
 
-# grad_self[i] = Σ_r dy[offset(i, r)] · other[offset_other(i, r)], r over self's broadcast axes
+# grad_self[i] = Σ_r dy[dy_i[i] + dy_r[r]] · other[other_i[i] + other_r[r]], r over self's broadcast axes.
+# Offsets are linear in the coordinates and self's axes are disjoint from its broadcast
+# axes, so they split into a per-element part (i) and a per-term part (r), precomputed
+# once by _split_offsets: no division in the loop.
 @njit(parallel=True, cache=True)
-def _mul_reduce(dy, other, grad_self, dims, self_dims, other_strides):
-    # One prange iteration per element of grad_self; it sums its terms in the order of the
-    # output elements (r ascending), so the result does not depend on the thread count.
-    nd = dims.shape[0]
-    count = dy.shape[0] // grad_self.shape[0]
+def _mul_reduce(dy, other, grad_self, dy_i, other_i, dy_r, other_r):
+    # One prange iteration per element of grad_self; it adds its terms in output order
+    # (r ascending), so the result does not depend on the thread count.
     for i in prange(grad_self.shape[0]):
+        base_dy, base_other = dy_i[i], other_i[i]
         acc = dy[0] * 0
-        for r in range(count):
-            below_i, below_r, off_dy, off_other, step = 1, 1, 0, 0, 1
-            for d in range(nd - 1, -1, -1):
-                n = dims[d]
-                if self_dims[d] == 1:  # a broadcast axis of self: the coordinate comes from r
-                    c = (r // below_r) % n
-                    below_r *= n
-                else:
-                    c = (i // below_i) % n
-                    below_i *= n
-                off_dy += c * step
-                step *= n
-                off_other += c * other_strides[d]
-            acc += dy[off_dy] * other[off_other]
+        for r in range(dy_r.shape[0]):
+            acc += dy[base_dy + dy_r[r]] * other[base_other + other_r[r]]
         grad_self[i] = acc
+
+
+def _split_offsets(dims, self_dims, other_strides):
+    """(dy_i, other_i, dy_r, other_r): element offsets of dy (contiguous over ``dims``) and of
+    the other operand along self's own axes (C order = grad_self's order) and along the
+    axes self is broadcast over (C order = the order terms are added)."""
+    dy_strides = np.cumprod((1,) + tuple(dims[:0:-1]))[::-1]
+    own = [np.zeros(1, np.int64), np.zeros(1, np.int64)]
+    bcast = [np.zeros(1, np.int64), np.zeros(1, np.int64)]
+    for d, n in enumerate(dims):
+        target = bcast if self_dims[d] == 1 and n != 1 else own
+        steps = np.arange(n, dtype=np.int64)
+        for k, stride in enumerate((dy_strides[d], other_strides[d])):
+            target[k] = (target[k][:, None] + steps[None, :] * stride).reshape(-1)
+    return own[0], own[1], bcast[0], bcast[1]
 
 
 def _ints(values):
@@ -71,12 +96,14 @@ def hadamard_fwd(a, b, out, geom):
 
 
 def hadamard_bwd(dy, a, b, grad_a, grad_b, geom):
-    dims = _ints(geom.dims)
-    dy = dy.reshape(-1)
-    if grad_a.size:
-        _mul_reduce(dy, b.reshape(-1), grad_a.reshape(-1), dims, _ints(geom.a_dims), _ints(geom.strides(geom.b_dims)))
-    if grad_b.size:
-        _mul_reduce(dy, a.reshape(-1), grad_b.reshape(-1), dims, _ints(geom.b_dims), _ints(geom.strides(geom.a_dims)))
+    dy, dims = dy.reshape(-1), _ints(geom.dims)
+    for grad, own_dims, other, other_dims in ((grad_a, geom.a_dims, b, geom.b_dims), (grad_b, geom.b_dims, a, geom.a_dims)):
+        if grad.size == dy.size:  # not broadcast: no sum, the gradient is dy ⊙ other, the forward kernel
+            _hadamard(dy, other.reshape(-1), grad.reshape(-1), dims, _ints(geom.strides(geom.dims)),
+                      _ints(geom.strides(other_dims)))
+        elif grad.size:
+            _mul_reduce(dy, other.reshape(-1), grad.reshape(-1), *_split_offsets(geom.dims, own_dims,
+                                                                                 geom.strides(other_dims)))
 
 
 # ------------------------------------------------------------ activations
