@@ -30,15 +30,19 @@ def make_softmax(dt):
                 if x[o, k, i] > m:  # noqa: PLR1730 (explicit compare: NaN never becomes the max)
                     m = x[o, k, i]
             total = dt(0)
-            for k in range(length):
-                total += math.exp(x[o, k, i] - m)
             if log:
+                for k in range(length):
+                    total += math.exp(x[o, k, i] - m)
                 log_total = math.log(total)  # (x − m) − log Σ: never rounds m + log Σ at a large m
                 for k in range(length):
                     out[o, k, i] = (x[o, k, i] - m) - log_total
-            else:
+            else:  # keep e^(x − m) in out, then normalise: one exp per element
                 for k in range(length):
-                    out[o, k, i] = math.exp(x[o, k, i] - m) / total
+                    e = math.exp(x[o, k, i] - m)
+                    out[o, k, i] = e
+                    total += e
+                for k in range(length):
+                    out[o, k, i] = out[o, k, i] / total
 
     return softmax_kernel
 
