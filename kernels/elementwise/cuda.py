@@ -170,12 +170,13 @@ def hadamard_fwd(a, b, out, geom):
 
 def hadamard_bwd(dy, a, b, grad_a, grad_b, geom):
     dims = _ints(geom.dims)
-    if grad_a.size:
-        _launch(make_mul_reduce, grad_a, _flat(dy), _flat(b), _flat(grad_a), dims, _ints(geom.a_dims),
-                _ints(geom.strides(geom.b_dims)))
-    if grad_b.size:
-        _launch(make_mul_reduce, grad_b, _flat(dy), _flat(a), _flat(grad_b), dims, _ints(geom.b_dims),
-                _ints(geom.strides(geom.a_dims)))
+    for grad, own_dims, other, other_dims in ((grad_a, geom.a_dims, b, geom.b_dims), (grad_b, geom.b_dims, a, geom.a_dims)):
+        if grad.size == dy.size:  # not broadcast: no sum, the gradient is dy ⊙ other, the forward kernel
+            _launch(make_hadamard, grad, _flat(dy), _flat(other), _flat(grad), dims, _ints(geom.strides(geom.dims)),
+                    _ints(geom.strides(other_dims)))
+        elif grad.size:
+            _launch(make_mul_reduce, grad, _flat(dy), _flat(other), _flat(grad), dims, _ints(own_dims),
+                    _ints(geom.strides(other_dims)))
 
 
 def relu_fwd(x, out):
