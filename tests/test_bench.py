@@ -180,3 +180,14 @@ def test_reference_is_float64():
     spec = OP_SPECS["conv2d"]
     inputs = spec.make(layer, np.random.default_rng(0))
     assert reference(spec, inputs, layer).dtype == np.float64
+
+
+def test_cuda_contender_path_in_simulator():
+    # Not timed (the simulator never is): checks the device placement, sync and copy-back used on a GPU.
+    from convcore.bench.runner import Peers
+
+    case = suite("test")[0]
+    spec = OP_SPECS["conv2d"]
+    inputs = spec.make(case.shape, np.random.default_rng(0))
+    contender = Peers(use_torch=False).convcore(spec, inputs, case.shape, "cuda")
+    assert verify(contender.warm_up(), reference(spec, inputs, case.shape), spec.terms(case.shape))[0]

@@ -72,7 +72,7 @@ def select_ops(requested):
     return names
 
 
-def machine_info(skipped, torch, backends_run) -> dict:
+def machine_info(skipped, torch, backends_run, sgemm_size=2048) -> dict:
     import numba
 
     from .._backend import backends
@@ -90,7 +90,8 @@ def machine_info(skipped, torch, backends_run) -> dict:
         "backends": {n: str(i) for n, i in backends().items()},
         "benchmarked_backends": backends_run,
         "skipped_backends": skipped,
-        "sgemm_gflops": sgemm_gflops(),
+        "sgemm_size": sgemm_size,
+        "sgemm_gflops": sgemm_gflops(sgemm_size),
         "gpu_sgemm_gflops": torch_gpu_sgemm_gflops(torch) if "cuda" in backends_run else None,
     }
 
@@ -110,7 +111,7 @@ def run(args) -> int:
     old_rows = report.load_json(args.compare)[1] if args.compare else None
     work = [(case, op) for case in suite(args.suite) for op in case.ops if op in ops]
     peers = Peers(use_torch=not args.no_torch)
-    machine = machine_info(skipped, peers.torch, names)
+    machine = machine_info(skipped, peers.torch, names, sgemm_size=256 if args.suite == "test" else 2048)
     print(report.format_machine(machine), flush=True)
     if not names:
         print("convcore bench: no backend left to benchmark")

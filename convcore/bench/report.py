@@ -44,7 +44,7 @@ def format_table(rows: list[Row]) -> str:
 def format_machine(machine: dict) -> str:
     lines = [(f"machine: {machine['platform']}, {machine['cpu_count']} CPUs, Numba {machine['numba']} "
              f"({machine['numba_threads']} threads), NumPy {machine['numpy']}, PyTorch {machine['torch'] or 'not installed'}")]
-    lines.append(f"roofline: np.matmul float32 2048^3 = {machine['sgemm_gflops']:.1f} GFLOP/s"
+    lines.append(f"roofline: np.matmul float32 {machine['sgemm_size']}^3 = {machine['sgemm_gflops']:.1f} GFLOP/s"
                  + (f"; cuBLAS float32 (TF32 off) = {machine['gpu_sgemm_gflops']:.0f} GFLOP/s"
                     if machine.get("gpu_sgemm_gflops") else ""))
     for name, reason in machine["skipped_backends"].items():

@@ -56,8 +56,9 @@ class Row:
 class Contender:
     """Something timed: a zero-argument callable, and how to wait for it to finish."""
 
-    def __init__(self, fn, sync=None, to_host=np.asarray):
+    def __init__(self, fn, sync=None, to_host=np.asarray, compiles=True):
         self.fn, self.sync, self.to_host = fn, sync or (lambda: None), to_host
+        self.compiles = compiles  # False: nothing to compile, the first call is a sample too
         self.samples: list[float] = []
         self.first_s = None
         self.error = None
@@ -69,6 +70,8 @@ class Contender:
         result = self.fn()
         self.sync()
         self.first_s = time.perf_counter() - start
+        if not self.compiles:
+            self.samples.append(self.first_s * 1e3)
         return self.to_host(result)
 
     def time_once(self):
@@ -113,7 +116,7 @@ class Peers:
 
             device = {k: cuda.to_device(v) for k, v in inputs.items()}  # timed without host↔device copies
             return Contender(lambda: spec.call(convcore, device, shape, "cuda"), cuda.synchronize, _cuda_host)
-        return Contender(lambda: spec.call(convcore, inputs, shape, backend))
+        return Contender(lambda: spec.call(convcore, inputs, shape, backend), compiles=backend != "numpy")
 
     def torch_peer(self, spec, inputs, shape, device: str) -> Contender | None:
         torch = self.torch
@@ -162,7 +165,7 @@ def run_op(case, op: str, backends: list[str], suite: str, peers: Peers, repeats
     reps = {n: numpy_repeats if n == "numpy" else repeats for n in live}
     for rep in range(max(reps.values(), default=0)):
         for name, contender in live.items():
-            if rep < reps[name]:
+            if len(contender.samples) < reps[name]:
                 contender.time_once()
 
     work = spec.work(case.shape)
@@ -188,8 +191,6 @@ def run_op(case, op: str, backends: list[str], suite: str, peers: Peers, repeats
         if numpy_peer is not None and numpy_peer.error is None:
             row.numpy_ms = numpy_peer.median
             row.vs_numpy = numpy_peer.median / median
-        elif name == "numpy":
-            row.numpy_ms, row.vs_numpy = median, 1.0
         if not row.verified:
             row.note = (row.note + "; " if row.note else "") + f"max rel error {row.max_rel_error:.2e}"
         out.append(row)
