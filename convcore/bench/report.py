@@ -13,6 +13,10 @@ def _ratio(value):
     return f"{value:.2f}x" if value is not None else "n/a"
 
 
+def _rate(value):
+    return f"{value:.1f}" if value >= 100 else f"{value:.3g}"
+
+
 def _verified(row: Row) -> str:
     if row.verified is None:
         return "-"
@@ -34,7 +38,7 @@ def format_table(rows: list[Row]) -> str:
             continue
         spread = f"{r.ms_min:.3g}-{r.ms_max:.3g}"
         lines.append(
-            f"{lead} {r.throughput:9.2f} {UNITS[r.unit]:7} {r.ms_median:9.3f} {spread:>17} {r.compile_s:9.2f} "
+            f"{lead} {_rate(r.throughput):>9} {UNITS[r.unit]:7} {r.ms_median:9.3f} {spread:>17} {r.compile_s:9.2f} "
             f"{_ratio(r.vs_torch):>8} {_ratio(r.vs_numpy):>8} {_verified(r)}"
             + (f"  ({r.note})" if r.note else "")
         )
