@@ -6,7 +6,8 @@ object exposing ``__cuda_array_interface__`` (CuPy, Numba device arrays, PyTorch
 CUDA tensors) without copying, and returns the caller's kind of array.
 
 Poison mode (``set_poison(True)`` or ``CONVCORE_POISON=1``, used by the tests) fills
-every freshly allocated output with NaN, so an element a kernel forgot to write
+every freshly allocated output with NaN (integer outputs, such as pooling indices,
+with −1), so an element a kernel forgot to write
 shows up as a mismatch instead of passing by luck.
 """
 from __future__ import annotations
@@ -29,6 +30,10 @@ def poison_enabled() -> bool:
     return _poison
 
 
+def _poison_value(dtype):
+    return np.nan if np.dtype(dtype).kind in "fc" else -1
+
+
 class HostIO:
     """Array traffic for the ``numpy`` and ``cpu`` backends."""
 
@@ -49,7 +54,7 @@ class HostIO:
 
     def empty(self, shape, dtype):
         if _poison:
-            return np.full(shape, np.nan, dtype=dtype)
+            return np.full(shape, _poison_value(dtype), dtype=dtype)
         return np.empty(shape, dtype=dtype)
 
     def zeros(self, shape, dtype):
@@ -90,7 +95,7 @@ class CudaIO:
 
     def empty(self, shape, dtype):
         if _poison:
-            return self.cuda.to_device(np.full(shape, np.nan, dtype=dtype))
+            return self.cuda.to_device(np.full(shape, _poison_value(dtype), dtype=dtype))
         return self.cuda.device_array(shape, dtype=dtype)
 
     def zeros(self, shape, dtype):

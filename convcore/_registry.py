@@ -11,6 +11,14 @@ OPS = {
     "conv2d_input": ("conv2d", "conv2d_bwd_data"),
     "conv2d_weight": ("conv2d", "conv2d_bwd_weight"),
     "conv2d_bias": ("conv2d", "conv2d_bwd_bias"),
+    "max_pool2d": ("pool", "max_pool2d_fwd"),
+    "max_pool2d_backward": ("pool", "max_pool2d_bwd"),
+    "avg_pool2d": ("pool", "avg_pool2d_fwd"),
+    "avg_pool2d_backward": ("pool", "avg_pool2d_bwd"),
+    "conv_transpose2d": ("conv_transpose", "conv_transpose2d_fwd"),
+    "conv_transpose2d_input": ("conv_transpose", "conv_transpose2d_bwd_data"),
+    "conv_transpose2d_weight": ("conv_transpose", "conv_transpose2d_bwd_weight"),
+    "filter2d": ("filter", "filter2d"),
 }
 
 for _op, (_family, _launcher) in OPS.items():
