@@ -42,10 +42,10 @@ def test_json_schema_and_table(tmp_path, capsys):
 
 
 def test_memory_bound_rows_report_gbps_or_missing(tmp_path):
-    code, data = _bench(tmp_path, "--ops", "hadamard,relu,max_pool2d,cross_entropy,linear", "--no-torch")
+    code, data = _bench(tmp_path, "--ops", "hadamard,relu,max_pool2d,avg_pool2d,cross_entropy,softmax,linear", "--no-torch")
     assert code == 0
     rows = [r for r in data["results"] if r["backend"] == "cpu"]
-    assert {r["op"] for r in rows} == {"hadamard", "relu", "max_pool2d", "cross_entropy", "linear"}
+    assert {r["op"] for r in rows} == {"hadamard", "relu", "max_pool2d", "avg_pool2d", "cross_entropy", "softmax", "linear"}
     for row in rows:
         unit = "gflops" if row["op"] == "linear" else "gbps"
         assert unit in row

@@ -122,6 +122,14 @@ OP_SPECS = {
             torch=lambda t, i, P: t.nn.functional.max_pool2d(i["input"], P.kernel_size, P.stride, P.padding),
         ),
         OpSpec(
+            "avg_pool2d", Pool, "gbps",
+            make=lambda P, rng: {"input": _uniform(rng, P.shape)},
+            call=lambda cc, i, P, b: cc.avg_pool2d(i["input"], P.kernel_size, P.stride, P.padding, backend=b),
+            work=lambda P: F32 * (int(np.prod(P.shape)) + int(np.prod(_pool_out(P)))),
+            terms=lambda P: P.kernel_size**2,
+            torch=lambda t, i, P: t.nn.functional.avg_pool2d(i["input"], P.kernel_size, P.stride, P.padding),
+        ),
+        OpSpec(
             "cross_entropy", Classifier, "gbps",
             make=_cross_entropy_inputs,
             call=lambda cc, i, C, b: cc.cross_entropy(i["logits"], i["target"], backend=b),

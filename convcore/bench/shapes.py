@@ -56,7 +56,7 @@ class Tensor:
 
 @dataclass(frozen=True)
 class Pool:
-    """max_pool2d on an NCHW input."""
+    """max_pool2d / avg_pool2d on an NCHW input."""
 
     shape: tuple
     kernel_size: int
@@ -143,9 +143,9 @@ CASES = [
     # Memory-bound ops (GB/s) on ResNet-50 activation sizes, and linear (GFLOP/s).
     Case("resnet50_act_56", Tensor((8, 256, 56, 56)), ("hadamard", "relu"), F),
     Case("resnet50_act_56_b2", Tensor((2, 256, 56, 56)), ("hadamard", "relu"), Q),
-    Case("resnet50_stem_pool_112", Pool((8, 64, 112, 112), 3, 2, 1), ("max_pool2d",), F),
-    Case("resnet50_stem_pool_112_b2", Pool((2, 64, 112, 112), 3, 2, 1), ("max_pool2d",), Q),
-    Case("lenet_pool_28_b128", Pool((128, 6, 28, 28), 2, 2), ("max_pool2d",), Q),
+    Case("resnet50_stem_pool_112", Pool((8, 64, 112, 112), 3, 2, 1), ("max_pool2d", "avg_pool2d"), F),
+    Case("resnet50_stem_pool_112_b2", Pool((2, 64, 112, 112), 3, 2, 1), ("max_pool2d", "avg_pool2d"), Q),
+    Case("lenet_pool_28_b128", Pool((128, 6, 28, 28), 2, 2), ("max_pool2d", "avg_pool2d"), Q),
     Case("imagenet_logits_b256", Classifier(256, 1000), ("cross_entropy", "softmax"), Q),
     Case("mnist_logits_b128", Classifier(128, 10), ("cross_entropy", "softmax"), Q),
     Case("resnet50_fc_b128", Dense(128, 2048, 1000), ("linear",), Q),
@@ -154,7 +154,7 @@ CASES = [
     _conv("tiny_3x3", ConvLayer(2, 5, 7, 7, 6, 3, 3, padding=1), ("test",)),
     _conv("tiny_dw3x3s2", ConvLayer(2, 4, 8, 8, 4, 3, 3, stride=2, padding=1, groups=4), ("test",)),
     Case("tiny_act", Tensor((2, 3, 5, 5)), ("hadamard", "relu"), ("test",)),
-    Case("tiny_pool", Pool((2, 3, 8, 8), 2, 2), ("max_pool2d",), ("test",)),
+    Case("tiny_pool", Pool((2, 3, 8, 8), 2, 2), ("max_pool2d", "avg_pool2d"), ("test",)),
     Case("tiny_logits", Classifier(4, 7), ("cross_entropy", "softmax"), ("test",)),
     Case("tiny_fc", Dense(4, 9, 5), ("linear",), ("test",)),
 ]
