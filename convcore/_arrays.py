@@ -34,6 +34,11 @@ def _poison_value(dtype):
     return np.nan if np.dtype(dtype).kind in "fc" else -1
 
 
+def _contiguous(array):
+    """A C-contiguous array of the same shape (np.ascontiguousarray would turn 0-d into 1-d)."""
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
 class HostIO:
     """Array traffic for the ``numpy`` and ``cpu`` backends."""
 
@@ -50,7 +55,7 @@ class HostIO:
         array = np.asarray(array)
         # Kernels are compiled for C-contiguous arrays; slices, transposes and zero
         # strides are copied once here (a contiguous input is passed through as is).
-        return np.ascontiguousarray(array) if self.contiguous else array
+        return _contiguous(array) if self.contiguous else array
 
     def empty(self, shape, dtype):
         if _poison:
@@ -91,7 +96,7 @@ class CudaIO:
             return array  # already a Numba device array
         if hasattr(array, "__cuda_array_interface__"):
             return self.cuda.as_cuda_array(array)  # zero-copy view
-        return self.cuda.to_device(np.ascontiguousarray(np.asarray(array)))
+        return self.cuda.to_device(_contiguous(np.asarray(array)))
 
     def empty(self, shape, dtype):
         if _poison:
