@@ -118,11 +118,11 @@ def test_compare_flags_regressions_over_ten_percent(tmp_path, capsys):
                                      [_row("a", 85.0), _row("b", 95.0), _row("c", 130.0)])
     assert [r.layer for r in regressed] == ["a"]
     assert text.count("REGRESSION") == 1 and "-15.0%" in text and "+30.0%" in text
-    # Through the CLI, against a saved run that was twice as fast.
+    # Through the CLI, against a saved run far faster than any timing noise could explain.
     _code, data = _bench(tmp_path, "--ops", "conv2d", "--no-torch")
     for row in data["results"]:
         if row.get("gflops"):
-            row["gflops"] *= 2
+            row["gflops"] = 1e9
     old = tmp_path / "old.json"
     old.write_text(json.dumps(data))
     capsys.readouterr()
