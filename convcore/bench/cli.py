@@ -119,7 +119,7 @@ def run(args) -> int:
     rows = []
     for case, op in tqdm(work, desc=f"bench {args.suite}", unit="op", disable=not names):
         rows += run_op(case, op, names, args.suite, peers, args.repeats, args.numpy_repeats, rng)
-        for backend, reason in skipped.items():
+        for backend, reason in (skipped if args.backend else {}).items():  # asked for: say so in every row
             rows.append(Row(args.suite, case.layer, str(case.shape), op, backend, OP_SPECS[op].unit,
                             status="skipped", note=reason))
     print(report.format_table(rows))
