@@ -1,83 +1,139 @@
-"""``convcore bench``: conv2d GFLOP/s per layer and backend, verified, with peers as ratios."""
+"""``convcore bench``: verified GFLOP/s and GB/s per layer, op and backend, with peers as ratios.
+
+Exit status: 0 when every timed row matched the NumPy reference, 1 when any did not
+(or a backend raised), 2 for bad arguments.
+"""
 from __future__ import annotations
 
-import json
+import os
 import platform
 
 import numpy as np
 
-from .runner import Row, time_call, verified
-from .shapes import SUITES
+from .ops import OP_SPECS
+from .shapes import SUITES, suite
+
+DEFAULT_REPEATS = 5
+DEFAULT_NUMPY_REPEATS = 2
 
 
 def add_parser(commands):
-    bench = commands.add_parser("bench", help="benchmark conv2d against NumPy and PyTorch")
-    bench.add_argument("--suite", choices=sorted(SUITES), default="quick")
-    bench.add_argument("--backend", default=None, help="comma-separated backends (default: every available one)")
-    bench.add_argument("--repeats", type=int, default=5)
-    bench.add_argument("--json", help="write the results as JSON to this path")
+    bench = commands.add_parser(
+        "bench", help="benchmark convcore ops (verified) against NumPy and PyTorch",
+        description="Benchmark convcore ops per layer shape, verified against the NumPy reference.")
+    bench.add_argument("--suite", choices=SUITES, default="quick", help="quick (default, < 2 min on 2 cores) or full")
+    bench.add_argument("--backend", default=None,
+                       help="comma-separated backends, e.g. cpu,cuda (default: every available one but numpy; "
+                            "the CUDA simulator is never benchmarked)")
+    bench.add_argument("--ops", default=None, help=f"comma-separated ops (default: all): {','.join(OP_SPECS)}")
+    bench.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="timed calls per contender")
+    bench.add_argument("--numpy-repeats", type=int, default=DEFAULT_NUMPY_REPEATS,
+                       help="timed calls of the (slow) NumPy reference peer")
+    bench.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")
+    bench.add_argument("--json", help="write {machine, results} as JSON to this path")
+    bench.add_argument("--compare", help="a JSON file from an earlier --json run: print changes, flag >10%% regressions")
+    bench.add_argument("--plot", help="draw a bar chart of GFLOP/s and GB/s per layer and backend (PNG)")
     bench.set_defaults(run=run)
 
 
-def _torch_conv(layer, x, w):
-    try:
-        import torch
-    except ImportError:
-        return None
-    tx, tw = torch.from_numpy(x), torch.from_numpy(w)
-    return lambda: torch.nn.functional.conv2d(tx, tw, **layer.kwargs)
+def _split(value):
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def select_backends(requested):
+    """(backends to run, {skipped backend: reason}). Asked-for backends that cannot run are errors,
+    except the CUDA simulator, which is reported as skipped: its timings would mean nothing."""
+    from .._backend import BACKENDS, backends, cuda_simulated
+
+    info = backends()
+    skipped = {}
+    if cuda_simulated():
+        skipped["cuda"] = "Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1): timings would be meaningless"
+    elif not info["cuda"].available:
+        skipped["cuda"] = info["cuda"].reason
+    if requested is None:
+        return [n for n in BACKENDS if n != "numpy" and info[n].available and n not in skipped], skipped
+    names = _split(requested)
+    for name in names:
+        if name not in BACKENDS:
+            raise SystemExit(f"convcore bench: unknown backend {name!r}; expected some of {', '.join(BACKENDS)}")
+        if not info[name].available and name not in skipped:
+            raise SystemExit(f"convcore bench: backend {name!r} is not available: {info[name].reason}")
+    return [n for n in names if n not in skipped], {n: r for n, r in skipped.items() if n in names}
+
+
+def select_ops(requested):
+    if requested is None:
+        return list(OP_SPECS)
+    names = _split(requested)
+    unknown = [n for n in names if n not in OP_SPECS]
+    if unknown:
+        raise SystemExit(f"convcore bench: unknown op(s) {', '.join(unknown)}; expected some of {', '.join(OP_SPECS)}")
+    return names
+
+
+def machine_info(skipped, torch, backends_run, sgemm_size=2048) -> dict:
+    import numba
+
+    from .._backend import backends
+    from .runner import sgemm_gflops, torch_gpu_sgemm_gflops
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "numba_threads": numba.get_num_threads(),
+        "torch": getattr(torch, "__version__", None),
+        "backends": {n: str(i) for n, i in backends().items()},
+        "benchmarked_backends": backends_run,
+        "skipped_backends": skipped,
+        "sgemm_size": sgemm_size,
+        "sgemm_gflops": sgemm_gflops(sgemm_size),
+        "gpu_sgemm_gflops": torch_gpu_sgemm_gflops(torch) if "cuda" in backends_run else None,
+    }
 
 
 def run(args) -> int:
-    import convcore
     from tqdm import tqdm
 
-    from .. import reference
-    from ..conv import conv_geometry
+    from . import report
+    from .runner import Peers, Row, run_op
 
-    available = [n for n, info in convcore.backends().items() if info.available and "simulator" not in info.reason]
-    names = args.backend.split(",") if args.backend else [n for n in available if n != "numpy"]
-    for name in names:
-        if name not in available:
-            raise SystemExit(f"convcore bench: backend {name!r} is not available: {convcore.backends()[name].reason}")
+    if args.repeats < 1 or args.numpy_repeats < 1:
+        raise SystemExit("convcore bench: --repeats and --numpy-repeats must be at least 1")
+    if args.plot:
+        report.require_matplotlib()  # fail before the benchmark, not after
+    names, skipped = select_backends(args.backend)
+    ops = select_ops(args.ops)
+    old_rows = report.load_json(args.compare)[1] if args.compare else None
+    work = [(case, op) for case in suite(args.suite) for op in case.ops if op in ops]
+    peers = Peers(use_torch=not args.no_torch)
+    machine = machine_info(skipped, peers.torch, names, sgemm_size=256 if args.suite == "test" else 2048)
+    print(report.format_machine(machine), flush=True)
+    if not names:
+        print("convcore bench: no backend left to benchmark")
     rng = np.random.default_rng(0)
     rows = []
-    layers = SUITES[args.suite]
-    for layer in tqdm(layers, desc=f"bench {args.suite}", unit="layer"):
-        x = rng.uniform(-1, 1, layer.input_shape).astype(np.float32)
-        w = rng.uniform(-1, 1, layer.weight_shape).astype(np.float32)
-        geom = conv_geometry("bench", x.shape, w.shape, layer.stride, layer.padding, 1, layer.groups)
-        expected = reference.conv2d(x.astype(np.float64), w.astype(np.float64), None, geom.stride, geom.padding,
-                                    geom.dilation, geom.groups, (geom.P, geom.Q))
-        peers = {}
-        torch_fn = _torch_conv(layer, x, w)
-        if torch_fn is not None:
-            peers["torch"] = time_call(torch_fn, args.repeats)[0]
-        peers["numpy"] = time_call(lambda: convcore.conv2d(x, w, backend="numpy", **layer.kwargs), 1)[0]
-        for name in names:
-            out = convcore.conv2d(x, w, backend=name, **layer.kwargs)
-            ok = verified(out, expected, geom.Cg * geom.R * geom.S)
-            med, lo, hi, warm = time_call(lambda: convcore.conv2d(x, w, backend=name, **layer.kwargs), args.repeats)
-            rows.append(Row(args.suite, layer.name, "forward", name, geom.flops / med / 1e6, med, lo, hi, warm, ok,
-                            vs_torch=peers["torch"] / med if "torch" in peers else None,
-                            vs_numpy=peers["numpy"] / med))
-    _print_table(rows)
+    for case, op in tqdm(work, desc=f"bench {args.suite}", unit="op", disable=not names):
+        rows += run_op(case, op, names, args.suite, peers, args.repeats, args.numpy_repeats, rng)
+        for backend, reason in (skipped if args.backend else {}).items():  # asked for: say so in every row
+            rows.append(Row(args.suite, case.layer, str(case.shape), op, backend, OP_SPECS[op].unit,
+                            status="skipped", note=reason))
+    print(report.format_table(rows))
     if args.json:
-        machine = {"platform": platform.platform(), "processor": platform.processor(),
-                   "backends": {n: str(i) for n, i in convcore.backends().items()}}
-        with open(args.json, "w") as handle:
-            json.dump({"machine": machine, "results": [vars(r) for r in rows]}, handle, indent=1)
-    return 0 if all(r.verified for r in rows) else 1
-
-
-def _ratio(value):
-    return f"{value:.2f}x" if value is not None else "n/a"
-
-
-def _print_table(rows):
-    header = f"{'layer':26} {'op':8} {'backend':7} {'GFLOP/s':>8} {'ms':>8} {'vs torch':>9} {'vs numpy':>9} verified"
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(f"{r.layer:26} {r.op:8} {r.backend:7} {r.gflops:8.1f} {r.ms_median:8.2f} {_ratio(r.vs_torch):>9} "
-              f"{_ratio(r.vs_numpy):>9} {'yes' if r.verified else 'NO'}")
+        report.save_json(args.json, machine, rows)
+        print(f"wrote {args.json}")
+    if old_rows is not None:
+        text, _ = report.compare(old_rows, rows)
+        print(text)
+    if args.plot:
+        report.plot(args.plot, rows)
+        print(f"wrote {args.plot}")
+    bad = [r for r in rows if r.verified is False]
+    if bad:
+        print(f"convcore bench: {len(bad)} row(s) NOT verified against the NumPy reference")
+        return 1
+    return 0 if names else 2
