@@ -9,9 +9,10 @@ Thread mapping:
   element over one fixed slice of the N·P output rows into a workspace, then a second
   kernel adds the slices in index order — deterministic, run after run.
 - bias gradient: one thread per channel, summing in order.
+Every launch goes on the output's stream (``out.stream``: the caller's current stream,
+bound by ``CudaIO.empty``; 0, the default stream, for NumPy callers).
 """
 from __future__ import annotations
-
 
 from numba import cuda
 
@@ -163,12 +164,12 @@ def conv2d_fwd(x, w, b, out, geom, algorithm):
     has_bias = b is not None
     bias = b if has_bias else out.reshape(-1)[:1]  # never read
     launch = kernel(make_fwd, out.dtype)
-    launch[grid_for(out.size), THREADS](x, w, bias, has_bias, out, *_geom_args(geom))
+    launch[grid_for(out.size), THREADS, out.stream](x, w, bias, has_bias, out, *_geom_args(geom))
 
 
 def conv2d_bwd_data(w, dy, out, geom, algorithm):
     launch = kernel(make_bwd_data, out.dtype)
-    launch[grid_for(out.size), THREADS](w, dy, out, *_geom_args(geom))
+    launch[grid_for(out.size), THREADS, out.stream](w, dy, out, *_geom_args(geom))
 
 
 def conv2d_bwd_weight(x, dy, out, geom, algorithm):
@@ -176,16 +177,16 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
     splits = max(1, min(rows, -(-_TARGET_THREADS // out.size)))
     rows_per_split = -(-rows // splits)
     splits = -(-rows // rows_per_split)
-    partial = cuda.device_array((splits,) + tuple(out.shape), dtype=out.dtype)
+    partial = cuda.device_array((splits,) + tuple(out.shape), dtype=out.dtype, stream=out.stream)
     launch = kernel(make_bwd_weight, out.dtype)
-    launch[grid_for(partial.size), THREADS](x, dy, partial, rows_per_split, *_geom_args(geom))
+    launch[grid_for(partial.size), THREADS, out.stream](x, dy, partial, rows_per_split, *_geom_args(geom))
     reduce = kernel(make_sum_splits, out.dtype)
-    reduce[grid_for(out.size), THREADS](partial.reshape(splits, out.size), out.reshape(out.size))
+    reduce[grid_for(out.size), THREADS, out.stream](partial.reshape(splits, out.size), out.reshape(out.size))
 
 
 def conv2d_bwd_bias(dy, out):
     launch = kernel(make_bwd_bias, out.dtype)
-    launch[grid_for(out.size), THREADS](dy, out)
+    launch[grid_for(out.size), THREADS, out.stream](dy, out)
 
 
 def signatures(dt):

@@ -1,0 +1,206 @@
+"""convcore as a PyTorch backend: zero-copy exchange, autograd ops, drop-in layers."""
+from __future__ import annotations
+
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import convcore
+import convcore.torch as ct
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _t(rng, *shape, dtype=torch.float64, requires_grad=True):
+    """Random tensor, never zeros."""
+    data = torch.from_numpy(rng.uniform(-1.0, 1.0, size=shape)).to(dtype)
+    return data.requires_grad_(requires_grad)
+
+
+# ---------------------------------------------------------------- zero-copy exchange
+
+def test_cpu_tensor_goes_in_and_comes_out_without_copies(rng):
+    x = torch.from_numpy(rng.uniform(-1, 1, (2, 3, 5, 5)))
+    view = ct._to_convcore(x.requires_grad_())
+    assert isinstance(view, np.ndarray) and np.shares_memory(view, x.detach().numpy())
+    result = np.ones((2, 3))
+    back = ct._from_convcore(result)
+    assert isinstance(back, torch.Tensor) and np.shares_memory(back.numpy(), result)
+
+
+def test_convcore_functions_accept_torch_tensors_and_results_flow_back_without_copies(rng, monkeypatch):
+    x = torch.from_numpy(rng.uniform(-1, 1, (2, 3, 6, 6)))
+    w = torch.from_numpy(rng.uniform(-1, 1, (4, 3, 3, 3)))
+    seen = []
+    real = convcore.conv.lookup
+
+    def spy(op, name):
+        kernel = real(op, name)
+
+        def record(xa, wa, *rest):
+            seen.append((xa, wa))
+            return kernel(xa, wa, *rest)
+
+        return record
+
+    monkeypatch.setattr("convcore.conv.lookup", spy)
+    out = convcore.conv2d(x, w, padding=1, backend="cpu")  # any __dlpack__ producer, here torch
+    # The kernel saw the tensors' own memory (np.from_dlpack, no copy) ...
+    assert np.shares_memory(seen[0][0], x.numpy()) and np.shares_memory(seen[0][1], w.numpy())
+    # ... and returned NumPy, which torch takes back through DLPack without a copy.
+    assert isinstance(out, np.ndarray)
+    back = torch.from_dlpack(out)
+    assert np.shares_memory(back.numpy(), out)
+    expected = torch.nn.functional.conv2d(x, w, padding=1)
+    torch.testing.assert_close(back, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_jax_arrays_are_accepted_by_convcore_functions(rng):
+    jnp = pytest.importorskip("jax.numpy")
+    x = rng.uniform(-1, 1, (1, 2, 5, 5)).astype(np.float32)
+    w = rng.uniform(-1, 1, (3, 2, 3, 3)).astype(np.float32)
+    out = convcore.conv2d(jnp.asarray(x), jnp.asarray(w), backend="cpu")
+    np.testing.assert_allclose(out, convcore.conv2d(x, w, backend="numpy"), rtol=1e-5, atol=1e-5)
+
+
+def test_tensors_on_different_devices_are_refused():
+    x = torch.ones(1, 1, 3, 3, dtype=torch.float64)
+    w = torch.ones(1, 1, 1, 1, dtype=torch.float64, device="meta")
+    with pytest.raises(ValueError, match="conv2d: all tensors must be on one device"):
+        ct._backend_for("conv2d", x, w)
+    with pytest.raises(ValueError, match="CPU and CUDA tensors, got a tensor on meta"):
+        ct._backend_for("conv2d", w)
+
+
+# ---------------------------------------------------------------- ops: forward and gradcheck
+
+CONV_CONFIGS = [
+    # (N, C, H, W), (K, C/g, R, S), stride, padding, dilation, groups
+    ((2, 4, 7, 6), (6, 2, 3, 2), (2, 1), (1, 0), (1, 2), 2),
+    ((1, 3, 6, 7), (2, 3, 2, 3), (1, 3), (0, 2, 1, 0), 1, 1),
+    ((1, 2, 5, 5), (2, 1, 3, 3), 1, "same", (2, 1), 2),
+]
+
+
+@pytest.mark.parametrize("config", CONV_CONFIGS, ids=["groups-dilation", "asym-stride-pad4", "same"])
+def test_conv2d_matches_torch_and_passes_gradcheck(config, rng):
+    input_shape, weight_shape, stride, padding, dilation, groups = config
+    x, w, b = _t(rng, *input_shape), _t(rng, *weight_shape), _t(rng, weight_shape[0])
+
+    def ours(x, w, b):
+        return ct.conv2d(x, w, b, stride, padding, dilation, groups)
+
+    if isinstance(padding, tuple) and len(padding) == 4:
+        top, bottom, left, right = padding
+        reference = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (left, right, top, bottom)), w, b,
+                                               stride, 0, dilation, groups)
+    else:
+        reference = torch.nn.functional.conv2d(x, w, b, stride, padding, dilation, groups)
+    torch.testing.assert_close(ours(x, w, b), reference, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(ours, (x, w, b))
+    assert torch.autograd.gradcheck(lambda x, w: ct.conv2d(x, w, None, stride, padding, dilation, groups), (x, w))
+
+
+def test_conv2d_float32_and_partial_gradients(rng):
+    x = _t(rng, 2, 3, 6, 6, dtype=torch.float32, requires_grad=False)
+    w = _t(rng, 4, 3, 3, 3, dtype=torch.float32)
+    out = ct.conv2d(x, w, padding=1)
+    assert out.dtype == torch.float32
+    out.square().sum().backward()
+    x64, w64 = x.double(), w.detach().double().requires_grad_()
+    torch.nn.functional.conv2d(x64, w64, padding=1).square().sum().backward()
+    torch.testing.assert_close(w.grad.double(), w64.grad, rtol=1e-4, atol=1e-4)
+    assert x.grad is None
+
+
+def test_conv2d_double_backward_raises_instead_of_being_wrong(rng):
+    x, w = _t(rng, 1, 2, 4, 4), _t(rng, 2, 2, 3, 3)
+    (gx,) = torch.autograd.grad(ct.conv2d(x, w).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        gx.sum().backward()
+
+
+def test_conv2d_bad_arguments_name_the_argument(rng):
+    x, w = _t(rng, 1, 2, 4, 4), _t(rng, 2, 2, 3)
+    with pytest.raises(ValueError, match="conv2d: weight must be 4-D"):
+        ct.conv2d(x, w)
+    with pytest.raises(ValueError, match="conv2d: groups=3 must divide in_channels=2"):
+        ct.conv2d(x, _t(rng, 3, 1, 1, 1), groups=3)
+    with pytest.raises(ValueError, match="conv2d: stride must be positive"):
+        ct.conv2d(x, _t(rng, 2, 2, 1, 1), stride=0)
+
+
+def test_opcheck_conv2d(rng):
+    x, w, b = _t(rng, 2, 4, 5, 6), _t(rng, 2, 2, 3, 2), _t(rng, 2)
+    torch.library.opcheck(torch.ops.convcore.conv2d.default, (x, w, b, [2, 1], [1, 0, 0, 1], [1, 2], 2))
+    g = _t(rng, 2, 2, 2, 5, requires_grad=False)
+    torch.library.opcheck(torch.ops.convcore.conv2d_input.default, ([2, 4, 5, 6], w.detach(), g, [2, 1], [1, 0, 0, 1], [1, 2], 2))
+    torch.library.opcheck(torch.ops.convcore.conv2d_weight.default, (x.detach(), [2, 2, 3, 2], g, [2, 1], [1, 0, 0, 1], [1, 2], 2))
+
+
+# ---------------------------------------------------------------- layers
+
+def test_conv2d_layer_is_a_drop_in_for_torch(rng):
+    torch.manual_seed(0)
+    theirs = torch.nn.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=1, dilation=(1, 2), groups=2, padding_mode="reflect")
+    ours = ct.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=1, dilation=(1, 2), groups=2, padding_mode="reflect")
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    ours.load_state_dict(theirs.state_dict())
+    x = _t(rng, 2, 4, 7, 7, dtype=torch.float32, requires_grad=False)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+    assert repr(ours) == repr(theirs).replace("Conv2d", "Conv2d", 1)
+
+
+def _model(layers):
+    return torch.nn.Sequential(
+        layers.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(),
+        layers.Conv2d(4, 4, 3, stride=2, groups=2), torch.nn.ReLU(),
+        torch.nn.Flatten(), torch.nn.Linear(4 * 3 * 3, 3),
+    )
+
+
+def test_training_with_convcore_layers_matches_torch_layers(rng):
+    torch.manual_seed(1)
+    reference = _model(torch.nn).double()
+    model = _model(ct).double()
+    model.load_state_dict(reference.state_dict())
+    x = _t(rng, 4, 2, 7, 7, requires_grad=False)
+    target = torch.from_numpy(rng.integers(0, 3, size=4))
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (reference, model)]
+    for _ in range(4):
+        losses = []
+        for m, opt in zip((reference, model), optimizers):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(m(x), target)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        assert losses[0] == pytest.approx(losses[1], rel=1e-10)
+    for (name, p), q in zip(reference.named_parameters(), model.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-10, atol=1e-10, msg=name)
+
+
+def test_convert_swaps_layers_in_place(rng):
+    torch.manual_seed(2)
+    model = _model(torch.nn).double()
+    x = _t(rng, 1, 2, 7, 7, requires_grad=False)
+    expected = model(x)
+    params = list(model.parameters())
+    ct.convert(model)
+    assert type(model[0]) is ct.Conv2d and type(model[2]) is ct.Conv2d
+    assert list(model.parameters()) == params  # same Parameter objects: optimizers keep working
+    torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- the documented example
+
+def test_docs_torch_example_runs():
+    text = (ROOT / "docs" / "torch.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert blocks, "docs/torch.md has no python example"
+    for block in blocks:
+        exec(compile(block, "docs/torch.md", "exec"), {})  # noqa: S102  (the point: run the docs)
