@@ -103,11 +103,17 @@ class CudaIO:
 
     def empty(self, shape, dtype):
         if _poison:
-            return self.cuda.to_device(np.full(shape, np.nan, dtype=dtype), stream=self.stream)
+            return self._filled(np.full(shape, np.nan, dtype=dtype))
         return self.cuda.device_array(shape, dtype=dtype, stream=self.stream)
 
     def zeros(self, shape, dtype):
-        return self.cuda.to_device(np.zeros(shape, dtype=dtype), stream=self.stream)
+        return self._filled(np.zeros(shape, dtype=dtype))
+
+    def _filled(self, host):
+        # device_array + copy rather than to_device: the simulator's to_device drops the stream.
+        array = self.cuda.device_array(host.shape, dtype=host.dtype, stream=self.stream)
+        array.copy_to_device(host, stream=self.stream)
+        return array
 
     def finish(self, array):
         if self.kind == "numpy":
@@ -126,8 +132,8 @@ class CudaIO:
 def _caller_stream(kind: str, template, cuda):
     """(raw handle, Numba stream) of the caller's current CUDA stream; (0, 0) is the default stream."""
     if kind == "numba":
-        stream = getattr(template, "stream", 0)  # the stream the device array is bound to
-        return (int(stream), stream) if stream else (0, 0)
+        stream = getattr(template, "stream", 0) or 0  # the stream the device array is bound to
+        return (int(stream) if hasattr(stream, "__int__") else 0), stream  # simulator streams have no handle
     if kind == "torch":
         import torch
 

@@ -204,3 +204,30 @@ def test_docs_torch_example_runs():
     assert blocks, "docs/torch.md has no python example"
     for block in blocks:
         exec(compile(block, "docs/torch.md", "exec"), {})  # noqa: S102  (the point: run the docs)
+
+
+# ---------------------------------------------------------------- CUDA streams (GPU or simulator)
+
+def test_cuda_backend_computes_on_the_callers_stream(rng):
+    """A Numba device array bound to a stream gets its result on that stream (CudaIO.stream)."""
+    if not convcore.backends()["cuda"].available:
+        pytest.skip("needs the cuda backend (a GPU or the simulator)")
+    from numba import cuda
+
+    stream = cuda.stream()
+
+    def on_stream(host):
+        array = cuda.device_array(host.shape, host.dtype, stream=stream)
+        array.copy_to_device(host, stream=stream)
+        return array
+
+    x = rng.uniform(-1, 1, (1, 2, 5, 4))
+    w = rng.uniform(-1, 1, (3, 2, 2, 3))
+    out = convcore.conv2d(on_stream(x), on_stream(w), padding=1)
+    assert out.stream is stream
+    dw = convcore.conv2d_weight(on_stream(x), w.shape, out, padding=1)  # launches two kernels, one workspace
+    assert dw.stream is stream
+    stream.synchronize()
+    np.testing.assert_allclose(out.copy_to_host(), convcore.conv2d(x, w, padding=1, backend="numpy"), rtol=1e-12)
+    expected_dw = convcore.conv2d_weight(x, w.shape, out.copy_to_host(), padding=1, backend="numpy")
+    np.testing.assert_allclose(dw.copy_to_host(), expected_dw, rtol=1e-12)
