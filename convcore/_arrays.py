@@ -95,10 +95,12 @@ class CudaIO:
         if getattr(array, "__cuda_ndarray__", False):
             return array  # already a Numba device array
         if hasattr(array, "__cuda_array_interface__"):
-            # Zero-copy view. Numba synchronises the producer's stream (CAI v3 'stream')
-            # unless it is ours: work queued on our own stream is already ordered.
+            # Zero-copy view. Numba synchronises the producer's stream (CAI v3 'stream';
+            # 1 means the legacy default stream, our 0) unless it is ours: work queued on
+            # our own stream is already ordered before our kernels.
             producer = array.__cuda_array_interface__.get("stream")
-            return self.cuda.as_cuda_array(array, sync=producer not in (None, self.stream_ptr))
+            ours = producer is None or producer == self.stream_ptr or (producer == 1 and self.stream_ptr == 0)
+            return self.cuda.as_cuda_array(array, sync=not ours)
         return self.cuda.to_device(np.ascontiguousarray(np.asarray(array)), stream=self.stream)
 
     def empty(self, shape, dtype):
