@@ -204,6 +204,21 @@ def test_convert_swaps_layers_in_place(rng):
     torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
 
 
+def test_torch_compile_traces_the_ops_without_graph_breaks(rng):
+    """fullgraph=True fails on any graph break: the custom ops and their fake kernels trace."""
+    torch.manual_seed(4)
+    model = torch.nn.Sequential(ct.Conv2d(2, 3, 3, padding=1), torch.nn.Tanh()).double()
+    x = _t(rng, 1, 2, 5, 5)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    out = compiled(x)
+    out.sum().backward()
+    expected_grad = x.grad.clone()
+    x.grad = None
+    torch.testing.assert_close(out, model(x), rtol=1e-12, atol=1e-12)
+    model(x).sum().backward()
+    torch.testing.assert_close(expected_grad, x.grad, rtol=1e-12, atol=1e-12)
+
+
 # ---------------------------------------------------------------- the documented example
 
 def test_docs_torch_example_runs():
