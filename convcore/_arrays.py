@@ -15,7 +15,8 @@ launch on their output's stream (``launch[blocks, threads, out.stream]``), so th
 stream reaches every kernel without widening the launcher signatures.
 
 Poison mode (``set_poison(True)`` or ``CONVCORE_POISON=1``, used by the tests) fills
-every freshly allocated output with NaN, so an element a kernel forgot to write
+every freshly allocated output with NaN (integer outputs, such as pooling indices,
+with −1), so an element a kernel forgot to write
 shows up as a mismatch instead of passing by luck.
 """
 from __future__ import annotations
@@ -38,6 +39,15 @@ def poison_enabled() -> bool:
     return _poison
 
 
+def _poison_value(dtype):
+    return np.nan if np.dtype(dtype).kind in "fc" else -1
+
+
+def _contiguous(array):
+    """A C-contiguous array of the same shape (np.ascontiguousarray would turn 0-d into 1-d)."""
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
 class HostIO:
     """Array traffic for the ``numpy`` and ``cpu`` backends."""
 
@@ -54,11 +64,11 @@ class HostIO:
         array = np.asarray(array)
         # Kernels are compiled for C-contiguous arrays; slices, transposes and zero
         # strides are copied once here (a contiguous input is passed through as is).
-        return np.ascontiguousarray(array) if self.contiguous else array
+        return _contiguous(array) if self.contiguous else array
 
     def empty(self, shape, dtype):
         if _poison:
-            return np.full(shape, np.nan, dtype=dtype)
+            return np.full(shape, _poison_value(dtype), dtype=dtype)
         return np.empty(shape, dtype=dtype)
 
     def zeros(self, shape, dtype):
@@ -101,11 +111,11 @@ class CudaIO:
             producer = array.__cuda_array_interface__.get("stream")
             ours = producer is None or producer == self.stream_ptr or (producer == 1 and self.stream_ptr == 0)
             return self.cuda.as_cuda_array(array, sync=not ours)
-        return self.cuda.to_device(np.ascontiguousarray(np.asarray(array)), stream=self.stream)
+        return self.cuda.to_device(_contiguous(np.asarray(array)), stream=self.stream)
 
     def empty(self, shape, dtype):
         if _poison:
-            return self._filled(np.full(shape, np.nan, dtype=dtype))
+            return self._filled(np.full(shape, _poison_value(dtype), dtype=dtype))
         return self.cuda.device_array(shape, dtype=dtype, stream=self.stream)
 
     def zeros(self, shape, dtype):

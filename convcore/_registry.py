@@ -11,6 +11,35 @@ OPS = {
     "conv2d_input": ("conv2d", "conv2d_bwd_data"),
     "conv2d_weight": ("conv2d", "conv2d_bwd_weight"),
     "conv2d_bias": ("conv2d", "conv2d_bwd_bias"),
+    "max_pool2d": ("pool", "max_pool2d_fwd"),
+    "max_pool2d_backward": ("pool", "max_pool2d_bwd"),
+    "avg_pool2d": ("pool", "avg_pool2d_fwd"),
+    "avg_pool2d_backward": ("pool", "avg_pool2d_bwd"),
+    "conv_transpose2d": ("conv_transpose", "conv_transpose2d_fwd"),
+    "conv_transpose2d_input": ("conv_transpose", "conv_transpose2d_bwd_data"),
+    "conv_transpose2d_weight": ("conv_transpose", "conv_transpose2d_bwd_weight"),
+    "filter2d": ("filter", "filter2d"),
+    # elementwise: Hadamard product and activations
+    "hadamard": ("elementwise", "hadamard_fwd"),
+    "hadamard_backward": ("elementwise", "hadamard_bwd"),
+    "relu": ("elementwise", "relu_fwd"),
+    "relu_backward": ("elementwise", "relu_bwd"),
+    "leaky_relu": ("elementwise", "leaky_relu_fwd"),
+    "leaky_relu_backward": ("elementwise", "leaky_relu_bwd"),
+    "sigmoid": ("elementwise", "sigmoid_fwd"),
+    "sigmoid_backward": ("elementwise", "sigmoid_bwd"),
+    "tanh": ("elementwise", "tanh_fwd"),
+    "tanh_backward": ("elementwise", "tanh_bwd"),
+    # linear (dense)
+    "linear": ("linear", "linear_fwd"),
+    "linear_backward": ("linear", "linear_bwd"),
+    # softmax family
+    "softmax": ("softmax", "softmax_fwd"),
+    "log_softmax": ("softmax", "log_softmax_fwd"),
+    "softmax_backward": ("softmax", "softmax_bwd"),
+    "log_softmax_backward": ("softmax", "log_softmax_bwd"),
+    "cross_entropy": ("softmax", "cross_entropy_fwd"),
+    "cross_entropy_backward": ("softmax", "cross_entropy_bwd"),
 }
 
 for _op, (_family, _launcher) in OPS.items():

@@ -13,6 +13,7 @@ from ._arrays import io_for
 from ._backend import lookup, resolve
 
 ALGORITHMS = ("auto", "direct", "gemm")
+ACTIVATIONS = (None, "relu")
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,8 @@ def _check_grad_output(op, grad_output, geom):
         )
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None, algorithm="auto"):
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None, algorithm="auto",
+           activation=None):
     """2-D cross-correlation (``torch.nn.functional.conv2d``).
 
     Args:
@@ -126,7 +128,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
             'valid' or 'same' (stride 1 only).
         groups: split channels into groups convolved independently.
         backend: 'numpy', 'cpu', 'cuda' or None for the process default.
-        algorithm: 'auto', 'direct' or 'gemm' (cpu backend; others ignore it).
+        algorithm: 'auto', 'direct' or 'gemm' (cpu: im2col + BLAS; cuda: implicit GEMM);
+            the numpy backend ignores it.
+        activation: None or 'relu', applied after the bias; fused into the CUDA
+            implicit-GEMM epilogue (one pass over the output instead of three).
     Shape:
         P = ⌊(H + pt + pb − dh·(R−1) − 1) / sh⌋ + 1, likewise Q; output (N, K, P, Q).
     Returns:
@@ -135,6 +140,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     op = "conv2d"
     name = resolve(backend, input, weight, bias)
     _check_algorithm(op, algorithm)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
     io = io_for(name, input, weight, bias)
     x, w, b = io.to_backend(input), io.to_backend(weight), io.to_backend(bias)
     _args.check_ndim(x, 4, "input", op, "(N, C, H, W)")
@@ -146,7 +153,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     _check_bias(op, b, geom.K)
     out = io.empty(geom.output_shape, dtype)
     if geom.N:
-        lookup("conv2d", name)(x, w, b, out, geom, algorithm)
+        lookup("conv2d", name)(x, w, b, out, geom, algorithm, activation)
     return io.finish(out)
 
 

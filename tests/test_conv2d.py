@@ -55,10 +55,12 @@ def test_conv2d_forward_and_gradients(backend, dtype, config, rng):
     x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
     terms = geom.Cg * geom.R * geom.S
     expected = reference.conv2d(x64, w64, b.astype(np.float64), out_hw=(geom.P, geom.Q), **_ref_kwargs(geom))
-    algorithms = ALGORITHMS if backend == "cpu" else ["auto"]
+    algorithms = ALGORITHMS if backend != "numpy" else ["auto"]
     for algorithm in algorithms:
         out = convcore.conv2d(x, w, b, backend=backend, algorithm=algorithm, **kwargs)
         assert_matches(out, expected, dtype, terms, f"conv2d[{algorithm}]")
+        if backend == "cuda" and algorithm != "auto":
+            continue  # the cuda gradients have one algorithm each
         grad_input = convcore.conv2d_input(x.shape, w, dy, backend=backend, algorithm=algorithm, **kwargs)
         expected_gi = reference.conv2d_input(x.shape, w64, dy64, **_ref_kwargs(geom))
         assert_matches(grad_input, expected_gi, dtype, geom.Kg * geom.R * geom.S, f"conv2d_input[{algorithm}]")
@@ -177,6 +179,23 @@ def test_weight_gradient_is_deterministic(kernel_backend, algorithm, rng):
     first = to_numpy(convcore.conv2d_weight(x, (16, 8, 3, 3), dy, padding=1, backend=kernel_backend, algorithm=algorithm))
     second = to_numpy(convcore.conv2d_weight(x, (16, 8, 3, 3), dy, padding=1, backend=kernel_backend, algorithm=algorithm))
     assert first.tobytes() == second.tobytes()
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "gemm"])
+@pytest.mark.parametrize("config", ["asymmetric", "groups2", "one_by_one_input_padded"])
+def test_fused_bias_relu(backend, algorithm, config, dtype, rng):
+    x, w, b, _, geom, kwargs = _problem(rng, dtype, config)
+    x[0, 0, 0, 0] = np.nan  # NaN must survive the fused ReLU (as torch.relu)
+    expected = reference.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                                out_hw=(geom.P, geom.Q), **_ref_kwargs(geom))
+    out = to_numpy(convcore.conv2d(x, w, b, backend=backend, algorithm=algorithm, activation="relu", **kwargs))
+    nan = np.isnan(expected)
+    assert nan.any() and np.array_equal(np.isnan(out), nan)
+    out[nan] = 0.0
+    assert_matches(out, np.where(nan, 0.0, np.maximum(expected, 0.0)), dtype, geom.Cg * geom.R * geom.S, "relu")
+    assert (out >= 0).all()
+    with pytest.raises(ValueError, match="activation must be None or 'relu'"):
+        convcore.conv2d(x, w, backend=backend, activation="gelu", **kwargs)
 
 
 def test_float32_in_float32_out(backend, rng):

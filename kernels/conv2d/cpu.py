@@ -86,16 +86,21 @@ def _im2col(x, col, sh, sw, pt, pl, dh, dw, groups, R, S, P, Q):
                         col[n, g, row, base + q] = 0.0
 
 
-@njit(parallel=True, cache=True, fastmath=True)
-def _add_bias(out, b):
+@njit(parallel=True, cache=True)
+def _epilogue(out, b, has_bias, relu):
+    # Bias and ReLU in one pass, one prange iteration per output plane. Not fastmath:
+    # ReLU must keep NaN (NaN < 0 is false).
     N, K, P, Q = out.shape
     for nk in prange(N * K):
         n = nk // K
         k = nk % K
-        bv = b[k]
+        bv = b[k] if has_bias else 0.0
         for p in range(P):
             for q in range(Q):
-                out[n, k, p, q] += bv
+                v = out[n, k, p, q] + bv
+                if relu and v < 0:
+                    v = 0.0
+                out[n, k, p, q] = v
 
 
 # ---------------------------------------------------------------- input gradient
@@ -218,15 +223,15 @@ def _im2col_buffer(x, geom):
     return col
 
 
-def conv2d_fwd(x, w, b, out, geom, algorithm):
+def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
     if _choose(algorithm, geom) == "gemm":
         col = _im2col_buffer(x, geom)
         w_mat = w.reshape(geom.groups, geom.Kg, geom.Cg * geom.R * geom.S)
         np.matmul(w_mat[None], col, out=out.reshape(geom.N, geom.groups, geom.Kg, geom.P * geom.Q))
     else:
         _fwd_direct(x, w, out, *_geom_args(geom))
-    if b is not None:
-        _add_bias(out, b)
+    if b is not None or activation is not None:
+        _epilogue(out, b if b is not None else out.reshape(-1)[:1], b is not None, activation == "relu")
 
 
 def conv2d_bwd_data(w, dy, out, geom, algorithm):

@@ -1,11 +1,15 @@
 """The ``numpy`` backend for conv2d: the references behind the launcher signature."""
 from __future__ import annotations
 
+import numpy as np
+
 from convcore import reference
 
 
-def conv2d_fwd(x, w, b, out, geom, algorithm):
+def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
     out[...] = reference.conv2d(x, w, b, geom.stride, geom.padding, geom.dilation, geom.groups, (geom.P, geom.Q))
+    if activation == "relu":
+        np.maximum(out, 0, out=out)  # NaN propagates, as torch.relu
 
 
 def conv2d_bwd_data(w, dy, out, geom, algorithm):
