@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from ..conv2d import cpu as conv2d
-from ..conv2d.cpu import _add_bias
+from ..conv2d.cpu import _epilogue
 
 
 def conv_transpose2d_fwd(x, w, b, out, geom):
     conv2d.conv2d_bwd_data(w, x, out, geom, "auto")
     if b is not None:
-        _add_bias(out, b)
+        _epilogue(out, b, True, False)  # bias, no ReLU
 
 
 def conv_transpose2d_bwd_data(w, dy, out, geom):
