@@ -142,6 +142,77 @@ def test_opcheck_conv2d(rng):
     torch.library.opcheck(torch.ops.convcore.conv2d_weight.default, (x.detach(), [2, 2, 3, 2], g, [2, 1], [1, 0, 0, 1], [1, 2], 2))
 
 
+TRANSPOSE_CONFIGS = [
+    # (N, C_in, H, W), (C_in, C_out/g, R, S), stride, padding, output_padding, groups, dilation
+    ((2, 4, 3, 4), (4, 1, 3, 2), (2, 1), (1, 0), (1, 0), 2, (1, 2)),
+    ((1, 2, 3, 3), (2, 3, 2, 3), (1, 3), (0, 1), (0, 2), 1, 1),
+]
+
+
+@pytest.mark.parametrize("config", TRANSPOSE_CONFIGS, ids=["groups-dilation-outpad", "asym-stride"])
+def test_conv_transpose2d_matches_torch_and_passes_gradcheck(config, rng):
+    input_shape, weight_shape, stride, padding, output_padding, groups, dilation = config
+    x, w = _t(rng, *input_shape), _t(rng, *weight_shape)
+    b = _t(rng, weight_shape[1] * groups)
+
+    def ours(x, w, b):
+        return ct.conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation)
+
+    expected = torch.nn.functional.conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation)
+    torch.testing.assert_close(ours(x, w, b), expected, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(ours, (x, w, b))
+
+
+@pytest.mark.parametrize("input_shape", [(5,), (3, 5), (2, 3, 5)], ids=["1d", "2d", "3d"])
+def test_linear_matches_torch_and_passes_gradcheck(input_shape, rng):
+    x, w, b = _t(rng, *input_shape), _t(rng, 4, 5), _t(rng, 4)
+    torch.testing.assert_close(ct.linear(x, w, b), torch.nn.functional.linear(x, w, b), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(ct.linear, (x, w, b))
+    assert torch.autograd.gradcheck(lambda x, w: ct.linear(x, w), (x, w))
+
+
+POOL_CONFIGS = [
+    # kernel_size, stride, padding, dilation, ceil_mode
+    ((3, 2), (2, 1), (1, 0), (1, 2), False),
+    (2, (1, 3), 1, 1, True),
+    (3, None, 0, 1, True),
+]
+
+
+@pytest.mark.parametrize("config", POOL_CONFIGS, ids=["asym-dilation", "ceil-asym-stride", "default-stride-ceil"])
+def test_max_pool2d_matches_torch_and_passes_gradcheck(config, rng):
+    kernel_size, stride, padding, dilation, ceil_mode = config
+    x = _t(rng, 2, 3, 7, 8)
+
+    def ours(x):
+        return ct.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+
+    out, indices = ct.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices=True)
+    expected, expected_indices = torch.nn.functional.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode,
+                                                                return_indices=True)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert indices.dtype == torch.int64 and torch.equal(indices, expected_indices)
+    assert torch.autograd.gradcheck(ours, (x,))
+
+
+def test_relu_and_hadamard_match_torch_and_pass_gradcheck(rng):
+    x = _t(rng, 2, 3, 4)
+    torch.testing.assert_close(ct.relu(x), torch.relu(x), rtol=0, atol=0)
+    assert torch.autograd.gradcheck(ct.relu, (x,))
+    a, b = _t(rng, 2, 1, 4), _t(rng, 3, 1)  # broadcasting: gradients are summed back to each shape
+    torch.testing.assert_close(ct.hadamard(a, b), a * b, rtol=0, atol=0)
+    assert torch.autograd.gradcheck(ct.hadamard, (a, b))
+
+
+def test_opcheck_other_ops(rng):
+    x, w, b = _t(rng, 2, 4, 3, 4), _t(rng, 4, 1, 3, 2), _t(rng, 2)
+    torch.library.opcheck(torch.ops.convcore.conv_transpose2d.default, (x, w, b, [2, 1], [1, 0], [1, 0], 2, [1, 2]))
+    torch.library.opcheck(torch.ops.convcore.linear.default, (_t(rng, 3, 5), _t(rng, 4, 5), _t(rng, 4)))
+    torch.library.opcheck(torch.ops.convcore.max_pool2d.default, (_t(rng, 2, 3, 7, 8), [3, 2], [2, 1], [1, 0], [1, 2], False))
+    torch.library.opcheck(torch.ops.convcore.relu.default, (_t(rng, 2, 3),))
+    torch.library.opcheck(torch.ops.convcore.hadamard.default, (_t(rng, 2, 1, 4), _t(rng, 3, 1)))
+
+
 # ---------------------------------------------------------------- layers
 
 def test_conv2d_layer_is_a_drop_in_for_torch(rng):
@@ -163,11 +234,25 @@ def test_non_contiguous_tensors_are_accepted(rng):
     assert torch.autograd.gradcheck(lambda x, w: ct.conv2d(x, w, stride=(1, 2)), (x, w))
 
 
+def test_linear_and_max_pool_layers_are_drop_ins(rng):
+    torch.manual_seed(3)
+    theirs, ours = torch.nn.Linear(5, 3), ct.Linear(5, 3)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    ours.load_state_dict(theirs.state_dict())
+    x = _t(rng, 2, 5, dtype=torch.float32, requires_grad=False)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+    pool, reference = ct.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), torch.nn.MaxPool2d(3, 2, 1, ceil_mode=True)
+    assert repr(pool) == repr(reference)
+    x = _t(rng, 1, 2, 6, 7, dtype=torch.float32, requires_grad=False)
+    torch.testing.assert_close(pool(x), reference(x), rtol=0, atol=0)
+
+
 def _model(layers):
     return torch.nn.Sequential(
-        layers.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(),
-        layers.Conv2d(4, 4, 3, stride=2, groups=2), torch.nn.ReLU(),
-        torch.nn.Flatten(), torch.nn.Linear(4 * 3 * 3, 3),
+        layers.Conv2d(2, 4, 3, padding=1), layers.ReLU(),
+        layers.MaxPool2d(2, stride=1),
+        layers.Conv2d(4, 4, 3, stride=2, groups=2), layers.ReLU(),
+        torch.nn.Flatten(), layers.Linear(4 * 2 * 2, 3),
     )
 
 
@@ -199,7 +284,8 @@ def test_convert_swaps_layers_in_place(rng):
     expected = model(x)
     params = list(model.parameters())
     ct.convert(model)
-    assert type(model[0]) is ct.Conv2d and type(model[2]) is ct.Conv2d
+    kinds = [type(layer) for layer in model]
+    assert kinds == [ct.Conv2d, ct.ReLU, ct.MaxPool2d, ct.Conv2d, ct.ReLU, torch.nn.Flatten, ct.Linear]
     assert list(model.parameters()) == params  # same Parameter objects: optimizers keep working
     torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
 
@@ -254,3 +340,34 @@ def test_cuda_backend_computes_on_the_callers_stream(rng):
     np.testing.assert_allclose(out.copy_to_host(), convcore.conv2d(x, w, padding=1, backend="numpy"), rtol=1e-12)
     expected_dw = convcore.conv2d_weight(x, w.shape, out.copy_to_host(), padding=1, backend="numpy")
     np.testing.assert_allclose(dw.copy_to_host(), expected_dw, rtol=1e-12)
+
+
+def test_every_bridged_op_runs_on_the_callers_stream(rng):
+    """relu, hadamard, linear, max_pool2d and conv_transpose2d outputs stay on the caller's stream."""
+    if not convcore.backends()["cuda"].available:
+        pytest.skip("needs the cuda backend (a GPU or the simulator)")
+    from numba import cuda
+
+    stream = cuda.stream()
+
+    def on_stream(host):
+        array = cuda.device_array(host.shape, host.dtype, stream=stream)
+        array.copy_to_device(host, stream=stream)
+        return array
+
+    x = rng.uniform(-1, 1, (1, 2, 4, 5))
+    w = rng.uniform(-1, 1, (2, 3, 2, 2))
+    m = rng.uniform(-1, 1, (3, 5))
+    cases = [
+        ("relu", (x,), {}),
+        ("hadamard", (x, x[:, :1]), {}),
+        ("linear", (m, rng.uniform(-1, 1, (2, 5))), {}),
+        ("max_pool2d", (x, 2), {"stride": 1}),
+        ("conv_transpose2d", (x, w), {"stride": 2}),
+    ]
+    for name, args, kwargs in cases:
+        out = getattr(convcore, name)(*(on_stream(a) if isinstance(a, np.ndarray) else a for a in args), **kwargs)
+        assert out.stream is stream, name
+        stream.synchronize()
+        expected = getattr(convcore, name)(*args, backend="numpy", **kwargs)
+        np.testing.assert_allclose(out.copy_to_host(), expected, rtol=1e-12, atol=1e-12, err_msg=name)
