@@ -9,7 +9,7 @@ from ..conv2d.cpu import _epilogue
 def conv_transpose2d_fwd(x, w, b, out, geom):
     conv2d.conv2d_bwd_data(w, x, out, geom, "auto")
     if b is not None:
-        _epilogue(out, b, True, False)  # bias, no ReLU
+        _epilogue(out, b, True, False)
 
 
 def conv_transpose2d_bwd_data(w, dy, out, geom):
