@@ -332,9 +332,9 @@ def test_cuda_backend_computes_on_the_callers_stream(rng):
 
     x = rng.uniform(-1, 1, (1, 2, 5, 4))
     w = rng.uniform(-1, 1, (3, 2, 2, 3))
-    out = convcore.conv2d(on_stream(x), on_stream(w), padding=1)
+    out = convcore.conv2d(on_stream(x), on_stream(w), padding=1, backend="cuda")
     assert out.stream is stream
-    dw = convcore.conv2d_weight(on_stream(x), w.shape, out, padding=1)  # launches two kernels, one workspace
+    dw = convcore.conv2d_weight(on_stream(x), w.shape, out, padding=1, backend="cuda")  # two kernels, a workspace
     assert dw.stream is stream
     stream.synchronize()
     np.testing.assert_allclose(out.copy_to_host(), convcore.conv2d(x, w, padding=1, backend="numpy"), rtol=1e-12)
@@ -366,7 +366,8 @@ def test_every_bridged_op_runs_on_the_callers_stream(rng):
         ("conv_transpose2d", (x, w), {"stride": 2}),
     ]
     for name, args, kwargs in cases:
-        out = getattr(convcore, name)(*(on_stream(a) if isinstance(a, np.ndarray) else a for a in args), **kwargs)
+        on_device = (on_stream(a) if isinstance(a, np.ndarray) else a for a in args)
+        out = getattr(convcore, name)(*on_device, backend="cuda", **kwargs)
         assert out.stream is stream, name
         stream.synchronize()
         expected = getattr(convcore, name)(*args, backend="numpy", **kwargs)
