@@ -15,9 +15,10 @@ Thread mapping:
   element over one fixed slice of the N·P output rows into a workspace, then a second
   kernel adds the slices in index order — deterministic, run after run.
 - bias gradient: one thread per channel, summing in order.
+Every launch goes on the output's stream (``out.stream``: the caller's current stream,
+bound by ``CudaIO.empty``; 0, the default stream, for NumPy callers).
 """
 from __future__ import annotations
-
 
 from numba import cuda
 
@@ -284,12 +285,12 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
         TM, TN, _, DM, DN = IGEMM_TILES[str(out.dtype)]
         factory = make_fwd_igemm_relu if activation == "relu" else make_fwd_igemm
         blocks = (-(-(geom.N * geom.P * geom.Q) // (TM * DM)), -(-geom.Kg // (TN * DN)), geom.groups)
-        kernel(factory, out.dtype)[blocks, DM * DN](x, w, bias, has_bias, out, *_geom_args(geom))
+        kernel(factory, out.dtype)[blocks, DM * DN, out.stream](x, w, bias, has_bias, out, *_geom_args(geom))
         return
     launch = kernel(make_fwd, out.dtype)
-    launch[grid_for(out.size), THREADS](x, w, bias, has_bias, out, *_geom_args(geom))
+    launch[grid_for(out.size), THREADS, out.stream](x, w, bias, has_bias, out, *_geom_args(geom))
     if activation == "relu":
-        kernel(make_relu_inplace, out.dtype)[grid_for(out.size), THREADS](out.reshape(out.size))
+        kernel(make_relu_inplace, out.dtype)[grid_for(out.size), THREADS, out.stream](out.reshape(out.size))
 
 
 def make_relu_inplace(dt):
@@ -304,7 +305,7 @@ def make_relu_inplace(dt):
 
 def conv2d_bwd_data(w, dy, out, geom, algorithm):
     launch = kernel(make_bwd_data, out.dtype)
-    launch[grid_for(out.size), THREADS](w, dy, out, *_geom_args(geom))
+    launch[grid_for(out.size), THREADS, out.stream](w, dy, out, *_geom_args(geom))
 
 
 def conv2d_bwd_weight(x, dy, out, geom, algorithm):
@@ -312,16 +313,16 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
     splits = max(1, min(rows, -(-_TARGET_THREADS // out.size)))
     rows_per_split = -(-rows // splits)
     splits = -(-rows // rows_per_split)
-    partial = cuda.device_array((splits,) + tuple(out.shape), dtype=out.dtype)
+    partial = cuda.device_array((splits,) + tuple(out.shape), dtype=out.dtype, stream=out.stream)
     launch = kernel(make_bwd_weight, out.dtype)
-    launch[grid_for(partial.size), THREADS](x, dy, partial, rows_per_split, *_geom_args(geom))
+    launch[grid_for(partial.size), THREADS, out.stream](x, dy, partial, rows_per_split, *_geom_args(geom))
     reduce = kernel(make_sum_splits, out.dtype)
-    reduce[grid_for(out.size), THREADS](partial.reshape(splits, out.size), out.reshape(out.size))
+    reduce[grid_for(out.size), THREADS, out.stream](partial.reshape(splits, out.size), out.reshape(out.size))
 
 
 def conv2d_bwd_bias(dy, out):
     launch = kernel(make_bwd_bias, out.dtype)
-    launch[grid_for(out.size), THREADS](dy, out)
+    launch[grid_for(out.size), THREADS, out.stream](dy, out)
 
 
 def signatures(dt):

@@ -28,7 +28,7 @@ def make_add_bias(dt):
 def conv_transpose2d_fwd(x, w, b, out, geom):
     conv2d.conv2d_bwd_data(w, x, out, geom, "auto")
     if b is not None:
-        kernel(make_add_bias, out.dtype)[grid_for(out.size), THREADS](out, b)
+        kernel(make_add_bias, out.dtype)[grid_for(out.size), THREADS, out.stream](out, b)
 
 
 def conv_transpose2d_bwd_data(w, dy, out, geom):

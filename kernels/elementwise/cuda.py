@@ -160,7 +160,7 @@ def _ints(values):
 
 
 def _launch(factory, out, *args):
-    kernel(factory, out.dtype)[grid_for(out.size), THREADS](*args)
+    kernel(factory, out.dtype)[grid_for(out.size), THREADS, out.stream](*args)
 
 
 def hadamard_fwd(a, b, out, geom):

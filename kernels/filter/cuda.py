@@ -70,7 +70,7 @@ def make_filter2d(dt):
 
 def filter2d(x, k, out, mode, cval, convolve):
     launch = kernel(make_filter2d, out.dtype)
-    launch[grid_for(out.size), THREADS](x, k, out, mode, out.dtype.type(cval), convolve)
+    launch[grid_for(out.size), THREADS, out.stream](x, k, out, mode, out.dtype.type(cval), convolve)
 
 
 def signatures(dt):

@@ -145,16 +145,16 @@ def linear_fwd(x, w, b, out):
     has_bias = b is not None
     bias = b if has_bias else out.reshape(out.size)[:1]  # never read
     launch = kernel(make_matmul_nt, out.dtype)
-    launch[_tiles(*out.shape), (TILE, TILE)](x, w, bias, has_bias, out)
+    launch[_tiles(*out.shape), (TILE, TILE), out.stream](x, w, bias, has_bias, out)
 
 
 def linear_bwd(dy, x, w, grad_input, grad_weight, grad_bias):
     if grad_input.size:
         launch = kernel(make_matmul_nn, grad_input.dtype)
-        launch[_tiles(*grad_input.shape), (TILE, TILE)](dy, w, grad_input)
+        launch[_tiles(*grad_input.shape), (TILE, TILE), grad_input.stream](dy, w, grad_input)
     if grad_weight.size:
         launch = kernel(make_matmul_tn, grad_weight.dtype)
-        launch[_tiles(*grad_weight.shape), (TILE, TILE)](dy, x, grad_weight)
+        launch[_tiles(*grad_weight.shape), (TILE, TILE), grad_weight.stream](dy, x, grad_weight)
     if grad_bias.size:
         launch = kernel(make_sum_rows, grad_bias.dtype)
-        launch[grid_for(grad_bias.size), THREADS](dy, grad_bias)
+        launch[grid_for(grad_bias.size), THREADS, grad_bias.stream](dy, grad_bias)

@@ -162,26 +162,26 @@ def _args(geom):
 def max_pool2d_fwd(x, out, indices, geom):
     write = indices is not None
     if not write:
-        indices = cuda.device_array((1, 1, 1, 1), dtype="int64")  # never written
+        indices = cuda.device_array((1, 1, 1, 1), dtype="int64", stream=out.stream)  # never written
     launch = kernel(make_max_fwd, out.dtype)
-    launch[grid_for(out.size), THREADS](x, out, indices, write, *_args(geom))
+    launch[grid_for(out.size), THREADS, out.stream](x, out, indices, write, *_args(geom))
 
 
 def max_pool2d_bwd(dy, indices, dx, geom):
     launch = kernel(make_max_bwd, dx.dtype)
-    launch[grid_for(dx.size), THREADS](dy, indices, dx, *_args(geom))
+    launch[grid_for(dx.size), THREADS, dx.stream](dy, indices, dx, *_args(geom))
 
 
 def avg_pool2d_fwd(x, out, geom, count_include_pad):
     R, S, sh, sw, ph, pw, _, _ = _args(geom)
     launch = kernel(make_avg_fwd, out.dtype)
-    launch[grid_for(out.size), THREADS](x, out, R, S, sh, sw, ph, pw, count_include_pad)
+    launch[grid_for(out.size), THREADS, out.stream](x, out, R, S, sh, sw, ph, pw, count_include_pad)
 
 
 def avg_pool2d_bwd(dy, dx, geom, count_include_pad):
     R, S, sh, sw, ph, pw, _, _ = _args(geom)
     launch = kernel(make_avg_bwd, dx.dtype)
-    launch[grid_for(dx.size), THREADS](dy, dx, R, S, sh, sw, ph, pw, count_include_pad)
+    launch[grid_for(dx.size), THREADS, dx.stream](dy, dx, R, S, sh, sw, ph, pw, count_include_pad)
 
 
 def signatures(dt):
