@@ -10,8 +10,6 @@ from ._arrays import set_poison
 from ._backend import BACKENDS, backends, get_backend, set_backend
 from .conv import conv2d, conv2d_bias, conv2d_input, conv2d_weight
 from .conv_transpose import conv_transpose2d, conv_transpose2d_input, conv_transpose2d_weight
-from .filter import filter2d
-from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 from .dense import linear, linear_backward
 from .elementwise import (
     hadamard,
@@ -25,6 +23,8 @@ from .elementwise import (
     tanh,
     tanh_backward,
 )
+from .filter import filter2d
+from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 from .softmax_loss import (
     cross_entropy,
     cross_entropy_backward,

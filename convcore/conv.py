@@ -74,7 +74,8 @@ def conv_geometry(op, input_shape, weight_shape, stride, padding, dilation, grou
     if groups <= 0:
         raise ValueError(f"{op}: groups must be positive, got {groups}")
     if min(C, K, R, S) <= 0:
-        raise ValueError(f"{op}: channels and kernel sizes must be positive, got input {tuple(input_shape)}, weight {tuple(weight_shape)}")
+        raise ValueError(f"{op}: channels and kernel sizes must be positive, "
+                         f"got input {tuple(input_shape)}, weight {tuple(weight_shape)}")
     if C % groups:
         raise ValueError(f"{op}: groups={groups} must divide in_channels={C}")
     if K % groups:

@@ -53,7 +53,8 @@ def test_environment_variable_picks_the_backend():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "numpy"
     env["CONVCORE_BACKEND"] = "bogus"
-    bad = subprocess.run([sys.executable, "-c", "import convcore, numpy as np; convcore.conv2d(np.ones((1,1,3,3)), np.ones((1,1,1,1)))"],
+    code = "import convcore, numpy as np; convcore.conv2d(np.ones((1,1,3,3)), np.ones((1,1,1,1)))"
+    bad = subprocess.run([sys.executable, "-c", code],
                          env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown CONVCORE_BACKEND 'bogus'" in bad.stderr
 

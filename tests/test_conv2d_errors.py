@@ -72,7 +72,7 @@ def test_errors_come_before_any_kernel(monkeypatch):
 
     monkeypatch.setattr(_backend, "lookup", refuse)
     monkeypatch.setattr("convcore.conv.lookup", refuse)
-    for case, overrides, error, message in FORWARD_CASES:
+    for _case, overrides, error, _message in FORWARD_CASES:
         kwargs = dict(input=X, weight=W, backend="cpu")
         kwargs.update(overrides)
         with pytest.raises(error):

@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import pytest
-
 from convcore.kernels.report import cuda_families
 
 

@@ -139,7 +139,8 @@ def test_opcheck_conv2d(rng):
     torch.library.opcheck(torch.ops.convcore.conv2d.default, (x, w, b, [2, 1], [1, 0, 0, 1], [1, 2], 2))
     g = _t(rng, 2, 2, 2, 5, requires_grad=False)
     torch.library.opcheck(torch.ops.convcore.conv2d_input.default, ([2, 4, 5, 6], w.detach(), g, [2, 1], [1, 0, 0, 1], [1, 2], 2))
-    torch.library.opcheck(torch.ops.convcore.conv2d_weight.default, (x.detach(), [2, 2, 3, 2], g, [2, 1], [1, 0, 0, 1], [1, 2], 2))
+    torch.library.opcheck(torch.ops.convcore.conv2d_weight.default,
+                          (x.detach(), [2, 2, 3, 2], g, [2, 1], [1, 0, 0, 1], [1, 2], 2))
 
 
 TRANSPOSE_CONFIGS = [

@@ -163,7 +163,7 @@ def run_op(case, op: str, backends: list[str], suite: str, peers: Peers, repeats
             rows[name] = Row(backend=name, verified=good, max_rel_error=error, **base)
     live = {n: c for n, c in contenders.items() if c.error is None}
     reps = {n: numpy_repeats if n == "numpy" else repeats for n in live}
-    for rep in range(max(reps.values(), default=0)):
+    for _rep in range(max(reps.values(), default=0)):
         for name, contender in live.items():
             if len(contender.samples) < reps[name]:
                 contender.time_once()

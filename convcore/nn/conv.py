@@ -55,7 +55,8 @@ class ConvTranspose2d(Module):
 
     def forward(self, input):
         self._input = input
-        return F.conv_transpose2d(input, self.weight.data, None if self.bias is None else self.bias.data, self.stride, self.padding,
+        bias = None if self.bias is None else self.bias.data
+        return F.conv_transpose2d(input, self.weight.data, bias, self.stride, self.padding,
                                   self.output_padding, self.groups, self.dilation, backend=self.backend)
 
     def backward(self, grad_output):

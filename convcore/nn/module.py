@@ -138,7 +138,7 @@ class Module:
                 raise TypeError(f"Module.to: dtype must be float32 or float64, got {dtype}")
         for module in self.modules():
             target = backend if backend is not None else module.backend
-            for name, value in list(vars(module).items()):
+            for _name, value in list(vars(module).items()):
                 if isinstance(value, Parameter):
                     value.data = to_backend(value.data, target, dtype)
                     value.grad = to_backend(value.grad, target, dtype)

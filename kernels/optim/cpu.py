@@ -54,12 +54,14 @@ _axpby_serial = njit(cache=True)(_axpby.py_func)
 
 
 def sgd_update(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, first):
-    (_sgd if param.size >= PARALLEL_MIN else _sgd_serial)(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, first)
+    update = _sgd if param.size >= PARALLEL_MIN else _sgd_serial
+    update(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, first)
 
 
 def adam_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bias_correction1,
                 bias_correction2):
-    (_adam if param.size >= PARALLEL_MIN else _adam_serial)(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2)
+    update = _adam if param.size >= PARALLEL_MIN else _adam_serial
+    update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2)
 
 
 def axpby(x, y, a, b, out):
