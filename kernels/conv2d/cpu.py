@@ -80,8 +80,17 @@ def _im2col(x, col, sh, sw, pt, pl, dh, dw, groups, R, S, P, Q):
                         continue
                     for q in range(q_lo):
                         col[n, g, row, base + q] = 0.0
-                    for q in range(q_lo, q_hi):
-                        col[n, g, row, base + q] = x[n, c, h, q * sw + col0]
+                    # Sliced views, indexed from 0: a computed index like q·sw + col0
+                    # may be negative to Numba, whose wraparound select blocks vectorising.
+                    cs = col[n, g, row, base + q_lo:base + q_hi]
+                    if sw == 1:
+                        xs = x[n, c, h, q_lo + col0:]
+                        for j in range(cs.shape[0]):
+                            cs[j] = xs[j]
+                    else:
+                        xs = x[n, c, h, q_lo * sw + col0::sw]
+                        for j in range(cs.shape[0]):
+                            cs[j] = xs[j]
                     for q in range(max(q_hi, q_lo), Q):
                         col[n, g, row, base + q] = 0.0
 
@@ -157,9 +166,15 @@ def _col2im(col, dx, sh, sw, pt, pl, dh, dw, groups, R, S, P, Q):
                     h = p * sh - pt + r * dh
                     if h < 0 or h >= H:
                         continue
-                    base = p * Q
-                    for q in range(q_lo, q_hi):
-                        dx[n, c, h, q * sw + col0] += col[n, g, row, base + q]
+                    cs = col[n, g, row, p * Q + q_lo:p * Q + q_hi]
+                    if sw == 1:
+                        xs = dx[n, c, h, q_lo + col0:]
+                        for j in range(cs.shape[0]):
+                            xs[j] += cs[j]
+                    else:
+                        xs = dx[n, c, h, q_lo * sw + col0::sw]
+                        for j in range(cs.shape[0]):
+                            xs[j] += cs[j]
 
 
 # ---------------------------------------------------------------- weight gradient
@@ -488,10 +503,17 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
 
 def conv2d_bwd_weight(x, dy, out, geom, algorithm):
     if _choose(algorithm, geom) == "gemm":
-        col = _im2col_buffer(x, geom)
-        dy_mat = dy.reshape(geom.N, geom.groups, geom.Kg, geom.P * geom.Q)
-        per_image = np.matmul(dy_mat, col.transpose(0, 1, 3, 2))  # (N, g, Kg, Cg·R·S)
-        np.sum(per_image, axis=0, out=out.reshape(geom.groups, geom.Kg, -1))
+        # One GEMM per group over the whole batch: (Kg, N·P·Q) × (N·P·Q, Cg·R·S).
+        # im2col writes straight into the (g, Cg·R·S, N, P·Q) layout through a
+        # transposed view, so neither operand of the product needs a strided copy
+        # beyond dy's (small) reorder, and there is no N × weight-size temporary.
+        crs, pq = geom.Cg * geom.R * geom.S, geom.P * geom.Q
+        col = np.empty((geom.groups, crs, geom.N, pq), dtype=x.dtype)
+        _im2col(x, col.transpose(2, 0, 1, 3), *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
+        dy_mat = np.ascontiguousarray(dy.reshape(geom.N, geom.groups, geom.Kg, pq).transpose(1, 2, 0, 3))
+        np.matmul(dy_mat.reshape(geom.groups, geom.Kg, geom.N * pq),
+                  col.reshape(geom.groups, crs, geom.N * pq).transpose(0, 2, 1),
+                  out=out.reshape(geom.groups, geom.Kg, crs))
     elif _depthwise(geom):
         _depthwise_launch(_wgrad_depthwise_s1, _wgrad_depthwise, geom, out, x, dy, out)
     else:
