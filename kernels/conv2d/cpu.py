@@ -52,8 +52,10 @@ def _fwd_direct(x, w, out, sh, sw, pt, pl, dh, dw, groups):
                         h = p * sh - pt + r * dh
                         if h < 0 or h >= H:
                             continue
-                        for q in range(q_lo, q_hi):
-                            out[n, k, p, q] += wv * x[n, c0 + c, h, q * sw + col0]
+                        os = out[n, k, p, q_lo:q_hi]  # 0-based views: no wraparound select
+                        xs = x[n, c0 + c, h, q_lo * sw + col0::sw]
+                        for j in range(os.shape[0]):
+                            os[j] += wv * xs[j]
 
 
 @njit(parallel=True, cache=True)
@@ -140,8 +142,10 @@ def _dgrad_direct(w, dy, dx, sh, sw, pt, pl, dh, dw, groups):
                         h = p * sh - pt + r * dh
                         if h < 0 or h >= H:
                             continue
-                        for q in range(q_lo, q_hi):
-                            dx[n, c, h, q * sw + col0] += wv * dy[n, k, p, q]
+                        ys = dy[n, k, p, q_lo:q_hi]  # 0-based views: no wraparound select
+                        xs = dx[n, c, h, q_lo * sw + col0::sw]
+                        for j in range(ys.shape[0]):
+                            xs[j] += wv * ys[j]
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -200,8 +204,10 @@ def _wgrad_direct(x, dy, dw_out, sh, sw, pt, pl, dh, dw, groups):
                         h = p * sh - pt + r * dh
                         if h < 0 or h >= H:
                             continue
-                        for q in range(q_lo, q_hi):
-                            acc += dy[n, k, p, q] * x[n, c, h, q * sw + col0]
+                        ys = dy[n, k, p, q_lo:q_hi]  # 0-based views: no wraparound select
+                        xs = x[n, c, h, q_lo * sw + col0::sw]
+                        for j in range(ys.shape[0]):
+                            acc += ys[j] * xs[j]
                 dw_out[k, cl, r, s] = acc
 
 
