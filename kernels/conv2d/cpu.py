@@ -82,17 +82,17 @@ def _im2col(x, col, sh, sw, pt, pl, dh, dw, groups, R, S, P, Q):
                         continue
                     for q in range(q_lo):
                         col[n, g, row, base + q] = 0.0
-                    # Sliced views, indexed from 0: a computed index like q·sw + col0
-                    # may be negative to Numba, whose wraparound select blocks vectorising.
-                    cs = col[n, g, row, base + q_lo:base + q_hi]
-                    if sw == 1:
+                    if sw == 1 and q_hi - q_lo >= 16:
+                        # Sliced views, indexed from 0: a computed index like q + col0 may be
+                        # negative to Numba, whose wraparound select blocks vectorising.
+                        # (Narrow rows: the view set-up costs more than it saves.)
+                        cs = col[n, g, row, base + q_lo:base + q_hi]
                         xs = x[n, c, h, q_lo + col0:]
                         for j in range(cs.shape[0]):
                             cs[j] = xs[j]
                     else:
-                        xs = x[n, c, h, q_lo * sw + col0::sw]
-                        for j in range(cs.shape[0]):
-                            cs[j] = xs[j]
+                        for q in range(q_lo, q_hi):
+                            col[n, g, row, base + q] = x[n, c, h, q * sw + col0]
                     for q in range(max(q_hi, q_lo), Q):
                         col[n, g, row, base + q] = 0.0
 
@@ -170,15 +170,15 @@ def _col2im(col, dx, sh, sw, pt, pl, dh, dw, groups, R, S, P, Q):
                     h = p * sh - pt + r * dh
                     if h < 0 or h >= H:
                         continue
-                    cs = col[n, g, row, p * Q + q_lo:p * Q + q_hi]
-                    if sw == 1:
+                    if sw == 1 and q_hi - q_lo >= 16:  # as in _im2col
+                        cs = col[n, g, row, p * Q + q_lo:p * Q + q_hi]
                         xs = dx[n, c, h, q_lo + col0:]
                         for j in range(cs.shape[0]):
                             xs[j] += cs[j]
                     else:
-                        xs = dx[n, c, h, q_lo * sw + col0::sw]
-                        for j in range(cs.shape[0]):
-                            xs[j] += cs[j]
+                        base = p * Q
+                        for q in range(q_lo, q_hi):
+                            dx[n, c, h, q * sw + col0] += col[n, g, row, base + q]
 
 
 # ---------------------------------------------------------------- weight gradient
