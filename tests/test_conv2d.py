@@ -22,6 +22,10 @@ CONFIGS = {
     "groups2": ((2, 4, 6, 5), (6, 2, 3, 3), {"groups": 2, "padding": 1}),
     "depthwise": ((2, 5, 7, 6), (5, 1, 3, 3), {"groups": 5, "padding": 1, "stride": 2}),
     "depthwise_multiplier": ((1, 3, 6, 7), (6, 1, 3, 3), {"groups": 3, "padding": 1}),
+    "depthwise_strided_dilated": ((2, 4, 9, 8), (8, 1, 3, 2), {"groups": 4, "stride": (2, 3), "dilation": (2, 1),
+                                                              "padding": (1, 0, 2, 1)}),
+    "depthwise_dilated_asymmetric_padding": ((1, 3, 7, 6), (3, 1, 2, 3), {"groups": 3, "dilation": (1, 2),
+                                                                         "padding": (2, 0, 1, 3)}),
     "one_channel": ((3, 1, 6, 6), (13, 1, 3, 3), {"padding": 1}),
     "thirteen_to_one": ((1, 13, 5, 4), (1, 13, 3, 3), {}),
     "thirty_three_channels": ((1, 33, 4, 4), (3, 33, 3, 3), {"padding": 1}),
@@ -179,6 +183,16 @@ def test_weight_gradient_is_deterministic(kernel_backend, algorithm, rng):
     first = to_numpy(convcore.conv2d_weight(x, (16, 8, 3, 3), dy, padding=1, backend=kernel_backend, algorithm=algorithm))
     second = to_numpy(convcore.conv2d_weight(x, (16, 8, 3, 3), dy, padding=1, backend=kernel_backend, algorithm=algorithm))
     assert first.tobytes() == second.tobytes()
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_weight_gradient_is_deterministic(stride, rng):
+    # The cpu depthwise kernels (stride 1: padded flat planes; else: row loops).
+    x = random(rng, (3, 6, 11, 10), np.float32)
+    dy = random(rng, (3, 6, 11 // stride + (stride == 2), 10 // stride), np.float32)
+    runs = [to_numpy(convcore.conv2d_weight(x, (6, 1, 3, 3), dy, stride=stride, padding=1, groups=6, backend="cpu"))
+            for _ in range(2)]
+    assert runs[0].tobytes() == runs[1].tobytes()
 
 
 @pytest.mark.parametrize("algorithm", ["direct", "gemm"])
