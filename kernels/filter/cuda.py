@@ -9,35 +9,9 @@ from __future__ import annotations
 from numba import cuda
 
 from .._cuda_util import THREADS, grid_for, kernel
+from .modes import source_index
 
-REFLECT, CONSTANT, NEAREST, MIRROR, WRAP = 0, 1, 2, 3, 4
-
-
-@cuda.jit(device=True, inline=True)
-def _source(i, n, mode):
-    """Source index of position i along an axis of length n, or −1 (mode constant, outside)."""
-    if i >= 0 and i < n:
-        return i
-    if mode == CONSTANT:
-        return -1
-    if mode == NEAREST:
-        return 0 if i < 0 else n - 1
-    if mode == WRAP:
-        m = i % n
-        return m + n if m < 0 else m
-    if mode == REFLECT:
-        period = 2 * n
-        m = i % period
-        if m < 0:
-            m += period
-        return m if m < n else period - 1 - m
-    if n == 1:  # MIRROR
-        return 0
-    period = 2 * n - 2
-    m = i % period
-    if m < 0:
-        m += period
-    return m if m < n else period - m
+_source = cuda.jit(device=True, inline=True)(source_index)
 
 
 def make_filter2d(dt):
