@@ -32,6 +32,8 @@ CONFIGS = {
     "kernel_as_large_as_padded_input": ((2, 2, 5, 4), (3, 2, 7, 6), {"padding": 1}),
     "one_by_one_input": ((2, 3, 1, 1), (4, 3, 1, 1), {}),
     "one_by_one_input_padded": ((2, 3, 1, 1), (4, 3, 3, 3), {"padding": 1}),
+    "pointwise": ((2, 8, 5, 4), (6, 8, 1, 1), {}),
+    "pointwise_groups": ((2, 4, 3, 5), (6, 2, 1, 1), {"groups": 2}),
     "pointwise_stride2": ((2, 8, 5, 5), (16, 8, 1, 1), {"stride": 2}),
     "gemm_sized": ((2, 8, 6, 6), (16, 8, 3, 3), {"padding": 1}),
 }
