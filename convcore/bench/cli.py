@@ -26,6 +26,8 @@ def add_parser(commands):
                        help="comma-separated backends, e.g. cpu,cuda (default: every available one but numpy; "
                             "the CUDA simulator is never benchmarked)")
     bench.add_argument("--ops", default=None, help=f"comma-separated ops (default: all): {','.join(OP_SPECS)}")
+    bench.add_argument("--cases", default=None,
+                       help="comma-separated substrings; keep only the layers whose name contains one (e.g. 3x3_56,lenet)")
     bench.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="timed calls per contender")
     bench.add_argument("--numpy-repeats", type=int, default=DEFAULT_NUMPY_REPEATS,
                        help="timed calls of the (slow) NumPy reference peer")
@@ -110,6 +112,11 @@ def run(args) -> int:
     ops = select_ops(args.ops)
     old_rows = report.load_json(args.compare)[1] if args.compare else None
     work = [(case, op) for case in suite(args.suite) for op in case.ops if op in ops]
+    if args.cases:
+        wanted = _split(args.cases)
+        work = [(case, op) for case, op in work if any(w in case.layer for w in wanted)]
+        if not work:
+            raise SystemExit(f"convcore bench: --cases {args.cases!r} matches no layer of suite {args.suite!r}")
     peers = Peers(use_torch=not args.no_torch)
     machine = machine_info(skipped, peers.torch, names, sgemm_size=256 if args.suite == "test" else 2048)
     print(report.format_machine(machine), flush=True)
