@@ -12,7 +12,8 @@ from . import _args
 from ._arrays import io_for
 from ._backend import lookup, resolve
 
-ALGORITHMS = ("auto", "direct", "gemm")
+ALGORITHMS = ("auto", "direct", "gemm", "winograd", "winograd_f2", "winograd_f4")
+WINOGRAD = ("winograd", "winograd_f2", "winograd_f4")
 ACTIVATIONS = (None, "relu")
 
 
@@ -103,6 +104,24 @@ def _check_algorithm(op, algorithm):
         raise ValueError(f"{op}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
 
 
+def _check_winograd(op, algorithm, geom, backend):
+    """Winograd F(m×m, 3×3) exists for 3×3, stride-1, dilation-1 layers, forward and input
+    gradient, on the cpu backend. The geometry is checked on every backend (the numpy
+    backend then ignores the algorithm, as it ignores every algorithm)."""
+    if algorithm not in WINOGRAD:
+        return
+    if op == "conv2d_weight":
+        raise ValueError(f"{op}: algorithm={algorithm!r} has no weight-gradient kernel; "
+                         "use 'auto', 'direct' or 'gemm'")
+    if (geom.R, geom.S) != (3, 3) or geom.stride != (1, 1) or geom.dilation != (1, 1):
+        raise ValueError(
+            f"{op}: algorithm={algorithm!r} needs a 3x3 kernel, stride 1 and dilation 1, got kernel "
+            f"{geom.R}x{geom.S}, stride {geom.stride}, dilation {geom.dilation}"
+        )
+    if backend == "cuda":
+        raise ValueError(f"{op}: algorithm={algorithm!r} is cpu-only; the cuda backend has 'auto', 'direct' and 'gemm'")
+
+
 def _check_bias(op, bias, K):
     if bias is not None and tuple(bias.shape) != (K,):
         raise ValueError(f"{op}: bias must have shape ({K},) to match out_channels, got {tuple(bias.shape)}")
@@ -129,8 +148,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
             'valid' or 'same' (stride 1 only).
         groups: split channels into groups convolved independently.
         backend: 'numpy', 'cpu', 'cuda' or None for the process default.
-        algorithm: 'auto', 'direct' or 'gemm' (cpu: im2col + BLAS; cuda: implicit GEMM);
-            the numpy backend ignores it.
+        algorithm: 'auto', 'direct', 'gemm' (cpu: im2col + BLAS; cuda: implicit GEMM), or,
+            cpu only, for 3×3 stride-1 dilation-1 layers, 'winograd' (Winograd F(m×m, 3×3),
+            tile picked per shape), 'winograd_f2' (F(2×2)) or 'winograd_f4' (F(4×4): fewest
+            multiplications, float32 error a few times that of 'gemm'). The numpy backend
+            ignores it (after the same geometry check).
         activation: None or 'relu', applied after the bias; fused into the CUDA
             implicit-GEMM epilogue (one pass over the output instead of three).
     Shape:
@@ -151,6 +173,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         _args.check_ndim(b, 1, "bias", op, "(K,)")
     dtype = _args.common_dtype(op, input=x, weight=w, bias=b)
     geom = conv_geometry(op, x.shape, w.shape, stride, padding, dilation, groups)
+    _check_winograd(op, algorithm, geom, name)
     _check_bias(op, b, geom.K)
     out = io.empty(geom.output_shape, dtype)
     if geom.N:
@@ -163,6 +186,8 @@ def conv2d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation
 
     dX[n,c,h,w] = Σ_k,r,s dY[n,k,(h + pt − r·dh)/sh,(w + pl − s·dw)/sw] · W[k,c,r,s]
     over the terms where the divisions are exact and in range.
+    ``algorithm`` as in :func:`conv2d` (Winograd included: at stride 1 this is a
+    convolution of dY with the flipped weight).
     Returns an array of shape ``input_shape``.
     """
     op = "conv2d_input"
@@ -174,6 +199,7 @@ def conv2d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation
     _args.check_ndim(w, 4, "weight", op, "(K, C/groups, R, S)")
     dtype = _args.common_dtype(op, weight=w, grad_output=dy)
     geom = conv_geometry(op, input_shape, w.shape, stride, padding, dilation, groups)
+    _check_winograd(op, algorithm, geom, name)
     _check_grad_output(op, dy, geom)
     out = io.empty(geom.input_shape, dtype)
     if geom.N:
@@ -186,6 +212,8 @@ def conv2d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilatio
 
     dW[k,c,r,s] = Σ_n,p,q dY[n,k,p,q] · X[n, g·C/g + c, p·sh − pt + r·dh, q·sw − pl + s·dw].
     Deterministic on every backend: the reduction order is fixed (no float atomics).
+    ``algorithm``: 'auto', 'direct' or 'gemm'; the Winograd names raise ValueError (no
+    weight-gradient Winograd kernel: the 3×3 weight gradient is one deep GEMM already).
     Returns an array of shape ``weight_shape``.
     """
     op = "conv2d_weight"
@@ -197,6 +225,7 @@ def conv2d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilatio
     _args.check_ndim(x, 4, "input", op, "(N, C, H, W)")
     dtype = _args.common_dtype(op, input=x, grad_output=dy)
     geom = conv_geometry(op, x.shape, weight_shape, stride, padding, dilation, groups)
+    _check_winograd(op, algorithm, geom, name)
     _check_grad_output(op, dy, geom)
     if geom.N == 0:
         out = io.zeros(geom.weight_shape, dtype)

@@ -4,6 +4,9 @@ Algorithms (``algorithm=``), each in its own module:
 - ``direct`` (cpu_direct): loop nests, ``prange`` over output planes.
 - ``gemm`` (cpu_gemm): im2col/col2im + BLAS; 1×1 stride-1 unpadded layers skip im2col
   (the input already is the column matrix).
+- ``winograd_f2`` / ``winograd_f4`` (cpu_winograd): F(2×2, 3×3) / F(4×4, 3×3) for 3×3
+  stride-1 dilation-1 layers, forward and input gradient (``winograd`` picks the tile);
+  the weight gradient has no Winograd path (conv.py rejects it before dispatch).
 - depthwise layers (C/groups == 1) use the dedicated kernels of cpu_depthwise under
   ``direct`` and ``auto``.
 All are race-free and reduce in a fixed order, so results are deterministic.
@@ -22,12 +25,46 @@ from .cpu_depthwise import (
 )
 from .cpu_direct import _bias_grad, _dgrad_direct, _epilogue, _fwd_direct, _wgrad_direct
 from .cpu_gemm import _col2im, _im2col
-
+from .cpu_winograd import flipped_transposed, tiles, winograd_conv
 
 # ---------------------------------------------------------------- launchers
-def _choose(algorithm, geom):
+WINOGRAD = ("winograd", "winograd_f2", "winograd_f4")
+
+
+def winograd_applies(geom) -> bool:
+    """Winograd F(m×m, 3×3) computes exactly the 3×3, stride-1, dilation-1 layers."""
+    return geom.R == geom.S == 3 and geom.stride == (1, 1) and geom.dilation == (1, 1)
+
+
+def candidates(direction: str, geom) -> list[str]:
+    """Every algorithm this backend can run for ``direction`` ("fwd", "bwd_data" or
+    "bwd_weight") on ``geom``, for a tuner to time. Winograd is left out of depthwise
+    layers (C/groups == 1): α²·groups GEMMs of 1×1 cannot beat the depthwise kernels."""
+    if direction not in ("fwd", "bwd_data", "bwd_weight"):
+        raise ValueError(f"candidates: direction must be 'fwd', 'bwd_data' or 'bwd_weight', got {direction!r}")
+    names = ["direct", "gemm"]
+    if direction != "bwd_weight" and winograd_applies(geom) and not _depthwise(geom):
+        names += ["winograd_f2", "winograd_f4"]
+    return names
+
+
+def _winograd_tile(geom):
+    """F(4×4) does 36 products per 16 outputs, F(2×2) 16 per 4; pick the one with fewer
+    element products once edge tiles are counted (F(4×4) pads a 7×7 plane to 8×8, ...)."""
+    th4, tw4 = tiles(geom, 4)
+    th2, tw2 = tiles(geom, 2)
+    return "winograd_f4" if 36 * th4 * tw4 <= 16 * th2 * tw2 else "winograd_f2"
+
+
+def _choose(algorithm, geom, direction="fwd"):
+    if algorithm == "winograd":
+        return _winograd_tile(geom)
     if algorithm != "auto":
         return algorithm
+    # Winograd pays for 3×3 stride-1 layers whose GEMMs are deep and wide enough to feed
+    # BLAS (measured: see the commit that set these thresholds).
+    if direction != "bwd_weight" and winograd_applies(geom) and geom.Cg >= 32 and geom.Kg >= 32:
+        return _winograd_tile(geom)
     # GEMM pays once the reduction (C/g·R·S) is deep enough to feed BLAS;
     # depthwise and tiny-channel layers stay direct.
     return "gemm" if geom.Cg * geom.R * geom.S >= 16 and geom.Kg >= 8 else "direct"
@@ -66,7 +103,12 @@ def _im2col_buffer(x, geom):
 
 
 def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
-    if _choose(algorithm, geom) == "gemm":
+    chosen = _choose(algorithm, geom)
+    if chosen in WINOGRAD:
+        pt, _, pl, _ = geom.padding
+        winograd_conv(x, w, b, out, pt, pl, geom.groups, 4 if chosen == "winograd_f4" else 2, activation == "relu")
+        return
+    if chosen == "gemm":
         col = _im2col_buffer(x, geom)
         w_mat = w.reshape(geom.groups, geom.Kg, geom.Cg * geom.R * geom.S)
         np.matmul(w_mat[None], col, out=out.reshape(geom.N, geom.groups, geom.Kg, geom.P * geom.Q))
@@ -79,7 +121,15 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
 
 
 def conv2d_bwd_data(w, dy, out, geom, algorithm):
-    if _choose(algorithm, geom) == "gemm":
+    chosen = _choose(algorithm, geom)
+    if chosen in WINOGRAD:
+        # Stride 1, dilation 1: dX = conv(dY, W rotated 180° with K ↔ C per group), padded
+        # by R−1−p on each side (negative: cropped), which is a forward Winograd conv.
+        pt, _, pl, _ = geom.padding
+        winograd_conv(dy, flipped_transposed(w, geom.groups), None, out, 2 - pt, 2 - pl, geom.groups,
+                      4 if chosen == "winograd_f4" else 2)
+        return
+    if chosen == "gemm":
         w_mat = w.reshape(geom.groups, geom.Kg, geom.Cg * geom.R * geom.S)
         dy_mat = dy.reshape(geom.N, geom.groups, geom.Kg, geom.P * geom.Q)
         if _pointwise(geom):  # dX is the product itself: no col2im
@@ -94,7 +144,10 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
 
 
 def conv2d_bwd_weight(x, dy, out, geom, algorithm):
-    if _choose(algorithm, geom) == "gemm":
+    chosen = _choose(algorithm, geom, "bwd_weight")
+    if chosen in WINOGRAD:  # conv.py rejects it first; this guards direct callers of the launcher
+        raise ValueError(f"conv2d_weight: algorithm={algorithm!r} has no weight-gradient kernel on the cpu backend")
+    if chosen == "gemm":
         # One GEMM per group over the whole batch: (Kg, N·P·Q) × (N·P·Q, Cg·R·S).
         # im2col writes straight into the (g, Cg·R·S, N, P·Q) layout through a
         # transposed view, so neither operand of the product needs a strided copy
