@@ -36,8 +36,19 @@ CONFIGS = {
     "pointwise_groups": ((2, 4, 3, 5), (6, 2, 1, 1), {"groups": 2}),
     "pointwise_stride2": ((2, 8, 5, 5), (16, 8, 1, 1), {"stride": 2}),
     "gemm_sized": ((2, 8, 6, 6), (16, 8, 3, 3), {"padding": 1}),
+    # 3×3 stride 1 (Winograd on cpu): planes not a multiple of either tile, wider than
+    # padded tiles, padding > R − 1 (the input gradient then crops), 'same' with groups.
+    "odd_plane_asymmetric_padding": ((3, 4, 9, 7), (5, 4, 3, 3), {"padding": (0, 2, 1, 3)}),
+    "padding_over_kernel_3x3": ((1, 2, 3, 2), (3, 2, 3, 3), {"padding": 3}),
+    "same_groups_wide": ((1, 6, 5, 11), (4, 3, 3, 3), {"padding": "same", "groups": 2}),
 }
 ALGORITHMS = ["auto", "direct", "gemm"]
+# cpu only, 3×3 stride-1 dilation-1 layers, forward and input gradient.
+WINOGRAD = ["winograd", "winograd_f2", "winograd_f4"]
+
+
+def _winograd_applies(geom):
+    return (geom.R, geom.S) == (3, 3) and geom.stride == (1, 1) and geom.dilation == (1, 1)
 
 
 def _problem(rng, dtype, config):
@@ -62,6 +73,8 @@ def test_conv2d_forward_and_gradients(backend, dtype, config, rng):
     terms = geom.Cg * geom.R * geom.S
     expected = reference.conv2d(x64, w64, b.astype(np.float64), out_hw=(geom.P, geom.Q), **_ref_kwargs(geom))
     algorithms = ALGORITHMS if backend != "numpy" else ["auto"]
+    if backend == "cpu" and _winograd_applies(geom):
+        algorithms = algorithms + WINOGRAD
     for algorithm in algorithms:
         out = convcore.conv2d(x, w, b, backend=backend, algorithm=algorithm, **kwargs)
         assert_matches(out, expected, dtype, terms, f"conv2d[{algorithm}]")
@@ -70,6 +83,8 @@ def test_conv2d_forward_and_gradients(backend, dtype, config, rng):
         grad_input = convcore.conv2d_input(x.shape, w, dy, backend=backend, algorithm=algorithm, **kwargs)
         expected_gi = reference.conv2d_input(x.shape, w64, dy64, **_ref_kwargs(geom))
         assert_matches(grad_input, expected_gi, dtype, geom.Kg * geom.R * geom.S, f"conv2d_input[{algorithm}]")
+        if algorithm in WINOGRAD:
+            continue  # no weight-gradient Winograd: test_conv2d_errors checks the refusal
         grad_weight = convcore.conv2d_weight(x, w.shape, dy, backend=backend, algorithm=algorithm, **kwargs)
         expected_gw = reference.conv2d_weight(x64, w.shape, dy64, **_ref_kwargs(geom))
         assert_matches(grad_weight, expected_gw, dtype, geom.N * geom.P * geom.Q, f"conv2d_weight[{algorithm}]")

@@ -66,18 +66,27 @@ def _at2(m0, m1, m2, m3):
 # ---------------------------------------------------------------- weight transform
 @njit(parallel=True, cache=True)
 def _weight_transform(w, G, U):
-    # U[ξ·α+ν, k, c] = Σ_r,s G[ξ,r] w[k,c,r,s] G[ν,s], in float64; one prange iteration per k.
+    # U[ξ·α+ν, k, c] = Σ_r,s G[ξ,r] w[k,c,r,s] G[ν,s], in float64 (G is float64), rounded
+    # once on store. One prange iteration per k; the inner loops run over c (vectorised).
     K, Cg = w.shape[0], w.shape[1]
     a = G.shape[0]
     for k in prange(K):
-        tmp = np.empty((a, 3))
+        wk = np.empty((3, 3, Cg))  # w[k] as float64, c innermost
         for c in range(Cg):
-            for i in range(a):
+            for r in range(3):
                 for s in range(3):
-                    tmp[i, s] = G[i, 0] * w[k, c, 0, s] + G[i, 1] * w[k, c, 1, s] + G[i, 2] * w[k, c, 2, s]
-            for i in range(a):
-                for j in range(a):
-                    U[i * a + j, k, c] = tmp[i, 0] * G[j, 0] + tmp[i, 1] * G[j, 1] + tmp[i, 2] * G[j, 2]
+                    wk[r, s, c] = w[k, c, r, s]
+        gw = np.empty((3, Cg))  # (G w[k])[ξ, s, :] for one ξ
+        for i in range(a):
+            g0, g1, g2 = G[i, 0], G[i, 1], G[i, 2]
+            for s in range(3):
+                for c in range(Cg):
+                    gw[s, c] = g0 * wk[0, s, c] + g1 * wk[1, s, c] + g2 * wk[2, s, c]
+            for j in range(a):
+                h0, h1, h2 = G[j, 0], G[j, 1], G[j, 2]
+                dst = U[i * a + j, k]
+                for c in range(Cg):
+                    dst[c] = gw[0, c] * h0 + gw[1, c] * h1 + gw[2, c] * h2
 
 
 # ---------------------------------------------------------------- input transform
@@ -113,27 +122,32 @@ def _input_transform(x, V, pt, pl, m, TH, TW, cst):
             t0 = (n * TH + th) * TW
             if m == 4:
                 for j in range(Wp):
-                    v = _bt4(rows[0, j], rows[1, j], rows[2, j], rows[3, j], rows[4, j], rows[5, j], c2, c4, c5)
-                    for i in range(6):
-                        tmp[i, j] = v[i]
+                    tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j], tmp[5, j] = _bt4(
+                        rows[0, j], rows[1, j], rows[2, j], rows[3, j], rows[4, j], rows[5, j], c2, c4, c5)
                 for i in range(6):
                     for tw in range(TW):
                         j = tw * 4
-                        v = _bt4(tmp[i, j], tmp[i, j + 1], tmp[i, j + 2], tmp[i, j + 3], tmp[i, j + 4], tmp[i, j + 5],
-                                 c2, c4, c5)
-                        for nu in range(6):
-                            V[i * 6 + nu, c, t0 + tw] = v[nu]
+                        v0, v1, v2, v3, v4, v5 = _bt4(tmp[i, j], tmp[i, j + 1], tmp[i, j + 2], tmp[i, j + 3],
+                                                      tmp[i, j + 4], tmp[i, j + 5], c2, c4, c5)
+                        t = t0 + tw
+                        V[i * 6, c, t] = v0
+                        V[i * 6 + 1, c, t] = v1
+                        V[i * 6 + 2, c, t] = v2
+                        V[i * 6 + 3, c, t] = v3
+                        V[i * 6 + 4, c, t] = v4
+                        V[i * 6 + 5, c, t] = v5
             else:
                 for j in range(Wp):
-                    v = _bt2(rows[0, j], rows[1, j], rows[2, j], rows[3, j])
-                    for i in range(4):
-                        tmp[i, j] = v[i]
+                    tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j] = _bt2(rows[0, j], rows[1, j], rows[2, j], rows[3, j])
                 for i in range(4):
                     for tw in range(TW):
                         j = tw * 2
-                        v = _bt2(tmp[i, j], tmp[i, j + 1], tmp[i, j + 2], tmp[i, j + 3])
-                        for nu in range(4):
-                            V[i * 4 + nu, c, t0 + tw] = v[nu]
+                        v0, v1, v2, v3 = _bt2(tmp[i, j], tmp[i, j + 1], tmp[i, j + 2], tmp[i, j + 3])
+                        t = t0 + tw
+                        V[i * 4, c, t] = v0
+                        V[i * 4 + 1, c, t] = v1
+                        V[i * 4 + 2, c, t] = v2
+                        V[i * 4 + 3, c, t] = v3
 
 
 # ---------------------------------------------------------------- output transform
@@ -157,28 +171,26 @@ def _output_transform(M, out, b, has_bias, relu, m, TH, TW, cst):
             if m == 4:
                 for nu in range(6):
                     for tw in range(TW):
-                        y = _at4(M[nu, k, t0 + tw], M[6 + nu, k, t0 + tw], M[12 + nu, k, t0 + tw],
-                                 M[18 + nu, k, t0 + tw], M[24 + nu, k, t0 + tw], M[30 + nu, k, t0 + tw], c2, c4, c8)
-                        for i in range(4):
-                            tmp[i, nu, tw] = y[i]
+                        t = t0 + tw
+                        tmp[0, nu, tw], tmp[1, nu, tw], tmp[2, nu, tw], tmp[3, nu, tw] = _at4(
+                            M[nu, k, t], M[6 + nu, k, t], M[12 + nu, k, t], M[18 + nu, k, t], M[24 + nu, k, t],
+                            M[30 + nu, k, t], c2, c4, c8)
                 for i in range(4):
                     for tw in range(TW):
-                        y = _at4(tmp[i, 0, tw], tmp[i, 1, tw], tmp[i, 2, tw], tmp[i, 3, tw], tmp[i, 4, tw],
-                                 tmp[i, 5, tw], c2, c4, c8)
-                        for j in range(4):
-                            rowbuf[i, tw * 4 + j] = y[j]
+                        j = tw * 4
+                        rowbuf[i, j], rowbuf[i, j + 1], rowbuf[i, j + 2], rowbuf[i, j + 3] = _at4(
+                            tmp[i, 0, tw], tmp[i, 1, tw], tmp[i, 2, tw], tmp[i, 3, tw], tmp[i, 4, tw], tmp[i, 5, tw],
+                            c2, c4, c8)
             else:
                 for nu in range(4):
                     for tw in range(TW):
-                        y = _at2(M[nu, k, t0 + tw], M[4 + nu, k, t0 + tw], M[8 + nu, k, t0 + tw],
-                                 M[12 + nu, k, t0 + tw])
-                        for i in range(2):
-                            tmp[i, nu, tw] = y[i]
+                        t = t0 + tw
+                        tmp[0, nu, tw], tmp[1, nu, tw] = _at2(M[nu, k, t], M[4 + nu, k, t], M[8 + nu, k, t],
+                                                              M[12 + nu, k, t])
                 for i in range(2):
                     for tw in range(TW):
-                        y = _at2(tmp[i, 0, tw], tmp[i, 1, tw], tmp[i, 2, tw], tmp[i, 3, tw])
-                        for j in range(2):
-                            rowbuf[i, tw * 2 + j] = y[j]
+                        j = tw * 2
+                        rowbuf[i, j], rowbuf[i, j + 1] = _at2(tmp[i, 0, tw], tmp[i, 1, tw], tmp[i, 2, tw], tmp[i, 3, tw])
             for i in range(min(m, P - th * m)):
                 dst = out[n, k, th * m + i]
                 src = rowbuf[i]

@@ -1,0 +1,147 @@
+"""Winograd F(2×2, 3×3) / F(4×4, 3×3) on the cpu backend: what test_conv2d's sweep over
+CONFIGS does not cover (fused epilogue, strided inputs, accuracy at depth, the choice of
+tile and algorithm, the refusals)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from convcore.kernels.conv2d import cpu
+from helpers import assert_matches, random, to_numpy
+
+import convcore
+from convcore import reference
+from convcore.conv import conv_geometry
+
+WINOGRAD = ["winograd", "winograd_f2", "winograd_f4"]
+
+
+@pytest.mark.parametrize("algorithm", WINOGRAD)
+def test_fused_bias_relu(algorithm, dtype, rng):
+    # An odd plane (edge tiles) with groups and asymmetric padding; N=3.
+    x = random(rng, (3, 4, 7, 10), dtype)
+    w = random(rng, (6, 2, 3, 3), dtype)
+    b = random(rng, (6,), dtype)
+    kwargs = dict(padding=(2, 0, 0, 1), groups=2)
+    geom = conv_geometry("test", x.shape, w.shape, 1, kwargs["padding"], 1, 2)
+    expected = reference.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                                out_hw=(geom.P, geom.Q), stride=(1, 1), padding=geom.padding, dilation=(1, 1), groups=2)
+    out = convcore.conv2d(x, w, b, backend="cpu", algorithm=algorithm, activation="relu", **kwargs)
+    assert_matches(out, np.maximum(expected, 0.0), dtype, 18, f"relu[{algorithm}]")
+    assert (to_numpy(out) >= 0).all() and (expected < 0).any()
+
+
+def test_relu_keeps_nan(rng):
+    x = random(rng, (1, 2, 6, 6), np.float64)
+    x[0, 0, 2, 3] = np.nan
+    out = convcore.conv2d(x, random(rng, (3, 2, 3, 3), np.float64), backend="cpu", algorithm="winograd_f4",
+                          padding=1, activation="relu")
+    assert np.isnan(out[:, :, 2, 3]).all()  # every output that reads the NaN stays NaN
+
+
+@pytest.mark.parametrize("layout", ["slice", "transpose"])
+def test_non_contiguous_inputs(layout, rng):
+    base = random(rng, (2, 3, 11, 9), np.float64)
+    x = base[:, :, 1:10:2, ::2] if layout == "slice" else base.transpose(0, 1, 3, 2)
+    w = random(rng, (4, 3, 3, 3), np.float64)
+    assert not x.flags.c_contiguous
+    for algorithm in WINOGRAD:
+        out = convcore.conv2d(x, w, padding=1, backend="cpu", algorithm=algorithm)
+        np.testing.assert_allclose(out, convcore.conv2d(np.ascontiguousarray(x), w, padding=1, backend="cpu",
+                                                        algorithm="direct"), rtol=0, atol=1e-13)
+        dy = out.transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)  # non-contiguous grad_output
+        np.testing.assert_allclose(
+            convcore.conv2d_input(x.shape, w, dy, padding=1, backend="cpu", algorithm=algorithm),
+            convcore.conv2d_input(x.shape, w, np.ascontiguousarray(dy), padding=1, backend="cpu", algorithm="direct"),
+            rtol=0, atol=1e-13)
+
+
+def test_is_deterministic(rng):
+    x = random(rng, (2, 16, 10, 10), np.float32)
+    w = random(rng, (16, 16, 3, 3), np.float32)
+    for algorithm in ("winograd_f2", "winograd_f4"):
+        runs = [to_numpy(convcore.conv2d(x, w, padding=1, backend="cpu", algorithm=algorithm)) for _ in range(2)]
+        assert runs[0].tobytes() == runs[1].tobytes()
+
+
+@pytest.mark.parametrize("algorithm", ["winograd_f2", "winograd_f4"])
+def test_float32_error_at_depth(algorithm, rng):
+    """A deep reduction (C = 128, 1152 terms): F(4×4) rounds in transforms whose entries
+    reach 8 and 5/24 (Aᵀ, G), so its float32 error is a few times gemm's; it must still fit
+    the shared tolerance, which grows as √terms (measured in the commit: max error about
+    2-3e-5 relative to the output scale here, against a tolerance of 6.8e-4)."""
+    x = random(rng, (1, 128, 12, 12), np.float32)
+    w = random(rng, (8, 128, 3, 3), np.float32)
+    expected = reference.conv2d(x.astype(np.float64), w.astype(np.float64), None, out_hw=(12, 12),
+                                stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)
+    out = convcore.conv2d(x, w, padding=1, backend="cpu", algorithm=algorithm)
+    assert_matches(out, expected, np.float32, 128 * 9, algorithm)
+
+
+def test_candidates():
+    geom = conv_geometry("test", (2, 8, 9, 9), (16, 8, 3, 3), 1, 1, 1, 1)
+    assert cpu.candidates("fwd", geom) == ["direct", "gemm", "winograd_f2", "winograd_f4"]
+    assert cpu.candidates("bwd_data", geom) == ["direct", "gemm", "winograd_f2", "winograd_f4"]
+    assert cpu.candidates("bwd_weight", geom) == ["direct", "gemm"]
+    for stride, dilation, kernel, groups in [(2, 1, 3, 1), (1, 2, 3, 1), (1, 1, 5, 1), (1, 1, 3, 8)]:
+        other = conv_geometry("test", (2, 8, 9, 9), (16, 8 // groups, kernel, kernel), stride, 1, dilation, groups)
+        assert cpu.candidates("fwd", other) == ["direct", "gemm"]
+    with pytest.raises(ValueError, match="direction must be"):
+        cpu.candidates("forward", geom)
+
+
+def test_tile_choice():
+    # 7×7: both tiles cover 8×8, F(4×4) does 4·36 products per plane, F(2×2) 16·16.
+    # 3×3: F(4×4) wastes 7 of 16 outputs (36 products), F(2×2) 4·16 = 64.
+    # 2×2: one F(2×2) tile (16) beats one F(4×4) tile (36).
+    for size, tile in [(7, "winograd_f4"), (56, "winograd_f4"), (3, "winograd_f4"), (2, "winograd_f2")]:
+        geom = conv_geometry("test", (1, 64, size, size), (64, 64, 3, 3), 1, 1, 1, 1)
+        assert cpu._choose("winograd", geom) == tile
+        assert cpu._choose("auto", geom) == tile
+        assert cpu._choose("auto", geom, "bwd_weight") == "gemm"  # no weight-gradient Winograd
+    small = conv_geometry("test", (1, 8, 9, 9), (8, 8, 3, 3), 1, 1, 1, 1)
+    assert cpu._choose("auto", small) == "gemm"
+
+
+@pytest.mark.parametrize("algorithm", WINOGRAD)
+def test_refusals_name_the_geometry(kernel_backend, algorithm):
+    x = np.ones((1, 4, 8, 8), np.float32)
+    w = np.ones((6, 4, 3, 3), np.float32)
+    dy = np.ones((1, 6, 8, 8), np.float32)
+    with pytest.raises(ValueError, match=rf"algorithm='{algorithm}' needs a 3x3 kernel.*got kernel 3x3, stride \(2, 2\)"):
+        convcore.conv2d(x, w, stride=2, padding=1, backend=kernel_backend, algorithm=algorithm)
+    with pytest.raises(ValueError, match=r"needs a 3x3 kernel.*dilation \(2, 2\)"):
+        convcore.conv2d_input(x.shape, w, np.ones((1, 6, 4, 4), np.float32), dilation=2, backend=kernel_backend,
+                              algorithm=algorithm)
+    with pytest.raises(ValueError, match=r"needs a 3x3 kernel.*got kernel 1x3"):
+        convcore.conv2d(x, np.ones((6, 4, 1, 3), np.float32), backend=kernel_backend, algorithm=algorithm)
+    with pytest.raises(ValueError, match=rf"conv2d_weight: algorithm='{algorithm}' has no weight-gradient kernel"):
+        convcore.conv2d_weight(x, w.shape, dy, padding=1, backend=kernel_backend, algorithm=algorithm)
+    if kernel_backend == "cuda":
+        with pytest.raises(ValueError, match=rf"algorithm='{algorithm}' is cpu-only"):
+            convcore.conv2d(x, w, padding=1, backend="cuda", algorithm=algorithm)
+        with pytest.raises(ValueError, match="is cpu-only"):
+            convcore.conv2d_input(x.shape, w, dy, padding=1, backend="cuda", algorithm=algorithm)
+
+
+def test_numpy_backend_checks_then_ignores(rng):
+    x, w = random(rng, (1, 2, 5, 5), np.float64), random(rng, (3, 2, 3, 3), np.float64)
+    np.testing.assert_allclose(convcore.conv2d(x, w, backend="numpy", algorithm="winograd_f4"),
+                               convcore.conv2d(x, w, backend="numpy"), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="needs a 3x3 kernel"):
+        convcore.conv2d(x, w, stride=2, backend="numpy", algorithm="winograd")
+
+
+def test_refusals_come_before_any_kernel(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a kernel was dispatched for bad input")
+
+    monkeypatch.setattr("convcore.conv.lookup", refuse)
+    x = np.ones((1, 4, 8, 8), np.float32)
+    w = np.ones((6, 4, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="needs a 3x3 kernel"):
+        convcore.conv2d(x, w, stride=2, backend="cpu", algorithm="winograd")
+    with pytest.raises(ValueError, match="needs a 3x3 kernel"):
+        convcore.conv2d_input(x.shape, w, np.ones((1, 6, 4, 4), np.float32), dilation=2, backend="cpu",
+                              algorithm="winograd_f2")
+    with pytest.raises(ValueError, match="no weight-gradient kernel"):
+        convcore.conv2d_weight(x, w.shape, np.ones((1, 6, 6, 6), np.float32), backend="cpu", algorithm="winograd_f4")
