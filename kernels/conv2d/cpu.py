@@ -48,12 +48,24 @@ def candidates(direction: str, geom) -> list[str]:
     return names
 
 
+# A Winograd layer costs about α²·(T + _TILE_OVERHEAD) multiply-adds per (k, c) pair for T
+# tiles: α²·T in the GEMMs, and the weight transform plus BLAS's loss on thin GEMMs weigh
+# about as much as 64 more tiles (measured, single thread: 2×512×7×7→512 F(4×4) spends
+# 6 ms transforming weights next to a 7 ms GEMM of T = 8). im2col + GEMM costs 9·N·P·Q.
+_TILE_OVERHEAD = 64
+
+
+def _winograd_costs(geom):
+    (th2, tw2), (th4, tw4) = tiles(geom, 2), tiles(geom, 4)
+    return {"winograd_f2": 16 * (geom.N * th2 * tw2 + _TILE_OVERHEAD),
+            "winograd_f4": 36 * (geom.N * th4 * tw4 + _TILE_OVERHEAD)}
+
+
 def _winograd_tile(geom):
-    """F(4×4) does 36 products per 16 outputs, F(2×2) 16 per 4; pick the one with fewer
-    element products once edge tiles are counted (F(4×4) pads a 7×7 plane to 8×8, ...)."""
-    th4, tw4 = tiles(geom, 4)
-    th2, tw2 = tiles(geom, 2)
-    return "winograd_f4" if 36 * th4 * tw4 <= 16 * th2 * tw2 else "winograd_f2"
+    """The cheaper tile by the cost model: F(4×4) does 36 products per 16 outputs, F(2×2)
+    16 per 4, but F(4×4) wastes more of the edge tiles and of the GEMMs at small N·P·Q."""
+    costs = _winograd_costs(geom)
+    return min(costs, key=costs.get)
 
 
 def _choose(algorithm, geom, direction="fwd"):
@@ -61,10 +73,12 @@ def _choose(algorithm, geom, direction="fwd"):
         return _winograd_tile(geom)
     if algorithm != "auto":
         return algorithm
-    # Winograd pays for 3×3 stride-1 layers whose GEMMs are deep and wide enough to feed
-    # BLAS (measured: see the commit that set these thresholds).
-    if direction != "bwd_weight" and winograd_applies(geom) and geom.Cg >= 32 and geom.Kg >= 32:
-        return _winograd_tile(geom)
+    # Winograd where the cost model says it beats im2col + GEMM, for layers with channels
+    # enough to feed BLAS (measured: 16→16 channels 28×28 is already 1.4× faster than gemm).
+    if direction != "bwd_weight" and winograd_applies(geom) and geom.Cg >= 16 and geom.Kg >= 16:
+        tile = _winograd_tile(geom)
+        if _winograd_costs(geom)[tile] < 9 * geom.N * geom.P * geom.Q:
+            return tile
     # GEMM pays once the reduction (C/g·R·S) is deep enough to feed BLAS;
     # depthwise and tiny-channel layers stay direct.
     return "gemm" if geom.Cg * geom.R * geom.S >= 16 and geom.Kg >= 8 else "direct"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-# G (α×3) in float64: the weight transform runs in float64 and rounds once on store.
+# G (α×3); cast to the data dtype per call.
 _G = {
     2: np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]),
     4: np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
@@ -66,17 +66,18 @@ def _at2(m0, m1, m2, m3):
 # ---------------------------------------------------------------- weight transform
 @njit(parallel=True, cache=True)
 def _weight_transform(w, G, U):
-    # U[ξ·α+ν, k, c] = Σ_r,s G[ξ,r] w[k,c,r,s] G[ν,s], in float64 (G is float64), rounded
-    # once on store. One prange iteration per k; the inner loops run over c (vectorised).
+    # U[ξ·α+ν, k, c] = Σ_r,s G[ξ,r] w[k,c,r,s] G[ν,s], in G's dtype (the data dtype: float32
+    # keeps twice the SIMD lanes; its rounding here is small next to the transforms').
+    # One prange iteration per k; the inner loops run over c (vectorised).
     K, Cg = w.shape[0], w.shape[1]
     a = G.shape[0]
     for k in prange(K):
-        wk = np.empty((3, 3, Cg))  # w[k] as float64, c innermost
+        wk = np.empty((3, 3, Cg), G.dtype)  # w[k], c innermost
         for c in range(Cg):
             for r in range(3):
                 for s in range(3):
                     wk[r, s, c] = w[k, c, r, s]
-        gw = np.empty((3, Cg))  # (G w[k])[ξ, s, :] for one ξ
+        gw = np.empty((3, Cg), G.dtype)  # (G w[k])[ξ, s, :] for one ξ
         for i in range(a):
             g0, g1, g2 = G[i, 0], G[i, 1], G[i, 2]
             for s in range(3):
@@ -93,10 +94,12 @@ def _weight_transform(w, G, U):
 @njit(parallel=True, cache=True, fastmath=_FAST)
 def _input_transform(x, V, pt, pl, m, TH, TW, cst):
     # V[ξ·α+ν, c, (n·TH+th)·TW+tw] = (Bᵀ d B)[ξ,ν], d[i,j] = x[n, c, th·m−pt+i, tw·m−pl+j] (0 outside).
-    # One prange iteration per input plane (n, c); per tile row: α zero-padded input rows →
-    # Bᵀ down the columns (contiguous, vectorised) → B along each tile's α columns.
+    # One prange iteration per input plane (n, c). Per tile row: α zero-padded input rows,
+    # then Bᵀ down each tile column j, stored de-interleaved as D[ξ, j, tile]; last, B along
+    # j for all TH·TW tiles of the plane at once (long contiguous loops: vectorised).
     N, C, H, W = x.shape
     a = m + 2
+    L = TH * TW
     Wp = TW * m + 2
     c2, c4, c5 = cst[0], cst[1], cst[2]
     j_lo = min(max(pl, 0), Wp)  # padded columns [j_lo, j_hi) hold input columns j − pl
@@ -105,7 +108,7 @@ def _input_transform(x, V, pt, pl, m, TH, TW, cst):
         n = nc // C
         c = nc % C
         rows = np.zeros((a, Wp), V.dtype)
-        tmp = np.empty((a, Wp), V.dtype)
+        D = np.empty((a, a, L), V.dtype)
         for th in range(TH):
             for i in range(a):
                 h = th * m - pt + i
@@ -119,86 +122,87 @@ def _input_transform(x, V, pt, pl, m, TH, TW, cst):
                 for j in range(dst.shape[0]):
                     dst[j] = src[j]
                 row[j_hi:] = 0
-            t0 = (n * TH + th) * TW
+            for j in range(a):
+                r0, r1, r2, r3 = rows[0, j:], rows[1, j:], rows[2, j:], rows[3, j:]
+                if m == 4:
+                    r4, r5 = rows[4, j:], rows[5, j:]
+                    for tw in range(TW):
+                        t = th * TW + tw
+                        q = tw * 4
+                        D[0, j, t], D[1, j, t], D[2, j, t], D[3, j, t], D[4, j, t], D[5, j, t] = _bt4(
+                            r0[q], r1[q], r2[q], r3[q], r4[q], r5[q], c2, c4, c5)
+                else:
+                    for tw in range(TW):
+                        t = th * TW + tw
+                        q = tw * 2
+                        D[0, j, t], D[1, j, t], D[2, j, t], D[3, j, t] = _bt2(r0[q], r1[q], r2[q], r3[q])
+        t0 = n * L
+        for i in range(a):
+            d0, d1, d2, d3 = D[i, 0], D[i, 1], D[i, 2], D[i, 3]
+            v0, v1, v2, v3 = V[i * a, c, t0:], V[i * a + 1, c, t0:], V[i * a + 2, c, t0:], V[i * a + 3, c, t0:]
             if m == 4:
-                for j in range(Wp):
-                    tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j], tmp[5, j] = _bt4(
-                        rows[0, j], rows[1, j], rows[2, j], rows[3, j], rows[4, j], rows[5, j], c2, c4, c5)
-                for i in range(6):
-                    for tw in range(TW):
-                        j = tw * 4
-                        v0, v1, v2, v3, v4, v5 = _bt4(tmp[i, j], tmp[i, j + 1], tmp[i, j + 2], tmp[i, j + 3],
-                                                      tmp[i, j + 4], tmp[i, j + 5], c2, c4, c5)
-                        t = t0 + tw
-                        V[i * 6, c, t] = v0
-                        V[i * 6 + 1, c, t] = v1
-                        V[i * 6 + 2, c, t] = v2
-                        V[i * 6 + 3, c, t] = v3
-                        V[i * 6 + 4, c, t] = v4
-                        V[i * 6 + 5, c, t] = v5
+                d4, d5 = D[i, 4], D[i, 5]
+                v4, v5 = V[i * a + 4, c, t0:], V[i * a + 5, c, t0:]
+                for t in range(L):
+                    v0[t], v1[t], v2[t], v3[t], v4[t], v5[t] = _bt4(d0[t], d1[t], d2[t], d3[t], d4[t], d5[t],
+                                                                    c2, c4, c5)
             else:
-                for j in range(Wp):
-                    tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j] = _bt2(rows[0, j], rows[1, j], rows[2, j], rows[3, j])
-                for i in range(4):
-                    for tw in range(TW):
-                        j = tw * 2
-                        v0, v1, v2, v3 = _bt2(tmp[i, j], tmp[i, j + 1], tmp[i, j + 2], tmp[i, j + 3])
-                        t = t0 + tw
-                        V[i * 4, c, t] = v0
-                        V[i * 4 + 1, c, t] = v1
-                        V[i * 4 + 2, c, t] = v2
-                        V[i * 4 + 3, c, t] = v3
+                for t in range(L):
+                    v0[t], v1[t], v2[t], v3[t] = _bt2(d0[t], d1[t], d2[t], d3[t])
 
 
 # ---------------------------------------------------------------- output transform
 @njit(parallel=True, cache=True, fastmath=_FAST)
 def _output_transform(M, out, b, has_bias, relu, m, TH, TW, cst):
-    # out[n, k, th·m+x, tw·m+y] = (Aᵀ M[·, k, t] A)[x, y] + b[k], ReLU'd; only p < P, q < Q written.
-    # One prange iteration per output plane (n, k): Aᵀ over ξ for all tiles of a tile row
-    # (contiguous in t), then A along ν into a row buffer, then the valid columns out.
+    # out[n, k, th·m+i, tw·m+j] = (Aᵀ M[·, k, t] A)[i, j] + b[k], ReLU'd; only p < P, q < Q written.
+    # One prange iteration per output plane (n, k): Aᵀ over ξ, then A over ν, each for all
+    # TH·TW tiles of the plane at once (contiguous in t: vectorised), into Y[i, j, tile];
+    # then Y is scattered to the plane with the bias and ReLU.
     N, K, P, Q = out.shape
     a = m + 2
+    L = TH * TW
     c2, c4, c8 = cst[0], cst[1], cst[3]
     zero = c2 - c2
     for nk in prange(N * K):
         n = nk // K
         k = nk % K
-        tmp = np.empty((m, a, TW), out.dtype)
-        rowbuf = np.empty((m, TW * m), out.dtype)
+        t0 = n * L
+        tmp = np.empty((m, a, L), out.dtype)
+        Y = np.empty((m, m, L), out.dtype)
         bv = b[k] if has_bias else zero
-        for th in range(TH):
-            t0 = (n * TH + th) * TW
+        for nu in range(a):
+            m0, m1, m2, m3 = M[nu, k, t0:], M[a + nu, k, t0:], M[2 * a + nu, k, t0:], M[3 * a + nu, k, t0:]
             if m == 4:
-                for nu in range(6):
-                    for tw in range(TW):
-                        t = t0 + tw
-                        tmp[0, nu, tw], tmp[1, nu, tw], tmp[2, nu, tw], tmp[3, nu, tw] = _at4(
-                            M[nu, k, t], M[6 + nu, k, t], M[12 + nu, k, t], M[18 + nu, k, t], M[24 + nu, k, t],
-                            M[30 + nu, k, t], c2, c4, c8)
-                for i in range(4):
-                    for tw in range(TW):
-                        j = tw * 4
-                        rowbuf[i, j], rowbuf[i, j + 1], rowbuf[i, j + 2], rowbuf[i, j + 3] = _at4(
-                            tmp[i, 0, tw], tmp[i, 1, tw], tmp[i, 2, tw], tmp[i, 3, tw], tmp[i, 4, tw], tmp[i, 5, tw],
-                            c2, c4, c8)
+                m4, m5 = M[4 * a + nu, k, t0:], M[5 * a + nu, k, t0:]
+                y0, y1, y2, y3 = tmp[0, nu], tmp[1, nu], tmp[2, nu], tmp[3, nu]
+                for t in range(L):
+                    y0[t], y1[t], y2[t], y3[t] = _at4(m0[t], m1[t], m2[t], m3[t], m4[t], m5[t], c2, c4, c8)
             else:
-                for nu in range(4):
-                    for tw in range(TW):
-                        t = t0 + tw
-                        tmp[0, nu, tw], tmp[1, nu, tw] = _at2(M[nu, k, t], M[4 + nu, k, t], M[8 + nu, k, t],
-                                                              M[12 + nu, k, t])
-                for i in range(2):
-                    for tw in range(TW):
-                        j = tw * 2
-                        rowbuf[i, j], rowbuf[i, j + 1] = _at2(tmp[i, 0, tw], tmp[i, 1, tw], tmp[i, 2, tw], tmp[i, 3, tw])
+                y0, y1 = tmp[0, nu], tmp[1, nu]
+                for t in range(L):
+                    y0[t], y1[t] = _at2(m0[t], m1[t], m2[t], m3[t])
+        for i in range(m):
+            s0, s1, s2, s3 = tmp[i, 0], tmp[i, 1], tmp[i, 2], tmp[i, 3]
+            if m == 4:
+                s4, s5 = tmp[i, 4], tmp[i, 5]
+                y0, y1, y2, y3 = Y[i, 0], Y[i, 1], Y[i, 2], Y[i, 3]
+                for t in range(L):
+                    y0[t], y1[t], y2[t], y3[t] = _at4(s0[t], s1[t], s2[t], s3[t], s4[t], s5[t], c2, c4, c8)
+            else:
+                y0, y1 = Y[i, 0], Y[i, 1]
+                for t in range(L):
+                    y0[t], y1[t] = _at2(s0[t], s1[t], s2[t], s3[t])
+        for th in range(TH):
             for i in range(min(m, P - th * m)):
                 dst = out[n, k, th * m + i]
-                src = rowbuf[i]
-                for q in range(Q):
-                    v = src[q] + bv
-                    if relu and v < zero:
-                        v = zero
-                    dst[q] = v
+                for j in range(min(m, Q)):
+                    src = Y[i, j, th * TW:]
+                    col = dst[j::m]  # the columns tw·m + j < Q
+                    for tw in range(col.shape[0]):
+                        v = src[tw] + bv
+                        if relu and v < zero:
+                            v = zero
+                        col[tw] = v
 
 
 # ---------------------------------------------------------------- driver
@@ -221,7 +225,7 @@ def winograd_conv(x, w, b, out, pad_top, pad_left, groups, m, relu=False):
     dtype = out.dtype
     cst = np.array([2, 4, 5, 8], dtype=dtype)
     U = np.empty((a2, K, Cg), dtype=dtype)
-    _weight_transform(w, _G[m], U)
+    _weight_transform(w, _G[m].astype(dtype), U)
     V = np.empty((a2, C, T), dtype=dtype)
     _input_transform(x, V, pad_top, pad_left, m, TH, TW, cst)
     M = np.empty((a2, K, T), dtype=dtype)
