@@ -6,10 +6,10 @@
     becomes α² independent GEMMs:  M[ξν] (Kg × T) = U[ξν] (Kg × Cg) · V[ξν] (Cg × T)
     per group, T = N·TH·TW tiles, TH = ⌈P/m⌉, TW = ⌈Q/m⌉.
 
-Four steps: weight transform (prange over k) → input transform (prange over input
-planes (n, c)) → one batched ``np.matmul`` (BLAS, outside any prange so BLAS threads are
-not nested) → output transform (prange over output planes (n, k)) with the bias and
-ReLU fused. Edge tiles read zeros beyond the input and write only the P×Q valid outputs.
+Four steps: weight transform (prange over k) → input transform (prange over blocks of
+input planes (n, c)) → one batched ``np.matmul`` (BLAS, outside any prange so BLAS
+threads are not nested) → output transform (prange over blocks of output planes (n, k))
+with the bias and ReLU fused. Edge tiles read zeros beyond the input and write only the P×Q valid outputs.
 Deterministic: every sum runs in a fixed order (BLAS's order is fixed for given shapes).
 
 Index names: n batch, c/k input/output channel, g group, ξ/ν the two transform axes,
@@ -30,6 +30,9 @@ _G = {
 }
 # Not fastmath's nnan/ninf: the fused ReLU must keep NaN (NaN < 0 is false), as _epilogue does.
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# The transforms' prange runs over this many blocks of planes (small planes: one scratch
+# allocation per plane would cost as much as the transform).
+_BLOCKS = 256
 
 
 # ---------------------------------------------------------------- 1-D transforms
@@ -94,9 +97,10 @@ def _weight_transform(w, G, U):
 @njit(parallel=True, cache=True, fastmath=_FAST)
 def _input_transform(x, V, pt, pl, m, TH, TW, cst):
     # V[ξ·α+ν, c, (n·TH+th)·TW+tw] = (Bᵀ d B)[ξ,ν], d[i,j] = x[n, c, th·m−pt+i, tw·m−pl+j] (0 outside).
-    # One prange iteration per input plane (n, c). Per tile row: α zero-padded input rows,
-    # then Bᵀ down each tile column j, stored de-interleaved as D[ξ, j, tile]; last, B along
-    # j for all TH·TW tiles of the plane at once (long contiguous loops: vectorised).
+    # prange over blocks of input planes (n, c); one iteration writes each plane's tiles.
+    # Per tile row: α zero-padded input rows, then Bᵀ down each tile column j, stored
+    # de-interleaved as D[ξ, j, tile]; last, B along j for all TH·TW tiles of the plane at
+    # once (long contiguous loops: vectorised).
     N, C, H, W = x.shape
     a = m + 2
     L = TH * TW
@@ -104,105 +108,109 @@ def _input_transform(x, V, pt, pl, m, TH, TW, cst):
     c2, c4, c5 = cst[0], cst[1], cst[2]
     j_lo = min(max(pl, 0), Wp)  # padded columns [j_lo, j_hi) hold input columns j − pl
     j_hi = max(min(W + pl, Wp), j_lo)
-    for nc in prange(N * C):
-        n = nc // C
-        c = nc % C
+    per = -(-(N * C) // _BLOCKS)  # planes per prange block: scratch allocated once per block
+    for blk in prange(-(-(N * C) // per)):
         rows = np.zeros((a, Wp), V.dtype)
         D = np.empty((a, a, L), V.dtype)
-        for th in range(TH):
+        for nc in range(blk * per, min((blk + 1) * per, N * C)):
+            n = nc // C
+            c = nc % C
+            for th in range(TH):
+                for i in range(a):
+                    h = th * m - pt + i
+                    row = rows[i]
+                    if h < 0 or h >= H:
+                        row[:] = 0
+                        continue
+                    row[:j_lo] = 0
+                    src = x[n, c, h, j_lo - pl:]
+                    dst = row[j_lo:j_hi]
+                    for j in range(dst.shape[0]):
+                        dst[j] = src[j]
+                    row[j_hi:] = 0
+                for j in range(a):
+                    r0, r1, r2, r3 = rows[0, j:], rows[1, j:], rows[2, j:], rows[3, j:]
+                    if m == 4:
+                        r4, r5 = rows[4, j:], rows[5, j:]
+                        for tw in range(TW):
+                            t = th * TW + tw
+                            q = tw * 4
+                            D[0, j, t], D[1, j, t], D[2, j, t], D[3, j, t], D[4, j, t], D[5, j, t] = _bt4(
+                                r0[q], r1[q], r2[q], r3[q], r4[q], r5[q], c2, c4, c5)
+                    else:
+                        for tw in range(TW):
+                            t = th * TW + tw
+                            q = tw * 2
+                            D[0, j, t], D[1, j, t], D[2, j, t], D[3, j, t] = _bt2(r0[q], r1[q], r2[q], r3[q])
+            t0 = n * L
             for i in range(a):
-                h = th * m - pt + i
-                row = rows[i]
-                if h < 0 or h >= H:
-                    row[:] = 0
-                    continue
-                row[:j_lo] = 0
-                src = x[n, c, h, j_lo - pl:]
-                dst = row[j_lo:j_hi]
-                for j in range(dst.shape[0]):
-                    dst[j] = src[j]
-                row[j_hi:] = 0
-            for j in range(a):
-                r0, r1, r2, r3 = rows[0, j:], rows[1, j:], rows[2, j:], rows[3, j:]
+                d0, d1, d2, d3 = D[i, 0], D[i, 1], D[i, 2], D[i, 3]
+                v0, v1, v2, v3 = V[i * a, c, t0:], V[i * a + 1, c, t0:], V[i * a + 2, c, t0:], V[i * a + 3, c, t0:]
                 if m == 4:
-                    r4, r5 = rows[4, j:], rows[5, j:]
-                    for tw in range(TW):
-                        t = th * TW + tw
-                        q = tw * 4
-                        D[0, j, t], D[1, j, t], D[2, j, t], D[3, j, t], D[4, j, t], D[5, j, t] = _bt4(
-                            r0[q], r1[q], r2[q], r3[q], r4[q], r5[q], c2, c4, c5)
+                    d4, d5 = D[i, 4], D[i, 5]
+                    v4, v5 = V[i * a + 4, c, t0:], V[i * a + 5, c, t0:]
+                    for t in range(L):
+                        v0[t], v1[t], v2[t], v3[t], v4[t], v5[t] = _bt4(d0[t], d1[t], d2[t], d3[t], d4[t], d5[t],
+                                                                        c2, c4, c5)
                 else:
-                    for tw in range(TW):
-                        t = th * TW + tw
-                        q = tw * 2
-                        D[0, j, t], D[1, j, t], D[2, j, t], D[3, j, t] = _bt2(r0[q], r1[q], r2[q], r3[q])
-        t0 = n * L
-        for i in range(a):
-            d0, d1, d2, d3 = D[i, 0], D[i, 1], D[i, 2], D[i, 3]
-            v0, v1, v2, v3 = V[i * a, c, t0:], V[i * a + 1, c, t0:], V[i * a + 2, c, t0:], V[i * a + 3, c, t0:]
-            if m == 4:
-                d4, d5 = D[i, 4], D[i, 5]
-                v4, v5 = V[i * a + 4, c, t0:], V[i * a + 5, c, t0:]
-                for t in range(L):
-                    v0[t], v1[t], v2[t], v3[t], v4[t], v5[t] = _bt4(d0[t], d1[t], d2[t], d3[t], d4[t], d5[t],
-                                                                    c2, c4, c5)
-            else:
-                for t in range(L):
-                    v0[t], v1[t], v2[t], v3[t] = _bt2(d0[t], d1[t], d2[t], d3[t])
+                    for t in range(L):
+                        v0[t], v1[t], v2[t], v3[t] = _bt2(d0[t], d1[t], d2[t], d3[t])
 
 
 # ---------------------------------------------------------------- output transform
 @njit(parallel=True, cache=True, fastmath=_FAST)
 def _output_transform(M, out, b, has_bias, relu, m, TH, TW, cst):
     # out[n, k, th·m+i, tw·m+j] = (Aᵀ M[·, k, t] A)[i, j] + b[k], ReLU'd; only p < P, q < Q written.
-    # One prange iteration per output plane (n, k): Aᵀ over ξ, then A over ν, each for all
-    # TH·TW tiles of the plane at once (contiguous in t: vectorised), into Y[i, j, tile];
-    # then Y is scattered to the plane with the bias and ReLU.
+    # prange over blocks of output planes (n, k); one iteration writes each plane. Aᵀ over
+    # ξ, then A over ν, each for all TH·TW tiles of the plane at once (contiguous in t:
+    # vectorised), into Y[i, j, tile]; then Y is scattered to the plane with bias and ReLU.
     N, K, P, Q = out.shape
     a = m + 2
     L = TH * TW
     c2, c4, c8 = cst[0], cst[1], cst[3]
     zero = c2 - c2
-    for nk in prange(N * K):
-        n = nk // K
-        k = nk % K
-        t0 = n * L
+    per = -(-(N * K) // _BLOCKS)  # planes per prange block: scratch allocated once per block
+    for blk in prange(-(-(N * K) // per)):
         tmp = np.empty((m, a, L), out.dtype)
         Y = np.empty((m, m, L), out.dtype)
-        bv = b[k] if has_bias else zero
-        for nu in range(a):
-            m0, m1, m2, m3 = M[nu, k, t0:], M[a + nu, k, t0:], M[2 * a + nu, k, t0:], M[3 * a + nu, k, t0:]
-            if m == 4:
-                m4, m5 = M[4 * a + nu, k, t0:], M[5 * a + nu, k, t0:]
-                y0, y1, y2, y3 = tmp[0, nu], tmp[1, nu], tmp[2, nu], tmp[3, nu]
-                for t in range(L):
-                    y0[t], y1[t], y2[t], y3[t] = _at4(m0[t], m1[t], m2[t], m3[t], m4[t], m5[t], c2, c4, c8)
-            else:
-                y0, y1 = tmp[0, nu], tmp[1, nu]
-                for t in range(L):
-                    y0[t], y1[t] = _at2(m0[t], m1[t], m2[t], m3[t])
-        for i in range(m):
-            s0, s1, s2, s3 = tmp[i, 0], tmp[i, 1], tmp[i, 2], tmp[i, 3]
-            if m == 4:
-                s4, s5 = tmp[i, 4], tmp[i, 5]
-                y0, y1, y2, y3 = Y[i, 0], Y[i, 1], Y[i, 2], Y[i, 3]
-                for t in range(L):
-                    y0[t], y1[t], y2[t], y3[t] = _at4(s0[t], s1[t], s2[t], s3[t], s4[t], s5[t], c2, c4, c8)
-            else:
-                y0, y1 = Y[i, 0], Y[i, 1]
-                for t in range(L):
-                    y0[t], y1[t] = _at2(s0[t], s1[t], s2[t], s3[t])
-        for th in range(TH):
-            for i in range(min(m, P - th * m)):
-                dst = out[n, k, th * m + i]
-                for j in range(min(m, Q)):
-                    src = Y[i, j, th * TW:]
-                    col = dst[j::m]  # the columns tw·m + j < Q
-                    for tw in range(col.shape[0]):
-                        v = src[tw] + bv
-                        if relu and v < zero:
-                            v = zero
-                        col[tw] = v
+        for nk in range(blk * per, min((blk + 1) * per, N * K)):
+            n = nk // K
+            k = nk % K
+            t0 = n * L
+            bv = b[k] if has_bias else zero
+            for nu in range(a):
+                m0, m1, m2, m3 = M[nu, k, t0:], M[a + nu, k, t0:], M[2 * a + nu, k, t0:], M[3 * a + nu, k, t0:]
+                if m == 4:
+                    m4, m5 = M[4 * a + nu, k, t0:], M[5 * a + nu, k, t0:]
+                    y0, y1, y2, y3 = tmp[0, nu], tmp[1, nu], tmp[2, nu], tmp[3, nu]
+                    for t in range(L):
+                        y0[t], y1[t], y2[t], y3[t] = _at4(m0[t], m1[t], m2[t], m3[t], m4[t], m5[t], c2, c4, c8)
+                else:
+                    y0, y1 = tmp[0, nu], tmp[1, nu]
+                    for t in range(L):
+                        y0[t], y1[t] = _at2(m0[t], m1[t], m2[t], m3[t])
+            for i in range(m):
+                s0, s1, s2, s3 = tmp[i, 0], tmp[i, 1], tmp[i, 2], tmp[i, 3]
+                if m == 4:
+                    s4, s5 = tmp[i, 4], tmp[i, 5]
+                    y0, y1, y2, y3 = Y[i, 0], Y[i, 1], Y[i, 2], Y[i, 3]
+                    for t in range(L):
+                        y0[t], y1[t], y2[t], y3[t] = _at4(s0[t], s1[t], s2[t], s3[t], s4[t], s5[t], c2, c4, c8)
+                else:
+                    y0, y1 = Y[i, 0], Y[i, 1]
+                    for t in range(L):
+                        y0[t], y1[t] = _at2(s0[t], s1[t], s2[t], s3[t])
+            for th in range(TH):
+                for i in range(min(m, P - th * m)):
+                    dst = out[n, k, th * m + i]
+                    for j in range(min(m, Q)):
+                        src = Y[i, j, th * TW:]
+                        col = dst[j::m]  # the columns tw·m + j < Q
+                        for tw in range(col.shape[0]):
+                            v = src[tw] + bv
+                            if relu and v < zero:
+                                v = zero
+                            col[tw] = v
 
 
 # ---------------------------------------------------------------- driver
