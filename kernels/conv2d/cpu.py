@@ -33,6 +33,12 @@ def _choose(algorithm, geom):
     return "gemm" if geom.Cg * geom.R * geom.S >= 16 and geom.Kg >= 8 else "direct"
 
 
+def candidates(direction, geom):
+    """Every algorithm that can run this geometry, for convcore.tune ("direct" is the
+    depthwise kernel on depthwise layers)."""
+    return ["direct", "gemm"]
+
+
 def _depthwise(geom):
     """Each output channel reads one input channel (groups == C): the depthwise kernels."""
     return geom.Cg == 1
