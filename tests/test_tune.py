@@ -138,3 +138,15 @@ def test_set_num_threads_keeps_results_bitwise(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         convcore.set_num_threads(before)
+
+
+def test_tune_command_fills_the_cache(fresh_cache, capsys):
+    from convcore.cli import main
+
+    assert main(["tune", "--suite", "test", "--cases", "tiny_dw", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny_dw3x3s2: fwd" in out and str(fresh_cache) in out
+    entries = json.loads((fresh_cache / "tune-v1.json").read_text())
+    assert len(entries) == 3 and all("|2,4,8,8,4,3,3|s(2,2)" in key for key in entries)
+    with pytest.raises(SystemExit, match="matches"):
+        main(["tune", "--suite", "test", "--cases", "no_such_layer"])
