@@ -38,8 +38,9 @@ def winograd_applies(geom) -> bool:
 
 def candidates(direction: str, geom) -> list[str]:
     """Every algorithm this backend can run for ``direction`` ("fwd", "bwd_data" or
-    "bwd_weight") on ``geom``, for a tuner to time. Winograd is left out of depthwise
-    layers (C/groups == 1): α²·groups GEMMs of 1×1 cannot beat the depthwise kernels."""
+    "bwd_weight") on ``geom``, for convcore.tune to time ("direct" is the depthwise kernel
+    on depthwise layers). Winograd is left out of depthwise layers (C/groups == 1):
+    α²·groups GEMMs of 1×1 cannot beat the depthwise kernels."""
     if direction not in ("fwd", "bwd_data", "bwd_weight"):
         raise ValueError(f"candidates: direction must be 'fwd', 'bwd_data' or 'bwd_weight', got {direction!r}")
     names = ["direct", "gemm"]
