@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 from numba import cuda
 
+from convcore._arrays import poison_enabled
 from convcore._backend import cuda_simulated
 
 from .._cuda_util import THREADS, grid_for, kernel
@@ -183,27 +185,19 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
     choice = _choose("weight", algorithm, geom)
     if choice[0] == "gemm":
         tile = _tile(choice[1], out.dtype)
-        TM, TN, BK, DM, DN = tile
-        crs, rows = geom.Cg * geom.R * geom.S, geom.N * geom.P * geom.Q
-        tiles = (-(-geom.Kg // (TM * DM)), -(-crs // (TN * DN)))
-        steps = -(-rows // BK)
-        splits = max(1, min(steps, -(-_TARGET_BLOCKS // (tiles[0] * tiles[1] * geom.groups))))
-        chunk = -(-steps // splits) * BK  # GEMM-K rows per split, a multiple of BK
-        splits = -(-rows // chunk)
-        partial = cuda.device_array((splits,) + tuple(out.shape), dtype=out.dtype, stream=out.stream)
+        tiles, splits, chunk = _gemm_splits(tile, geom)
+        DM, DN = tile[3], tile[4]
+        partial = _workspace((splits,) + tuple(out.shape), out)
         launch = kernel(make_bwd_weight_igemm, out.dtype, tile)
         launch[tiles + (geom.groups * splits,), DM * DN, out.stream](x, dy, partial, chunk, *_geom_args(geom))
     elif choice[0] == "depthwise":
         splits, rows_per_split = _depthwise_splits(geom)
-        partial = cuda.device_array((splits,) + tuple(out.shape), dtype=out.dtype, stream=out.stream)
+        partial = _workspace((splits,) + tuple(out.shape), out)
         launch = kernel(make_bwd_weight_depthwise, out.dtype)
         launch[(geom.K, splits), DW_WGRAD_THREADS, out.stream](x, dy, partial, rows_per_split, *_geom_args(geom))
     else:
-        rows = geom.N * geom.P
-        splits = max(1, min(rows, -(-_TARGET_THREADS // out.size)))
-        rows_per_split = -(-rows // splits)
-        splits = -(-rows // rows_per_split)
-        partial = cuda.device_array((splits,) + tuple(out.shape), dtype=out.dtype, stream=out.stream)
+        splits, rows_per_split = _direct_splits(geom)
+        partial = _workspace((splits,) + tuple(out.shape), out)
         launch = kernel(make_bwd_weight, out.dtype)
         launch[grid_for(partial.size), THREADS, out.stream](x, dy, partial, rows_per_split, *_geom_args(geom))
     reduce = kernel(make_sum_splits, out.dtype)
@@ -215,6 +209,32 @@ def _depthwise_launch(factory, dtype, geom, height, width, planes):
     TY, TX = DW_TILE[:2]
     blocks = (geom.N * planes, -(-width // TX) * -(-height // TY))
     return kernel(factory, dtype), blocks, TY * TX
+
+
+def _workspace(shape, out):
+    """The split partial sums. Poison mode (the tests) NaN-fills it too: a partial never written shows as NaN."""
+    if poison_enabled():
+        return cuda.to_device(np.full(shape, np.nan, out.dtype), stream=out.stream)
+    return cuda.device_array(shape, dtype=out.dtype, stream=out.stream)
+
+
+def _gemm_splits(tile, geom):
+    """((M tiles, N tiles), splits, chunk): enough splits of the N·P·Q GEMM-K rows for _TARGET_BLOCKS blocks."""
+    TM, TN, BK, DM, DN = tile
+    tiles = (-(-geom.Kg // (TM * DM)), -(-(geom.Cg * geom.R * geom.S) // (TN * DN)))
+    rows = geom.N * geom.P * geom.Q
+    steps = -(-rows // BK)
+    splits = max(1, min(steps, -(-_TARGET_BLOCKS // (tiles[0] * tiles[1] * geom.groups))))
+    chunk = -(-steps // splits) * BK  # GEMM-K rows per split, a multiple of BK
+    return tiles, -(-rows // chunk), chunk
+
+
+def _direct_splits(geom):
+    """(splits, rows per split) of the N·P output rows: about _TARGET_THREADS threads in all."""
+    rows = geom.N * geom.P
+    splits = max(1, min(rows, -(-_TARGET_THREADS // (geom.K * geom.Cg * geom.R * geom.S))))
+    rows_per_split = -(-rows // splits)
+    return -(-rows // rows_per_split), rows_per_split
 
 
 def _depthwise_splits(geom):
