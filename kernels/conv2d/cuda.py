@@ -45,7 +45,7 @@ GEMM_TILES = {
 }
 if cuda_simulated():
     GEMM_TILES = {"64x64": {"float32": (4, 2, 8, 4, 4), "float64": (4, 2, 8, 4, 4)},
-                  "32x32": {"float32": (2, 2, 4, 4, 2), "float64": (2, 2, 4, 4, 2)}}
+                  "32x32": {"float32": (4, 4, 8, 2, 2), "float64": (4, 4, 8, 2, 2)}}
 
 DIRECTIONS = {"forward": "forward", "input": "input", "weight": "weight",
               "conv2d": "forward", "conv2d_input": "input", "conv2d_weight": "weight"}
@@ -66,8 +66,9 @@ def _tensor_sizes(geom):
 
 
 def _fits_int32(geom):
-    """The implicit-GEMM and depthwise kernels index in 32 bits: every tensor needs < 2**31 elements."""
-    return max(_tensor_sizes(geom)) < _INT32_LIMIT
+    """The implicit-GEMM and depthwise kernels index in 32 bits: every tensor needs < 2**31 elements.
+    (The GEMM kernels also put the groups on gridDim.z, at most 65535.)"""
+    return max(_tensor_sizes(geom)) < _INT32_LIMIT and geom.groups <= 65535
 
 
 def _gemm_shape(direction, geom):
@@ -128,7 +129,8 @@ def _choose(direction, algorithm, geom):
     if algorithm == "gemm" or algorithm.startswith("gemm_") and algorithm[5:] in GEMM_TILES:
         if not _fits_int32(geom):
             raise ValueError(f"conv2d cuda: algorithm={algorithm!r} indexes in 32 bits and needs tensors of fewer "
-                             f"than 2**31 elements, got {_tensor_sizes(geom)} (input, weight, output); use 'direct'")
+                             f"than 2**31 elements and groups <= 65535, got {_tensor_sizes(geom)} (input, weight, "
+                             f"output elements), groups={geom.groups}; use 'direct'")
         return ("gemm", _pick_tile(direction, geom) if algorithm == "gemm" else algorithm[5:])
     if algorithm == "depthwise":
         if geom.Cg != 1 or not _fits_int32(geom) or not depthwise_fits(direction, geom):

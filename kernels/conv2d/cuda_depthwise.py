@@ -23,7 +23,7 @@ from numba import cuda
 
 from convcore._backend import cuda_simulated
 
-from .cuda_igemm import const32, i32
+from .cuda_igemm import const32, i32, u32
 
 # 8×32 threads per block on a GPU (a warp per output row: coalesced loads and stores); the window fits
 # 3×3 at stride 2 with dilation up to 8, and 7×7 at stride 2. The simulator gets 4×4 threads.
@@ -37,6 +37,9 @@ def depthwise_fits(direction, geom) -> bool:
     """Whether the shared-memory window of one block holds what a tile of ``direction`` reads."""
     TY, TX, WH, WW = DW_TILE
     (sh, sw), (dh, dw) = geom.stride, geom.dilation
+    height, width = (geom.P, geom.Q) if direction == "forward" else (geom.H, geom.W)
+    if -(-height // TY) * -(-width // TX) > 65535:  # the tiles of a plane go on gridDim.y
+        return False
     if direction == "forward":
         return (TY - 1) * sh + (geom.R - 1) * dh + 1 <= WH and (TX - 1) * sw + (geom.S - 1) * dw + 1 <= WW
     if direction == "input":
@@ -53,14 +56,14 @@ def make_fwd_depthwise(dt):
         K, R, S = i32(w.shape[0]), i32(w.shape[2]), i32(w.shape[3])
         P, Q = i32(out.shape[2]), i32(out.shape[3])
         sh, sw, pt, pl, dh, dw = i32(sh), i32(sw), i32(pt), i32(pl), i32(dh), i32(dw)
-        Kg = i32(K // i32(groups))
+        Kg = i32(u32(K) // u32(groups))
         plane = i32(cuda.blockIdx.x)
-        n = i32(plane // K)
-        k = i32(plane % K)
-        c = i32(k // Kg)
-        tiles_x = i32(i32(Q + TX - 1) // TX)
-        p0 = i32(i32(cuda.blockIdx.y // tiles_x) * TY)
-        q0 = i32(i32(cuda.blockIdx.y % tiles_x) * TX)
+        n = i32(u32(plane) // u32(K))
+        k = i32(u32(plane) % u32(K))
+        c = i32(u32(k) // u32(Kg))
+        tiles_x = i32(u32(Q + TX - 1) // u32(TX))
+        p0 = i32(i32(u32(cuda.blockIdx.y) // u32(tiles_x)) * TY)
+        q0 = i32(i32(u32(cuda.blockIdx.y) % u32(tiles_x)) * TX)
         h0 = i32(p0 * sh - pt)
         w0 = i32(q0 * sw - pl)
         rows = i32(i32(TY - 1) * sh + i32(R - 1) * dh + 1)
@@ -68,8 +71,8 @@ def make_fwd_depthwise(dt):
         window = cuda.shared.array((WH_, WW_), dt)
         tid = i32(cuda.threadIdx.x)
         for e in range(tid, i32(rows * cols), NT):
-            i = i32(e // cols)
-            j = i32(e % cols)
+            i = i32(u32(e) // u32(cols))
+            j = i32(u32(e) % u32(cols))
             h = i32(h0 + i)
             col = i32(w0 + j)
             v = dt(0)
@@ -77,8 +80,8 @@ def make_fwd_depthwise(dt):
                 v = x[n, c, h, col]
             window[i, j] = v
         cuda.syncthreads()
-        ty = i32(tid // TX)
-        tx = i32(tid % TX)
+        ty = i32(u32(tid) // u32(TX))
+        tx = i32(u32(tid) % u32(TX))
         p = i32(p0 + ty)
         q = i32(q0 + tx)
         if p < P and q < Q:
@@ -104,43 +107,45 @@ def make_bwd_data_depthwise(dt):
         K, R, S = i32(w.shape[0]), i32(w.shape[2]), i32(w.shape[3])
         P, Q = i32(dy.shape[2]), i32(dy.shape[3])
         sh, sw, pt, pl, dh, dw = i32(sh), i32(sw), i32(pt), i32(pl), i32(dh), i32(dw)
-        Kg = i32(K // i32(groups))
+        Kg = i32(u32(K) // u32(groups))
         plane = i32(cuda.blockIdx.x)
-        n = i32(plane // C)
-        c = i32(plane % C)
-        tiles_x = i32(i32(W + TX - 1) // TX)
-        h0 = i32(i32(cuda.blockIdx.y // tiles_x) * TY)
-        w0 = i32(i32(cuda.blockIdx.y % tiles_x) * TX)
+        n = i32(u32(plane) // u32(C))
+        c = i32(u32(plane) % u32(C))
+        tiles_x = i32(u32(W + TX - 1) // u32(TX))
+        h0 = i32(i32(u32(cuda.blockIdx.y) // u32(tiles_x)) * TY)
+        w0 = i32(i32(u32(cuda.blockIdx.y) % u32(tiles_x)) * TX)
         # The dY window: rows p_lo .. p_lo + rows − 1 hold every p that a row of the tile gathers from.
         p_lo = i32(i32(h0 + pt - i32(R - 1) * dh) // sh)
         q_lo = i32(i32(w0 + pl - i32(S - 1) * dw) // sw)
-        rows = i32(i32(TY - 1 + i32(R - 1) * dh) // sh + 2)
-        cols = i32(i32(TX - 1 + i32(S - 1) * dw) // sw + 2)
+        rows = i32(i32(u32(TY - 1 + i32(R - 1) * dh) // u32(sh)) + 2)
+        cols = i32(i32(u32(TX - 1 + i32(S - 1) * dw) // u32(sw)) + 2)
         window = cuda.shared.array((WH_, WW_), dt)
         tid = i32(cuda.threadIdx.x)
-        h = i32(h0 + tid // TX)
-        x_col = i32(w0 + tid % TX)
+        h = i32(h0 + i32(u32(tid) // u32(TX)))
+        x_col = i32(w0 + i32(u32(tid) % u32(TX)))
         acc = dt(0)
         for m in range(ZERO, Kg):
             k = i32(c * Kg + m)
             cuda.syncthreads()  # the previous channel's window is no longer read
             for e in range(tid, i32(rows * cols), NT):
-                p = i32(p_lo + e // cols)
-                q = i32(q_lo + e % cols)
+                p = i32(p_lo + i32(u32(e) // u32(cols)))
+                q = i32(q_lo + i32(u32(e) % u32(cols)))
                 v = dt(0)
                 if p >= 0 and p < P and q >= 0 and q < Q:
                     v = dy[n, k, p, q]
-                window[i32(e // cols), i32(e % cols)] = v
+                window[i32(u32(e) // u32(cols)), i32(u32(e) % u32(cols))] = v
             cuda.syncthreads()
             for r in range(ZERO, R):
-                ph = i32(h + pt - r * dh)  # = p·sh when output row p reads input row h
-                p = i32(ph // sh)
-                if p * sh == ph:
+                # h + pt − r·dh = p·sh when output row p reads input row h; relative to the window's first
+                # row it is non-negative, so an unsigned division finds p − p_lo.
+                ph = i32(h + pt - r * dh - p_lo * sh)
+                pi = i32(u32(ph) // u32(sh))
+                if pi * sh == ph:
                     for s in range(ZERO, S):
-                        qw = i32(x_col + pl - s * dw)
-                        q = i32(qw // sw)
-                        if q * sw == qw:  # out-of-range p, q are zeros of the window
-                            acc += window[i32(p - p_lo), i32(q - q_lo)] * w[k, ZERO, r, s]
+                        qw = i32(x_col + pl - s * dw - q_lo * sw)
+                        qi = i32(u32(qw) // u32(sw))
+                        if qi * sw == qw:  # out-of-range p, q are zeros of the window
+                            acc += window[pi, qi] * w[k, ZERO, r, s]
         if h < H and x_col < W:
             dx[n, c, h, x_col] = acc
 
@@ -156,10 +161,10 @@ def make_bwd_weight_depthwise(dt):
         K, R, S = i32(partial.shape[1]), i32(partial.shape[3]), i32(partial.shape[4])
         P, Q = i32(dy.shape[2]), i32(dy.shape[3])
         sh, sw, pt, pl, dh, dw = i32(sh), i32(sw), i32(pt), i32(pl), i32(dh), i32(dw)
-        Kg = i32(K // i32(groups))
+        Kg = i32(u32(K) // u32(groups))
         k = i32(cuda.blockIdx.x)
         split = i32(cuda.blockIdx.y)
-        c = i32(k // Kg)
+        c = i32(u32(k) // u32(Kg))
         row0 = i32(split * i32(rows_per_split))
         terms = i32(i32(min(i32(row0 + i32(rows_per_split)), i32(i32(x.shape[0]) * P)) - row0) * Q)
         sums = cuda.shared.array(NT_, dt)
@@ -168,13 +173,13 @@ def make_bwd_weight_depthwise(dt):
             for s in range(ZERO, S):
                 acc = dt(0)
                 for e in range(tid, terms, NT):
-                    row = i32(row0 + e // Q)
-                    q = i32(e % Q)
-                    p = i32(row % P)
+                    row = i32(row0 + i32(u32(e) // u32(Q)))
+                    q = i32(u32(e) % u32(Q))
+                    p = i32(u32(row) % u32(P))
                     h = i32(p * sh - pt + r * dh)
                     col = i32(q * sw - pl + s * dw)
                     if h >= 0 and h < H and col >= 0 and col < W:
-                        n = i32(row // P)
+                        n = i32(u32(row) // u32(P))
                         acc += dy[n, k, p, q] * x[n, c, h, col]
                 sums[tid] = acc
                 cuda.syncthreads()
@@ -183,7 +188,7 @@ def make_bwd_weight_depthwise(dt):
                     if tid < stride:
                         sums[tid] += sums[i32(tid + stride)]
                     cuda.syncthreads()
-                    stride = i32(stride // 2)
+                    stride = i32(u32(stride) // u32(2))
                 if tid == 0:
                     partial[split, k, ZERO, r, s] = sums[0]
 
