@@ -131,9 +131,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
             'valid' or 'same' (stride 1 only).
         groups: split channels into groups convolved independently.
         backend: 'numpy', 'cpu', 'cuda' or None for the process default.
-        algorithm: 'auto', 'direct' or 'gemm' (cpu: im2col + BLAS; cuda: implicit GEMM);
-            the numpy backend ignores it. 'auto' uses the choice ``tune`` cached for this
-            layer, else measures now when CONVCORE_AUTOTUNE=1, else a heuristic.
+        algorithm: 'auto', 'direct' or 'gemm' (cpu: im2col + BLAS; cuda: implicit GEMM, the
+            block tile chosen per shape); the numpy backend ignores it. 'auto' on cuda uses the
+            depthwise kernels when C/groups == 1. The gradients take the same names.
+            'auto' uses the choice ``tune`` cached for this layer, else measures now when
+            CONVCORE_AUTOTUNE=1, else a heuristic.
         activation: None or 'relu', applied after the bias; fused into the CUDA
             implicit-GEMM epilogue (one pass over the output instead of three).
     Shape:
