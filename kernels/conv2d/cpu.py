@@ -21,7 +21,7 @@ from .cpu_depthwise import (
     _wgrad_depthwise_s1,
 )
 from .cpu_direct import _bias_grad, _dgrad_direct, _epilogue, _fwd_direct, _wgrad_direct
-from .cpu_gemm import _col2im, _im2col
+from .cpu_gemm import _col2im, _im2col, _im2col_batch
 
 
 # ---------------------------------------------------------------- launchers
@@ -104,7 +104,7 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
             col = np.ascontiguousarray(x.reshape(geom.N, geom.groups, crs, pq).transpose(1, 2, 0, 3))
         else:
             col = np.empty((geom.groups, crs, geom.N, pq), dtype=x.dtype)
-            _im2col(x, col.transpose(2, 0, 1, 3), *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
+            _im2col_batch(x, col, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
         dy_mat = np.ascontiguousarray(dy.reshape(geom.N, geom.groups, geom.Kg, pq).transpose(1, 2, 0, 3))
         np.matmul(dy_mat.reshape(geom.groups, geom.Kg, geom.N * pq),
                   col.reshape(geom.groups, crs, geom.N * pq).transpose(0, 2, 1),
