@@ -2,136 +2,161 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uintp
 
 from .cpu_direct import _column_range
 
 
 # ---------------------------------------------------------------- depthwise (Cg == 1)
 # Each output channel k reads one input channel c = k // M (M = K / C, the channel
-# multiplier), so a whole (n, k) plane is independent. The loops run row by row so the
-# output row stays in L1 across the R·S taps; the innermost loop is over output columns,
-# contiguous at stride 1 (a separate stride-1 loop lets LLVM vectorise it without a
-# gather). The valid column range of each tap s is computed once per plane (integer
-# division is costly next to a 3x3 tap), so the inner loops carry no bounds checks.
+# multiplier), so a whole (n, k) plane is independent.
+#
+# Strided layers: the zero-padded input plane is split into its sh·sw phase planes,
+#     phase[bh·sw + bw][i, j] = padded[i·sh + bh, j·sw + bw],
+# each of width Wph = Q + ((S−1)·dw) // sw, flattened. Tap (r, s) reads padded row
+# p·sh + r·dh = (p + r·dh // sh)·sh + r·dh % sh, i.e. phase (r·dh % sh, s·dw % sw) at a
+# fixed offset (r·dh // sh)·Wph + s·dw // sw: a stride-1 read, so every tap is ONE long
+# contiguous loop over (P−1)·Wph + Q elements, as in the stride-1 kernels below (output
+# columns q >= Q of each row are scratch). A strided inner loop would be a gather that
+# LLVM does not vectorise; here only the phase split (one pass over the plane) is strided.
 @njit(inline="always")
-def _tap_ranges(S, sw, pl, dw, W, Q):
-    lo = np.empty(S, np.int64)
-    hi = np.empty(S, np.int64)
-    for s in range(S):
-        lo[s], hi[s] = _column_range(sw, pl, s * dw, W, Q)
-    return lo, hi
+def _phase_dims(P, Q, R, S, sh, sw, dh, dw):
+    Hph = P + ((R - 1) * dh) // sh
+    Wph = Q + ((S - 1) * dw) // sw
+    return Hph, Wph, (P - 1) * Wph + Q
+
+
+@njit(inline="always")
+def _tap_offset(r, s, sh, sw, dh, dw, Wph):
+    """(phase, flat offset in that phase) of tap (r, s)."""
+    return ((r * dh) % sh) * sw + (s * dw) % sw, ((r * dh) // sh) * Wph + (s * dw) // sw
+
+
+@njit(inline="always")
+def _split_phases(src, pt, pl, sh, sw, Hph, Wph, zero):
+    # buf[bh·sw + bw, i·Wph + j] = src[i·sh + bh − pt, j·sw + bw − pl] (0 outside src).
+    H, W = src.shape
+    buf = np.empty((sh * sw, Hph * Wph), src.dtype)
+    for bh in range(sh):
+        for bw in range(sw):
+            ph = buf[bh * sw + bw]
+            j_lo, j_hi = _column_range(sw, pl, bw, W, Wph)
+            j_hi = max(j_hi, j_lo)
+            for i in range(Hph):
+                row = ph[i * Wph:(i + 1) * Wph]
+                h = i * sh + bh - pt
+                if h < 0 or h >= H:
+                    row[:] = zero
+                    continue
+                srow = src[h]
+                row[:j_lo] = zero
+                row[j_hi:] = zero
+                for j in range(j_lo, j_hi):  # j·sw + bw − pl >= 0 here: no wraparound select
+                    row[j] = srow[uintp(j * sw + bw - pl)]
+    return buf
+
+
+@njit(inline="always")
+def _crop_rows(acc, dst, Wb):
+    # dst[p, q] = acc[p·Wb + q]: drop the scratch columns of a flat accumulator (row views,
+    # so the copy is contiguous and free of Numba's negative-index select).
+    P, Q = dst.shape
+    for p in range(P):
+        drow = dst[p]
+        arow = acc[p * Wb:p * Wb + Q]
+        for q in range(Q):
+            drow[q] = arow[q]
 
 
 @njit(parallel=True, cache=True, fastmath=True)
 def _fwd_depthwise(x, w, out, sh, sw, pt, pl, dh, dw, zero):
     # One prange iteration per output plane (n, k).
-    N, C, H, W = x.shape
+    N, C = x.shape[0], x.shape[1]
     K, _, R, S = w.shape
     P, Q = out.shape[2], out.shape[3]
     M = K // C
+    Hph, Wph, L = _phase_dims(P, Q, R, S, sh, sw, dh, dw)
     for nk in prange(N * K):
         n = nk // K
         k = nk % K
-        xp = x[n, k // M]
-        op = out[n, k]
-        lo, hi = _tap_ranges(S, sw, pl, dw, W, Q)
-        for p in range(P):
-            orow = op[p]
-            for q in range(Q):
-                orow[q] = zero
-            for r in range(R):
-                h = p * sh - pt + r * dh
-                if h < 0 or h >= H:
-                    continue
-                xrow = xp[h]
-                for s in range(S):
-                    wv = w[k, 0, r, s]
-                    col0 = s * dw - pl
-                    os = orow[lo[s]:hi[s]]
-                    xs = xrow[lo[s] * sw + col0::sw]
-                    for j in range(os.shape[0]):
-                        os[j] += wv * xs[j]
+        xb = _split_phases(x[n, k // M], pt, pl, sh, sw, Hph, Wph, zero)
+        acc = np.zeros(L, out.dtype)
+        for r in range(R):
+            for s in range(S):
+                wv = w[k, 0, r, s]
+                ph, off = _tap_offset(r, s, sh, sw, dh, dw, Wph)
+                xs = xb[ph, off:]
+                for i in range(L):
+                    acc[i] += wv * xs[i]
+        _crop_rows(acc, out[n, k], Wph)
 
 
 @njit(parallel=True, cache=True, fastmath=True)
 def _dgrad_depthwise(w, dy, dx, sh, sw, pt, pl, dh, dw, zero):
-    # One prange iteration per input plane (n, c): it scatters the M output planes
-    # k = c·M .. c·M + M − 1 into its own plane only, in a fixed order.
+    # One prange iteration per input plane (n, c): the M output planes of c are
+    # scattered (in a fixed order) into the phase planes of this plane only.
     N, C, H, W = dx.shape
     K, _, R, S = w.shape
     P, Q = dy.shape[2], dy.shape[3]
     M = K // C
+    Hph, Wph, L = _phase_dims(P, Q, R, S, sh, sw, dh, dw)
     for nc in prange(N * C):
         n = nc // C
         c = nc % C
-        xp = dx[n, c]
-        lo, hi = _tap_ranges(S, sw, pl, dw, W, Q)
-        for h in range(H):
-            for x_col in range(W):
-                xp[h, x_col] = zero
+        xb = np.zeros((sh * sw, Hph * Wph), dx.dtype)
         for m in range(M):
             k = c * M + m
-            yp = dy[n, k]
-            for p in range(P):
-                yrow = yp[p]
-                for r in range(R):
-                    h = p * sh - pt + r * dh
+            yb = _pad_plane(dy[n, k], 0, 0, P, Wph, dy.dtype)  # zero in columns q >= Q
+            for r in range(R):
+                for s in range(S):
+                    wv = w[k, 0, r, s]
+                    ph, off = _tap_offset(r, s, sh, sw, dh, dw, Wph)
+                    xs = xb[ph, off:]
+                    for i in range(L):
+                        xs[i] += wv * yb[i]
+        # Scatter the phase planes back: dx[i·sh + bh − pt, j·sw + bw − pl] = phase[bh·sw + bw][i, j].
+        # Rows/columns past the phase planes are read by no tap: their gradient is 0.
+        xp = dx[n, c]
+        xp[:, :] = zero
+        for bh in range(sh):
+            for bw in range(sw):
+                ph = xb[bh * sw + bw]
+                j_lo, j_hi = _column_range(sw, pl, bw, W, Wph)
+                for i in range(Hph):
+                    h = i * sh + bh - pt
                     if h < 0 or h >= H:
                         continue
                     xrow = xp[h]
-                    for s in range(S):
-                        wv = w[k, 0, r, s]
-                        col0 = s * dw - pl
-                        ys = yrow[lo[s]:hi[s]]
-                        xs = xrow[lo[s] * sw + col0::sw]
-                        for j in range(ys.shape[0]):
-                            xs[j] += wv * ys[j]
+                    prow = ph[i * Wph:(i + 1) * Wph]
+                    for j in range(j_lo, j_hi):  # j·sw + bw − pl >= 0 here
+                        xrow[uintp(j * sw + bw - pl)] = prow[j]
 
 
 @njit(parallel=True, cache=True, fastmath=True)
 def _wgrad_depthwise(x, dy, dw_out, sh, sw, pt, pl, dh, dw, zero):
-    # One prange iteration per output channel k. Each tap (r, s) keeps a row of Q
-    # partial sums (elementwise FMAs, no horizontal reduction in the hot loop) over
-    # n and p in a fixed order; the row is summed at the end. The order does not
-    # depend on the thread count, so results are deterministic. `zero` has the array
-    # dtype, so float32 accumulates in float32.
-    N, C, H, W = x.shape
+    # One prange iteration per output channel k; each tap is a long dot product per
+    # image, summed over n in a fixed order (deterministic; float32 stays float32).
+    N, C = x.shape[0], x.shape[1]
     K, _, R, S = dw_out.shape
     P, Q = dy.shape[2], dy.shape[3]
     M = K // C
+    Hph, Wph, L = _phase_dims(P, Q, R, S, sh, sw, dh, dw)
     for k in prange(K):
         c = k // M
-        lo, hi = _tap_ranges(S, sw, pl, dw, W, Q)
-        acc = np.empty((R, S, Q), dw_out.dtype)
         for r in range(R):
             for s in range(S):
-                for q in range(Q):
-                    acc[r, s, q] = zero
+                dw_out[k, 0, r, s] = zero
         for n in range(N):
-            xp = x[n, c]
-            yp = dy[n, k]
-            for p in range(P):
-                yrow = yp[p]
-                for r in range(R):
-                    h = p * sh - pt + r * dh
-                    if h < 0 or h >= H:
-                        continue
-                    xrow = xp[h]
-                    for s in range(S):
-                        arow = acc[r, s]
-                        col0 = s * dw - pl
-                        a_s = arow[lo[s]:hi[s]]
-                        ys = yrow[lo[s]:hi[s]]
-                        xs = xrow[lo[s] * sw + col0::sw]
-                        for j in range(a_s.shape[0]):
-                            a_s[j] += ys[j] * xs[j]
-        for r in range(R):
-            for s in range(S):
-                total = zero
-                for q in range(Q):
-                    total += acc[r, s, q]
-                dw_out[k, 0, r, s] = total
+            xb = _split_phases(x[n, c], pt, pl, sh, sw, Hph, Wph, zero)
+            yb = _pad_plane(dy[n, k], 0, 0, P, Wph, dy.dtype)  # zero in columns q >= Q
+            for r in range(R):
+                for s in range(S):
+                    ph, off = _tap_offset(r, s, sh, sw, dh, dw, Wph)
+                    xs = xb[ph, off:]
+                    t = zero
+                    for i in range(L):
+                        t += yb[i] * xs[i]
+                    dw_out[k, 0, r, s] += t
 
 
 # Stride 1: the plane is copied into a zero-padded buffer of width Wp = Q + (S−1)·dw,
@@ -142,10 +167,13 @@ def _wgrad_depthwise(x, dy, dw_out, sh, sw, pt, pl, dh, dw, zero):
 def _pad_plane(src, pt, pl, Hp, Wp, dtype):
     buf = np.zeros(Hp * Wp, dtype)
     H, W = src.shape
+    width = min(W, Wp - pl)
     for h in range(min(H, Hp - pt)):
         base = (h + pt) * Wp + pl
-        for x_col in range(min(W, Wp - pl)):
-            buf[base + x_col] = src[h, x_col]
+        brow = buf[base:base + width]  # row views: a contiguous copy, no negative-index select
+        srow = src[h]
+        for x_col in range(width):
+            brow[x_col] = srow[x_col]
     return buf
 
 
@@ -170,9 +198,7 @@ def _fwd_depthwise_s1(x, w, out, pt, pl, dh, dw, zero):
                 xs = xb[r * dh * Wp + s * dw:]
                 for i in range(L):
                     acc[i] += wv * xs[i]
-        for p in range(P):
-            for q in range(Q):
-                out[n, k, p, q] = acc[p * Wp + q]
+        _crop_rows(acc, out[n, k], Wp)
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -199,9 +225,8 @@ def _dgrad_depthwise_s1(w, dy, dx, pt, pl, dh, dw, zero):
                     xs = xb[r * dh * Wp + s * dw:]
                     for i in range(L):
                         xs[i] += wv * yb[i]
-        for h in range(H):  # at stride 1, Hp = pt + H + pb and Wp = pl + W + pr
-            for x_col in range(W):
-                dx[n, c, h, x_col] = xb[(h + pt) * Wp + x_col + pl]
+        # at stride 1, Hp = pt + H + pb and Wp = pl + W + pr
+        _crop_rows(xb[pt * Wp + pl:], dx[n, c], Wp)
 
 @njit(parallel=True, cache=True, fastmath=True)
 def _wgrad_depthwise_s1(x, dy, dw_out, pt, pl, dh, dw, zero):
