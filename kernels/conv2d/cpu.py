@@ -112,8 +112,8 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
     elif _depthwise(geom):
         _depthwise_launch(_wgrad_depthwise_s1, _wgrad_depthwise, geom, out, x, dy, out)
     else:
-        _wgrad_direct(x, dy, out, *_geom_args(geom))
+        _wgrad_direct(x, dy, out, *_geom_args(geom), out.dtype.type(0))
 
 
 def conv2d_bwd_bias(dy, out):
-    _bias_grad(dy, out)
+    _bias_grad(dy, out, out.dtype.type(0))
