@@ -75,9 +75,8 @@ def _crop_rows(acc, dst, Wb):
 # (padded or phase-split) plane buffer; tap t = r·S + s.
 @njit(inline="always")
 def _fwd_taps(acc, xf, offs, wk, L):
-    # acc[i] = Σ_t wk[t]·xf[offs[t] + i]
+    # acc[i] += Σ_t wk[t]·xf[offs[t] + i]
     T = offs.shape[0]
-    acc[:] = 0.0
     t = 0
     while t + 4 <= T:
         x0, x1, x2, x3 = xf[offs[t]:], xf[offs[t + 1]:], xf[offs[t + 2]:], xf[offs[t + 3]:]
@@ -144,7 +143,7 @@ def _fwd_depthwise(x, w, out, sh, sw, pt, pl, dh, dw, zero):
         n = nk // K
         k = nk % K
         xb = _split_phases(x[n, k // M], pt, pl, sh, sw, Hph, Wph, zero)
-        acc = np.empty(L, out.dtype)
+        acc = np.zeros(L, out.dtype)
         _fwd_taps(acc, xb.reshape(-1), offs, w[k, 0].reshape(-1), L)
         _crop_rows(acc, out[n, k], Wph)
 
@@ -243,7 +242,7 @@ def _fwd_depthwise_s1(x, w, out, pt, pl, dh, dw, zero):
         n = nk // K
         k = nk % K
         xb = _pad_plane(x[n, k // M], pt, pl, Hp, Wp, x.dtype)
-        acc = np.empty(L, out.dtype)
+        acc = np.zeros(L, out.dtype)
         _fwd_taps(acc, xb, offs, w[k, 0].reshape(-1), L)
         _crop_rows(acc, out[n, k], Wp)
 
