@@ -22,7 +22,7 @@ from .cpu_depthwise import (
     _wgrad_depthwise_s1,
 )
 from .cpu_direct import _bias_grad, _dgrad_direct, _epilogue, _fwd_direct, _wgrad_direct
-from .cpu_flat import flat_dgrad, flat_dgrad_padding, flat_fwd, flat_wgrad
+from .cpu_flat import flat_dgrad, flat_fwd, flat_wgrad
 from .cpu_gemm import _col2im, _im2col, _im2col_batch
 
 
@@ -31,8 +31,8 @@ def _choose(algorithm, geom, direction="fwd"):
     if algorithm != "auto":
         return algorithm
     # Small planes with 5x5+ kernels (LeNet): im2col costs more than the GEMM, the flat
-    # kernels win forward and weight gradient. (Not the input gradient: as a forward
-    # correlation of dy padded by R−1 it does ~2.5x the work on 10x10 planes.)
+    # kernels win forward and weight gradient. (Input gradient: flat and col2im + GEMM
+    # measured equal on lenet_5x5_14_b128, so it keeps the GEMM.)
     if direction != "bwd_data" and _flat(geom) and geom.P * geom.Q <= 256 and geom.R * geom.S >= 16:
         return "direct"
     # GEMM pays once the reduction (C/g·R·S) is deep enough to feed BLAS;
@@ -103,7 +103,7 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
         _col2im(col, out, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
     elif _depthwise(geom):
         _depthwise_launch(_dgrad_depthwise_s1, _dgrad_depthwise, geom, out, w, dy, out)
-    elif _flat(geom) and flat_dgrad_padding(geom) is not None:
+    elif _flat(geom):
         flat_dgrad(w, dy, out, geom)
     else:
         _dgrad_direct(w, dy, out, *_geom_args(geom))

@@ -8,8 +8,8 @@ a fixed tap that is ONE contiguous loop over the L = (P−1)·Wp + Q flat output
 q >= Q of each row are scratch, dropped at the end), and the C·R·S taps of a whole image
 run through the fused four-tap loop of the depthwise kernels.
 
-The input gradient at stride 1 is the same computation: a full correlation of dy, padded
-by (R−1)·dh − pt (top) etc., with the kernel flipped and its k/c axes swapped.
+The input gradient scatters each tap into a padded buffer of its input plane, summing
+the K output planes four at a time through the same fused loop.
 """
 from __future__ import annotations
 
@@ -79,17 +79,37 @@ def flat_fwd(x, w, out, geom):
     _fwd_flat(pad_input(x, pt, pb, pl, pr), w, out, dh, dw)
 
 
-def flat_dgrad_padding(geom):
-    """Padding of dy for the input gradient as a forward correlation (None if negative)."""
-    (pt, pb, pl, pr), (dh, dw) = geom.padding, geom.dilation
-    pads = ((geom.R - 1) * dh - pt, (geom.R - 1) * dh - pb, (geom.S - 1) * dw - pl, (geom.S - 1) * dw - pr)
-    return pads if min(pads) >= 0 else None
+@njit(parallel=True, cache=True, fastmath=True)
+def _dgrad_flat(w_t, dyp, dx, pt, pl, dh, dw):
+    # dx[n, c, h, x] = Σ_k,r,s dy[n, k, p, q] · w[k, c, r, s] with h = p − pt + r·dh,
+    # x = q − pl + s·dw. dyp is dy with its rows padded to width Wp = W + pl + pr (zeros in
+    # columns q >= Q), w_t[c, r, s, k] = w[k, c, r, s]. One prange iteration per input
+    # plane (n, c): it scatters into a padded buffer of its own plane only; for each tap
+    # the K output planes are summed four at a time (the fused loop of the forward).
+    N, K, P, Wp = dyp.shape
+    C, R, S = w_t.shape[0], w_t.shape[1], w_t.shape[2]
+    Q = Wp - (S - 1) * dw
+    Hp = P + (R - 1) * dh
+    L = (P - 1) * Wp + Q
+    offs = np.empty(K, np.int64)
+    for k in range(K):
+        offs[k] = k * P * Wp
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        xb = np.zeros(Hp * Wp, dx.dtype)
+        yf = dyp[n].reshape(-1)
+        for r in range(R):
+            for s in range(S):
+                _fwd_taps(xb[r * dh * Wp + s * dw:], yf, offs, w_t[c, r, s], L)
+        _crop_rows(xb[pt * Wp + pl:], dx[n, c], Wp)  # at stride 1, Hp = pt + H + pb
 
 
 def flat_dgrad(w, dy, out, geom):
-    # dx[n, c, h, x] = Σ_k,r,s dyp[n, k, h + r'·dh, x + s'·dw] · w[k, c, R−1−r', S−1−s'].
-    w_flip = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-    _fwd_flat(pad_input(dy, *flat_dgrad_padding(geom)), w_flip, out, *geom.dilation)
+    (_, _, pl, pr), (dh, dw) = geom.padding, geom.dilation
+    w_t = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
+    dyp = np.pad(dy, ((0, 0), (0, 0), (0, 0), (0, pl + geom.W + pr - geom.Q)))
+    _dgrad_flat(w_t, dyp, out, geom.padding[0], pl, dh, dw)
 
 
 def flat_wgrad(x, dy, out, geom):
