@@ -8,7 +8,10 @@ from . import (
 )
 from ._arrays import set_poison
 from ._backend import BACKENDS, backends, get_backend, set_backend
-from .conv import conv2d, conv2d_bias, conv2d_input, conv2d_weight
+from ._threads import get_num_threads, set_num_threads
+from ._tuning import TuneResult
+from ._tuning import clear_cache as clear_tune_cache
+from .conv import conv2d, conv2d_bias, conv2d_input, conv2d_weight, tune
 from .conv_transpose import conv_transpose2d, conv_transpose2d_input, conv_transpose2d_weight
 from .dense import linear, linear_backward
 from .elementwise import (
@@ -38,9 +41,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS",
+    "TuneResult",
     "avg_pool2d",
     "avg_pool2d_backward",
     "backends",
+    "clear_tune_cache",
     "conv2d",
     "conv2d_bias",
     "conv2d_input",
@@ -51,6 +56,7 @@ __all__ = [
     "filter2d",
     "filters",
     "get_backend",
+    "get_num_threads",
     "max_pool2d",
     "max_pool2d_backward",
     "cross_entropy",
@@ -66,6 +72,7 @@ __all__ = [
     "relu",
     "relu_backward",
     "set_backend",
+    "set_num_threads",
     "set_poison",
     "sigmoid",
     "sigmoid_backward",
@@ -73,4 +80,5 @@ __all__ = [
     "softmax_backward",
     "tanh",
     "tanh_backward",
+    "tune",
 ]

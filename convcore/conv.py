@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import _args
+import numpy as np
+
+from . import _args, _tuning
 from ._arrays import io_for
 from ._backend import lookup, resolve
 
@@ -130,7 +132,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         groups: split channels into groups convolved independently.
         backend: 'numpy', 'cpu', 'cuda' or None for the process default.
         algorithm: 'auto', 'direct' or 'gemm' (cpu: im2col + BLAS; cuda: implicit GEMM);
-            the numpy backend ignores it.
+            the numpy backend ignores it. 'auto' uses the choice ``tune`` cached for this
+            layer, else measures now when CONVCORE_AUTOTUNE=1, else a heuristic.
         activation: None or 'relu', applied after the bias; fused into the CUDA
             implicit-GEMM epilogue (one pass over the output instead of three).
     Shape:
@@ -154,7 +157,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     _check_bias(op, b, geom.K)
     out = io.empty(geom.output_shape, dtype)
     if geom.N:
-        lookup("conv2d", name)(x, w, b, out, geom, algorithm, activation)
+        launch = lookup("conv2d", name)
+        if algorithm == "auto":
+            algorithm = _tuning.select(name, "fwd", geom, dtype, lambda alg: launch(x, w, b, out, geom, alg, activation))
+        launch(x, w, b, out, geom, algorithm, activation)
     return io.finish(out)
 
 
@@ -177,7 +183,10 @@ def conv2d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation
     _check_grad_output(op, dy, geom)
     out = io.empty(geom.input_shape, dtype)
     if geom.N:
-        lookup("conv2d_input", name)(w, dy, out, geom, algorithm)
+        launch = lookup("conv2d_input", name)
+        if algorithm == "auto":
+            algorithm = _tuning.select(name, "bwd_data", geom, dtype, lambda alg: launch(w, dy, out, geom, alg))
+        launch(w, dy, out, geom, algorithm)
     return io.finish(out)
 
 
@@ -202,7 +211,10 @@ def conv2d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilatio
         out = io.zeros(geom.weight_shape, dtype)
     else:
         out = io.empty(geom.weight_shape, dtype)
-        lookup("conv2d_weight", name)(x, dy, out, geom, algorithm)
+        launch = lookup("conv2d_weight", name)
+        if algorithm == "auto":
+            algorithm = _tuning.select(name, "bwd_weight", geom, dtype, lambda alg: launch(x, dy, out, geom, alg))
+        launch(x, dy, out, geom, algorithm)
     return io.finish(out)
 
 
@@ -219,3 +231,57 @@ def conv2d_bias(grad_output, *, backend=None):
     out = io.empty((dy.shape[1],), dtype)
     lookup("conv2d_bias", name)(dy, out)
     return io.finish(out)
+
+
+def tune(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None,
+         directions=_tuning.DIRECTIONS, repeats: int = 3, activation=None) -> dict:
+    """Time every algorithm for this layer and keep the fastest in the on-disk cache.
+
+    Afterwards ``algorithm="auto"`` calls with the same backend, dtype and geometry use
+    the measured choice (see ``convcore._tuning`` for the cache and CONVCORE_AUTOTUNE).
+    ``input`` and ``weight`` give the shapes and dtype; gradients are timed on random
+    ``grad_output`` data.
+
+    Args:
+        directions: any of 'fwd', 'bwd_data', 'bwd_weight'.
+        repeats: timed calls per candidate (after one warm-up call that also compiles).
+    Returns:
+        ``{direction: TuneResult(algorithm, times_ms)}``.
+    """
+    op = "tune"
+    directions = (directions,) if isinstance(directions, str) else tuple(directions)
+    bad = [d for d in directions if d not in _tuning.DIRECTIONS]
+    if bad or not directions:
+        raise ValueError(f"{op}: directions must be a non-empty subset of {_tuning.DIRECTIONS}, got {directions!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"{op}: repeats must be a positive int, got {repeats!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
+    name = resolve(backend, input, weight, bias)
+    io = io_for(name, input, weight, bias)
+    x, w, b = io.to_backend(input), io.to_backend(weight), io.to_backend(bias)
+    _args.check_ndim(x, 4, "input", op, "(N, C, H, W)")
+    _args.check_ndim(w, 4, "weight", op, "(K, C/groups, R, S)")
+    dtype = _args.common_dtype(op, input=x, weight=w, bias=b)
+    geom = conv_geometry(op, x.shape, w.shape, stride, padding, dilation, groups)
+    _check_bias(op, b, geom.K)
+    if geom.N == 0:
+        raise ValueError(f"{op}: input has batch size 0; nothing to time (input shape {geom.input_shape})")
+    rng = np.random.default_rng(0)
+    dy = io.to_backend(rng.standard_normal(geom.output_shape).astype(dtype))
+    runs = {
+        "fwd": (lookup("conv2d", name), geom.output_shape,
+                lambda launch, out: lambda alg: launch(x, w, b, out, geom, alg, activation)),
+        "bwd_data": (lookup("conv2d_input", name), geom.input_shape,
+                     lambda launch, out: lambda alg: launch(w, dy, out, geom, alg)),
+        "bwd_weight": (lookup("conv2d_weight", name), geom.weight_shape,
+                       lambda launch, out: lambda alg: launch(x, dy, out, geom, alg)),
+    }
+    results = {}
+    for direction in directions:
+        launch, shape, make_run = runs[direction]
+        result = _tuning.measure(name, direction, geom, make_run(launch, io.empty(shape, dtype)), repeats)
+        if name != "numpy":
+            _tuning.record(name, direction, geom, dtype, result)
+        results[direction] = result
+    return results

@@ -14,6 +14,11 @@ def _gpu_present() -> bool:
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _gpu_present():
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 os.environ.setdefault("CONVCORE_POISON", "1")
+# Never read or write the user's tuning cache, and never autotune unless a test asks.
+import tempfile  # noqa: E402
+
+os.environ["CONVCORE_CACHE_DIR"] = tempfile.mkdtemp(prefix="convcore-test-cache-")
+os.environ.pop("CONVCORE_AUTOTUNE", None)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -202,3 +202,25 @@ def test_cuda_contender_path():
     inputs = spec.make(case.shape, np.random.default_rng(0))
     contender = Peers(use_torch=False).convcore(spec, inputs, case.shape, "cuda")
     assert verify(contender.warm_up(), reference(spec, inputs, case.shape), spec.terms(case.shape))[0]
+
+
+def test_goals_classify_rows():
+    from convcore.bench.goals import check, format_goals
+    from convcore.bench.runner import Row
+
+    def row(backend, layer, op, throughput, vs_torch, unit="gflops"):
+        return Row("full", layer, "", op, backend, unit, throughput=throughput, vs_torch=vs_torch, verified=True)
+
+    rows = [row("cpu", "resnet50_3x3_56", "conv2d", 150.0, 1.5), row("cpu", "mobilenet_dw3x3_112", "conv2d", 9.0, 1.5),
+            row("cpu", "lenet_5x5_14_b1", "conv2d_weight", 3.0, 0.8), row("cuda", "resnet50_1x1_56_expand", "conv2d", 9e3, 0.75),
+            row("cuda", "resnet50_act_56", "relu", 2400.0, 1.0, "gbps"),
+            row("cuda", "resnet50_act_56", "hadamard", 2000.0, 1.0, "gbps")]
+    rows.append(Row("full", "x", "", "conv2d", "cpu", "gflops", status="error"))  # not timed: no goal
+    goals, summary = check({"sgemm_gflops": 100.0, "gpu_copy_gbps": 2600.0}, rows)
+    met = {(g.layer, g.op, g.measure): g.met for g in goals}
+    assert met == {("resnet50_3x3_56", "conv2d", "vs torch"): True, ("resnet50_3x3_56", "conv2d", "vs SGEMM"): True,
+                   ("mobilenet_dw3x3_112", "conv2d", "vs torch"): False, ("lenet_5x5_14_b1", "conv2d_weight", "vs torch"): False,
+                   ("resnet50_1x1_56_expand", "conv2d", "vs torch"): True, ("resnet50_act_56", "relu", "of copy"): True,
+                   ("resnet50_act_56", "hadamard", "of copy"): False}
+    assert abs(summary["cpu"] - (1.5 * 1.5 * 0.8) ** (1 / 3)) < 1e-12
+    assert "5 of 7 goals met" not in format_goals(goals, summary) and "4 of 7 goals met" in format_goals(goals, summary)

@@ -241,3 +241,37 @@ def test_dropout_same_mask_on_every_backend(kernel_backend, rng):
     assert is_device_array(out) == (kernel_backend == "cuda")
     np.testing.assert_array_equal(to_numpy(out), expected)
     np.testing.assert_array_equal(to_numpy(drop.backward(out)), expected * (expected != 0) / np.float32(0.5))
+
+
+def test_sequential_fuses_conv_relu(kernel_backend, dtype, rng, monkeypatch):
+    import convcore
+
+    activations = []
+    real_conv2d = convcore.conv2d
+
+    def spy(*args, **kwargs):
+        activations.append(kwargs.get("activation"))
+        return real_conv2d(*args, **kwargs)
+
+    monkeypatch.setattr(convcore, "conv2d", spy)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.Sigmoid()).to(
+        kernel_backend, dtype=dtype)
+    x = random(rng, (2, 3, 5, 4), dtype)
+    out = model(nn.module.to_backend(x, kernel_backend))
+    assert activations == ["relu", None]  # the second conv is followed by Sigmoid: not fused
+    grad_output = random(rng, (2, 2, 5, 4), dtype)
+    grad = model.backward(nn.module.to_backend(grad_output, kernel_backend))
+    fused_grads = [to_numpy(p.grad).copy() for _, p in model.named_parameters()]
+    model.zero_grad()
+    # The same layers one by one (no fusion) give the same outputs and gradients.
+    y = nn.module.to_backend(x, kernel_backend)
+    for layer in model.layers:
+        y = layer(y)
+    g = nn.module.to_backend(grad_output, kernel_backend)
+    for layer in reversed(model.layers):
+        g = layer.backward(g)
+    assert activations[2:] == [None, None]
+    assert_matches(out, to_numpy(y), dtype, terms=30, what="fused forward")
+    assert_matches(grad, to_numpy(g), dtype, terms=30, what="fused grad_input")
+    for fused, (_, p) in zip(fused_grads, model.named_parameters()):
+        assert_matches(fused, to_numpy(p.grad), dtype, terms=60, what="fused parameter grad")

@@ -255,3 +255,38 @@ def test_errors_come_before_any_kernel(monkeypatch):
     for _, call, error, _ in CASES:
         with pytest.raises(error):
             call("cpu")
+
+
+def test_long_rows_block_per_row_kernels(backend, dtype, rng):
+    """Rows of LONG_ROW+ elements take the block-per-row CUDA kernels (tree reductions):
+    a length that is no multiple of the block, −inf entries, a NaN row and an all −inf row."""
+    from convcore.kernels.softmax.cuda import LONG_ROW
+
+    C = 2 * LONG_ROW + 5
+    x = random(rng, (4, C), dtype, -6, 6)
+    x64 = x.astype(np.float64)
+    for name in FORWARD:
+        op, ref = FORWARD[name]
+        assert_matches(op(x, backend=backend), ref(x64), dtype, C, name)
+        forward, backward, ref_backward = BACKWARD[name]
+        y = to_numpy(forward(x, backend="numpy"))
+        g = random(rng, x.shape, dtype)
+        assert_matches(backward(g, y, backend=backend), ref_backward(g.astype(np.float64), y.astype(np.float64)),
+                       dtype, C, f"{name}_backward")
+    target = rng.integers(1, C, x.shape[0])
+    for reduction in REDUCTIONS:
+        loss = convcore.cross_entropy(x, target, reduction, backend=backend)
+        assert_matches(loss, reference.cross_entropy(x64, target, reduction), dtype, x.size, f"ce[{reduction}]")
+        g = _grad_output(rng, dtype, reduction, x.shape[0])
+        g64 = g.astype(np.float64) if reduction == "none" else g
+        assert_matches(convcore.cross_entropy_backward(x, target, g, reduction, backend=backend),
+                       reference.cross_entropy_backward(x64, target, g64, reduction), dtype, C, f"ce_backward[{reduction}]")
+    bad = x.copy()
+    bad[0, 7] = -np.inf
+    bad[1, C - 1] = np.nan
+    bad[2] = -np.inf
+    with np.errstate(invalid="ignore"):
+        probs = to_numpy(convcore.softmax(bad, backend=backend))
+    assert np.isnan(probs[1]).all() and np.isnan(probs[2]).all()
+    assert not np.isnan(probs[[0, 3]]).any() and probs[0, 7] == 0
+    assert np.isneginf(to_numpy(convcore.log_softmax(bad[:1], backend=backend))[0, 7])

@@ -78,7 +78,7 @@ def machine_info(skipped, torch, backends_run, sgemm_size=2048) -> dict:
     import numba
 
     from .._backend import backends
-    from .runner import sgemm_gflops, torch_gpu_sgemm_gflops
+    from .runner import copy_gbps, gpu_copy_gbps, sgemm_gflops, torch_gpu_sgemm_gflops
 
     return {
         "platform": platform.platform(),
@@ -95,6 +95,8 @@ def machine_info(skipped, torch, backends_run, sgemm_size=2048) -> dict:
         "sgemm_size": sgemm_size,
         "sgemm_gflops": sgemm_gflops(sgemm_size),
         "gpu_sgemm_gflops": torch_gpu_sgemm_gflops(torch) if "cuda" in backends_run else None,
+        "copy_gbps": copy_gbps(16 if sgemm_size < 1024 else 256),
+        "gpu_copy_gbps": gpu_copy_gbps() if "cuda" in backends_run else None,
     }
 
 

@@ -28,11 +28,12 @@ class OpSpec:
     work: Callable  # shape -> FLOPs or bytes
     terms: Callable  # shape -> length of the longest sum behind one output (for the tolerance)
     torch: Callable  # (torch, inputs as tensors, shape) -> result
+    function: str = ""  # the convcore function it calls, when not ``name``
 
     def available(self) -> tuple[bool, str]:
         import convcore
 
-        if not hasattr(convcore, self.name):
+        if not hasattr(convcore, self.function or self.name):
             return False, "not available (op missing)"
         return True, ""
 
@@ -96,6 +97,19 @@ OP_SPECS = {
             work=_conv_flops,
             terms=lambda L: L.N * _out_shape(L)[2] * _out_shape(L)[3],
             torch=lambda t, i, L: t.nn.grad.conv2d_weight(i["input"], L.weight_shape, i["grad_output"], **_torch_kwargs(L)),
+        ),
+        OpSpec(
+            # The fused epilogue: conv + bias + ReLU in one call (one kernel on cuda), against
+            # PyTorch's relu(conv2d(x, w, b)) (cuDNN/oneDNN conv with bias, then ReLU).
+            "conv2d_bias_relu", ConvLayer, "gflops",
+            make=lambda L, rng: {"input": _uniform(rng, L.input_shape), "weight": _uniform(rng, L.weight_shape),
+                                 "bias": _uniform(rng, (L.K,))},
+            call=lambda cc, i, L, b: cc.conv2d(i["input"], i["weight"], i["bias"], backend=b, activation="relu",
+                                               **L.kwargs),
+            work=_conv_flops,
+            terms=lambda L: (L.C // L.groups) * L.R * L.S + 1,
+            torch=lambda t, i, L: t.relu(t.nn.functional.conv2d(i["input"], i["weight"], i["bias"], **_torch_kwargs(L))),
+            function="conv2d",
         ),
         OpSpec(
             "hadamard", Tensor, "gbps",

@@ -51,6 +51,9 @@ def format_machine(machine: dict) -> str:
     lines.append(f"roofline: np.matmul float32 {machine['sgemm_size']}^3 = {machine['sgemm_gflops']:.1f} GFLOP/s"
                  + (f"; cuBLAS float32 (TF32 off) = {machine['gpu_sgemm_gflops']:.0f} GFLOP/s"
                     if machine.get("gpu_sgemm_gflops") else ""))
+    if machine.get("copy_gbps"):
+        lines.append(f"memory: copy {machine['copy_gbps']:.1f} GB/s (np.copyto, read + write)"
+                     + (f"; GPU device copy {machine['gpu_copy_gbps']:.0f} GB/s" if machine.get("gpu_copy_gbps") else ""))
     for name, reason in machine["skipped_backends"].items():
         lines.append(f"skipped backend {name}: {reason}")
     lines.append("ratios are peer time / convcore time (above 1: convcore is faster); "

@@ -211,6 +211,47 @@ def sgemm_gflops(size: int = 2048, repeats: int = 3) -> float:
     return 2 * size**3 / best / 1e9
 
 
+def copy_gbps(megabytes: int = 256, repeats: int = 5) -> float:
+    """Host memory copy rate (np.copyto, bytes read + written): the roofline for GB/s rows."""
+    n = megabytes * 2**20 // 8
+    src = np.ones(n)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.nbytes / best / 1e9
+
+
+def gpu_copy_gbps(megabytes: int = 512, repeats: int = 10) -> float | None:
+    """Device-to-device copy rate on the GPU (bytes read + written), or None without one."""
+    from .._backend import cuda_simulated
+
+    if cuda_simulated():
+        return None
+    try:
+        from numba import cuda
+
+        if not cuda.is_available():
+            return None
+    except ImportError:
+        return None
+    n = megabytes * 2**20 // 4
+    src = cuda.to_device(np.ones(n, np.float32))
+    dst = cuda.device_array_like(src)
+    dst.copy_to_device(src)
+    cuda.synchronize()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dst.copy_to_device(src)
+        cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.nbytes / best / 1e9
+
+
 def torch_gpu_sgemm_gflops(torch, size: int = 4096, repeats: int = 5) -> float | None:
     """cuBLAS float32 (TF32 off) rate, when PyTorch sees a GPU."""
     if torch is None or not torch.cuda.is_available():

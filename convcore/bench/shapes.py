@@ -140,6 +140,11 @@ CASES = [
     _conv("lenet_5x5_14_b128", ConvLayer(128, 6, 14, 14, 16, 5, 5), Q),
     _conv("lenet_5x5_14_b1", ConvLayer(1, 6, 14, 14, 16, 5, 5), Q),
     _conv("odd_3x3_c35_k50_19_b2", ConvLayer(2, 35, 19, 19, 50, 3, 3, padding=1), Q),
+    # The fused conv + bias + ReLU epilogue on a few layers.
+    Case("resnet50_3x3_56_b2_bias_relu", ConvLayer(2, 64, 56, 56, 64, 3, 3, padding=1), ("conv2d_bias_relu",), Q),
+    Case("resnet50_1x1_14_reduce_b2_bias_relu", ConvLayer(2, 1024, 14, 14, 256, 1, 1), ("conv2d_bias_relu",), Q),
+    Case("resnet50_3x3_28_bias_relu", ConvLayer(8, 128, 28, 28, 128, 3, 3, padding=1), ("conv2d_bias_relu",), F),
+    Case("mobilenet_dw3x3_14_bias_relu", ConvLayer(8, 512, 14, 14, 512, 3, 3, padding=1, groups=512), ("conv2d_bias_relu",), F),
     # Memory-bound ops (GB/s) on ResNet-50 activation sizes, and linear (GFLOP/s).
     Case("resnet50_act_56", Tensor((8, 256, 56, 56)), ("hadamard", "relu"), F),
     Case("resnet50_act_56_b2", Tensor((2, 256, 56, 56)), ("hadamard", "relu"), Q),
@@ -152,6 +157,7 @@ CASES = [
     Case("lenet_fc1_b128", Dense(128, 400, 120), ("linear",), Q),
     # Tiny shapes for tests/test_bench.py.
     _conv("tiny_3x3", ConvLayer(2, 5, 7, 7, 6, 3, 3, padding=1), ("test",)),
+    Case("tiny_3x3_bias_relu", ConvLayer(2, 5, 7, 7, 6, 3, 3, padding=1), ("conv2d_bias_relu",), ("test",)),
     _conv("tiny_dw3x3s2", ConvLayer(2, 4, 8, 8, 4, 3, 3, stride=2, padding=1, groups=4), ("test",)),
     Case("tiny_act", Tensor((2, 3, 5, 5)), ("hadamard", "relu"), ("test",)),
     Case("tiny_pool", Pool((2, 3, 8, 8), 2, 2), ("max_pool2d", "avg_pool2d"), ("test",)),

@@ -5,6 +5,7 @@ import convcore as F
 
 from .._args import pair
 from . import init
+from .activation import ReLU
 from .module import Module, Parameter
 
 
@@ -29,6 +30,17 @@ class Conv2d(Module):
     def forward(self, input):
         self._input = input
         return F.conv2d(input, self.weight.data, None if self.bias is None else self.bias.data, **self._geometry())
+
+    def _fuses(self, following):
+        return type(following) is ReLU and following.backend == self.backend
+
+    def _forward_fused(self, input, relu):
+        # conv + bias + ReLU in one kernel. ReLU's backward masks by its input's sign, and
+        # relu(z) > 0 exactly where z > 0, so the fused output serves as that input.
+        self._input = input
+        bias = None if self.bias is None else self.bias.data
+        relu._input = F.conv2d(input, self.weight.data, bias, **self._geometry(), activation="relu")
+        return relu._input
 
     def backward(self, grad_output):
         x, geometry = self._input, self._geometry()

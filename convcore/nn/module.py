@@ -100,6 +100,10 @@ class Module:
     def backward(self, grad_output):
         raise NotImplementedError(f"{type(self).__name__} defines no backward")
 
+    def _fuses(self, following) -> bool:
+        """Whether ``_forward_fused(input, following)`` can run this layer and the next as one op."""
+        return False
+
     # -- structure ---------------------------------------------------------------
     def named_children(self):
         return [(name, value) for name, value in vars(self).items() if isinstance(value, Module)]
@@ -118,6 +122,11 @@ class Module:
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget every parameter's gradient (``torch.nn.Module.zero_grad``)."""
+        for param in self.parameters():
+            param.grad = None if set_to_none or param.grad is None else zeros_like(param.grad)
 
     # -- modes and placement -----------------------------------------------------
     def train(self, mode: bool = True):
@@ -234,8 +243,17 @@ class Sequential(Module):
         return [child for _, child in self.named_children()]
 
     def forward(self, input):
-        for layer in self.layers:
-            input = layer(input)
+        # A layer that can absorb the next one (Conv2d followed by ReLU: the conv kernel's
+        # fused bias + ReLU epilogue) runs both as one op; backward is unchanged.
+        layers, i = self.layers, 0
+        while i < len(layers):
+            layer = layers[i]
+            if i + 1 < len(layers) and layer._fuses(layers[i + 1]):
+                input = layer._forward_fused(input, layers[i + 1])
+                i += 2
+            else:
+                input = layer(input)
+                i += 1
         return input
 
     def backward(self, grad_output):

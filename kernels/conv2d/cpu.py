@@ -40,6 +40,12 @@ def _choose(algorithm, geom, direction="fwd"):
     return "gemm" if geom.Cg * geom.R * geom.S >= 16 and geom.Kg >= 8 else "direct"
 
 
+def candidates(direction, geom):
+    """Every algorithm that can run this geometry, for convcore.tune ("direct" is the
+    depthwise kernel on depthwise layers, the flat-plane kernels on dense stride-1 ones)."""
+    return ["direct", "gemm"]
+
+
 def _flat(geom):
     """Dense stride-1 layers: ``direct`` runs the flat-plane kernels of cpu_flat."""
     return geom.stride == (1, 1) and geom.groups == 1 and geom.Cg > 1

@@ -278,6 +278,11 @@ def _choose(algorithm, geom):
     return "gemm" if geom.Cg * geom.R * geom.S >= 8 and geom.Kg >= 4 else "direct"
 
 
+def candidates(direction, geom):
+    """Every algorithm that can run this geometry, for convcore.tune."""
+    return ["direct", "gemm"] if direction == "fwd" else ["direct"]
+
+
 def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
     has_bias = b is not None
     bias = b if has_bias else out.reshape(-1)[:1]  # never read

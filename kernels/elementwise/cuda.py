@@ -34,6 +34,16 @@ def make_hadamard(dt):
     return hadamard_kernel
 
 
+def make_mul(dt):
+    def mul_kernel(a, b, out):
+        # Operands of the same shape (no broadcast): one thread per element, grid-stride,
+        # no index decomposition and no stride tables to copy to the device.
+        for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+            out[i] = a[i] * b[i]
+
+    return mul_kernel
+
+
 def make_mul_reduce(dt):
     def mul_reduce_kernel(dy, other, grad_self, dims, self_dims, other_strides):
         # grad_self[i] = Σ_r dy[·] · other[·], r over the axes where self is broadcast, in order.
@@ -139,6 +149,7 @@ def signatures(dt):
     a1, i1 = dt[::1], int64[::1]
     return {
         "hadamard": (make_hadamard, (a1, a1, a1, i1, i1, i1)),
+        "mul": (make_mul, (a1, a1, a1)),
         "mul_reduce": (make_mul_reduce, (a1, a1, a1, i1, i1, i1)),
         "relu": (make_relu, (a1, a1)),
         "relu_bwd": (make_relu_bwd, (a1, a1, a1)),
@@ -164,6 +175,9 @@ def _launch(factory, out, *args):
 
 
 def hadamard_fwd(a, b, out, geom):
+    if geom.a_dims == geom.b_dims == geom.dims:
+        _launch(make_mul, out, _flat(a), _flat(b), _flat(out))
+        return
     _launch(make_hadamard, out, _flat(a), _flat(b), _flat(out), _ints(geom.dims),
             _ints(geom.strides(geom.a_dims)), _ints(geom.strides(geom.b_dims)))
 
@@ -171,7 +185,9 @@ def hadamard_fwd(a, b, out, geom):
 def hadamard_bwd(dy, a, b, grad_a, grad_b, geom):
     dims = _ints(geom.dims)
     for grad, own_dims, other, other_dims in ((grad_a, geom.a_dims, b, geom.b_dims), (grad_b, geom.b_dims, a, geom.a_dims)):
-        if grad.size == dy.size:  # not broadcast: no sum, the gradient is dy ⊙ other, the forward kernel
+        if grad.size == dy.size and tuple(other_dims) == tuple(geom.dims):  # same shapes: dy ⊙ other
+            _launch(make_mul, grad, _flat(dy), _flat(other), _flat(grad))
+        elif grad.size == dy.size:  # not broadcast: no sum, the gradient is dy ⊙ other, the forward kernel
             _launch(make_hadamard, grad, _flat(dy), _flat(other), _flat(grad), dims, _ints(geom.strides(geom.dims)),
                     _ints(geom.strides(other_dims)))
         elif grad.size:
