@@ -165,6 +165,26 @@ def _tap_offsets(R, S, sh, sw, dh, dw, Hph, Wph):
     return offs
 
 
+@njit(inline="always")
+def _crop_plane(buf, Wb, top, left, dst, zero):
+    # dst[h, x] = buf[(h + top)·Wb + left + x] where that lies inside the buffer's rows and
+    # columns, else 0: conv_transpose geometries have negative bottom/right padding
+    # (output_padding rows that no window reaches, gradient 0).
+    H, W = dst.shape
+    Hv = min(H, buf.shape[0] // Wb - top)
+    Wv = min(W, Wb - left)
+    for h in range(H):
+        drow = dst[h]
+        if h < Hv:
+            base = (h + top) * Wb + left
+            brow = buf[base:base + Wv]
+            for x_col in range(Wv):
+                drow[x_col] = brow[x_col]
+            drow[Wv:] = zero
+        else:
+            drow[:] = zero
+
+
 @njit(parallel=True, cache=True, fastmath=True)
 def _fwd_depthwise(x, w, out, sh, sw, pt, pl, dh, dw, zero):
     # One prange iteration per output plane (n, k).
@@ -306,8 +326,7 @@ def _dgrad_depthwise_s1(w, dy, dx, pt, pl, dh, dw, zero):
                     xs = xb[r * dh * Wp + s * dw:]
                     for i in range(L):
                         xs[i] += wv * yb[i]
-        # at stride 1, Hp = pt + H + pb and Wp = pl + W + pr
-        _crop_rows(xb[pt * Wp + pl:], dx[n, c], Wp)
+        _crop_plane(xb, Wp, pt, pl, dx[n, c], zero)  # Hp = pt + H + pb, Wp = pl + W + pr
 
 @njit(parallel=True, cache=True, fastmath=True)
 def _wgrad_depthwise_s1(x, dy, dw_out, pt, pl, dh, dw, zero):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .cpu_depthwise import _crop_rows, _fwd_taps, _wgrad_taps
+from .cpu_depthwise import _crop_plane, _crop_rows, _fwd_taps, _wgrad_taps
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -68,7 +68,10 @@ def _wgrad_flat(xp, dy, dw_out, dh, dw, zero):
 
 
 def pad_input(x, top, bottom, left, right):
-    """x zero-padded by (top, bottom, left, right); x itself when there is no padding."""
+    """x zero-padded by (top, bottom, left, right); x itself when there is no padding.
+    Negative bottom/right padding (conv_transpose's output_padding) crops instead."""
+    x = x[:, :, :x.shape[2] + min(bottom, 0), :x.shape[3] + min(right, 0)]
+    bottom, right = max(bottom, 0), max(right, 0)
     if top == bottom == left == right == 0:
         return np.ascontiguousarray(x)
     return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
@@ -80,7 +83,7 @@ def flat_fwd(x, w, out, geom):
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def _dgrad_flat(w_t, dyp, dx, pt, pl, dh, dw):
+def _dgrad_flat(w_t, dyp, dx, pt, pl, dh, dw, zero):
     # dx[n, c, h, x] = Σ_k,r,s dy[n, k, p, q] · w[k, c, r, s] with h = p − pt + r·dh,
     # x = q − pl + s·dw. dyp is dy with its rows padded to width Wp = W + pl + pr (zeros in
     # columns q >= Q), w_t[c, r, s, k] = w[k, c, r, s]. One prange iteration per input
@@ -102,14 +105,14 @@ def _dgrad_flat(w_t, dyp, dx, pt, pl, dh, dw):
         for r in range(R):
             for s in range(S):
                 _fwd_taps(xb[r * dh * Wp + s * dw:], yf, offs, w_t[c, r, s], L)
-        _crop_rows(xb[pt * Wp + pl:], dx[n, c], Wp)  # at stride 1, Hp = pt + H + pb
+        _crop_plane(xb, Wp, pt, pl, dx[n, c], zero)  # Hp = pt + H + pb, Wp = pl + W + pr
 
 
 def flat_dgrad(w, dy, out, geom):
     (_, _, pl, pr), (dh, dw) = geom.padding, geom.dilation
     w_t = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
     dyp = np.pad(dy, ((0, 0), (0, 0), (0, 0), (0, pl + geom.W + pr - geom.Q)))
-    _dgrad_flat(w_t, dyp, out, geom.padding[0], pl, dh, dw)
+    _dgrad_flat(w_t, dyp, out, geom.padding[0], pl, dh, dw, out.dtype.type(0))
 
 
 def flat_wgrad(x, dy, out, geom):
