@@ -1,7 +1,8 @@
 """conv2d forward, input gradient and weight gradient on the CPU: the launchers.
 
 Algorithms (``algorithm=``), each in its own module:
-- ``direct`` (cpu_direct): loop nests, ``prange`` over output planes.
+- ``direct`` (cpu_direct): loop nests, ``prange`` over output planes; dense stride-1
+  layers use the flat-plane kernels of cpu_flat instead.
 - ``gemm`` (cpu_gemm): im2col/col2im + BLAS; 1×1 stride-1 unpadded layers skip im2col
   (the input already is the column matrix).
 - depthwise layers (C/groups == 1) use the dedicated kernels of cpu_depthwise under
@@ -21,13 +22,19 @@ from .cpu_depthwise import (
     _wgrad_depthwise_s1,
 )
 from .cpu_direct import _bias_grad, _dgrad_direct, _epilogue, _fwd_direct, _wgrad_direct
-from .cpu_gemm import _col2im, _im2col
+from .cpu_flat import flat_dgrad, flat_fwd, flat_wgrad
+from .cpu_gemm import _col2im, _im2col, _im2col_batch
 
 
 # ---------------------------------------------------------------- launchers
-def _choose(algorithm, geom):
+def _choose(algorithm, geom, direction="fwd"):
     if algorithm != "auto":
         return algorithm
+    # Small planes with 5x5+ kernels (LeNet): im2col costs more than the GEMM, the flat
+    # kernels win forward and weight gradient. (Input gradient: flat and col2im + GEMM
+    # measured equal on lenet_5x5_14_b128, so it keeps the GEMM.)
+    if direction != "bwd_data" and _flat(geom) and geom.P * geom.Q <= 256 and geom.R * geom.S >= 16:
+        return "direct"
     # GEMM pays once the reduction (C/g·R·S) is deep enough to feed BLAS;
     # depthwise and tiny-channel layers stay direct.
     return "gemm" if geom.Cg * geom.R * geom.S >= 16 and geom.Kg >= 8 else "direct"
@@ -35,8 +42,13 @@ def _choose(algorithm, geom):
 
 def candidates(direction, geom):
     """Every algorithm that can run this geometry, for convcore.tune ("direct" is the
-    depthwise kernel on depthwise layers)."""
+    depthwise kernel on depthwise layers, the flat-plane kernels on dense stride-1 ones)."""
     return ["direct", "gemm"]
+
+
+def _flat(geom):
+    """Dense stride-1 layers: ``direct`` runs the flat-plane kernels of cpu_flat."""
+    return geom.stride == (1, 1) and geom.groups == 1 and geom.Cg > 1
 
 
 def _depthwise(geom):
@@ -78,6 +90,8 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
         np.matmul(w_mat[None], col, out=out.reshape(geom.N, geom.groups, geom.Kg, geom.P * geom.Q))
     elif _depthwise(geom):
         _depthwise_launch(_fwd_depthwise_s1, _fwd_depthwise, geom, out, x, w, out)
+    elif _flat(geom):
+        flat_fwd(x, w, out, geom)
     else:
         _fwd_direct(x, w, out, *_geom_args(geom))
     if b is not None or activation is not None:
@@ -85,7 +99,7 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
 
 
 def conv2d_bwd_data(w, dy, out, geom, algorithm):
-    if _choose(algorithm, geom) == "gemm":
+    if _choose(algorithm, geom, "bwd_data") == "gemm":
         w_mat = w.reshape(geom.groups, geom.Kg, geom.Cg * geom.R * geom.S)
         dy_mat = dy.reshape(geom.N, geom.groups, geom.Kg, geom.P * geom.Q)
         if _pointwise(geom):  # dX is the product itself: no col2im
@@ -95,12 +109,14 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
         _col2im(col, out, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
     elif _depthwise(geom):
         _depthwise_launch(_dgrad_depthwise_s1, _dgrad_depthwise, geom, out, w, dy, out)
+    elif _flat(geom):
+        flat_dgrad(w, dy, out, geom)
     else:
         _dgrad_direct(w, dy, out, *_geom_args(geom))
 
 
 def conv2d_bwd_weight(x, dy, out, geom, algorithm):
-    if _choose(algorithm, geom) == "gemm":
+    if _choose(algorithm, geom, "bwd_weight") == "gemm":
         # One GEMM per group over the whole batch: (Kg, N·P·Q) × (N·P·Q, Cg·R·S).
         # im2col writes straight into the (g, Cg·R·S, N, P·Q) layout through a
         # transposed view, so neither operand of the product needs a strided copy
@@ -110,16 +126,18 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
             col = np.ascontiguousarray(x.reshape(geom.N, geom.groups, crs, pq).transpose(1, 2, 0, 3))
         else:
             col = np.empty((geom.groups, crs, geom.N, pq), dtype=x.dtype)
-            _im2col(x, col.transpose(2, 0, 1, 3), *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
+            _im2col_batch(x, col, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
         dy_mat = np.ascontiguousarray(dy.reshape(geom.N, geom.groups, geom.Kg, pq).transpose(1, 2, 0, 3))
         np.matmul(dy_mat.reshape(geom.groups, geom.Kg, geom.N * pq),
                   col.reshape(geom.groups, crs, geom.N * pq).transpose(0, 2, 1),
                   out=out.reshape(geom.groups, geom.Kg, crs))
     elif _depthwise(geom):
         _depthwise_launch(_wgrad_depthwise_s1, _wgrad_depthwise, geom, out, x, dy, out)
+    elif _flat(geom):
+        flat_wgrad(x, dy, out, geom)
     else:
-        _wgrad_direct(x, dy, out, *_geom_args(geom))
+        _wgrad_direct(x, dy, out, *_geom_args(geom), out.dtype.type(0))
 
 
 def conv2d_bwd_bias(dy, out):
-    _bias_grad(dy, out)
+    _bias_grad(dy, out, out.dtype.type(0))
