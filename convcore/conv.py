@@ -150,13 +150,15 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
             'valid' or 'same' (stride 1 only).
         groups: split channels into groups convolved independently.
         backend: 'numpy', 'cpu', 'cuda' or None for the process default.
-        algorithm: 'auto', 'direct', 'gemm' (cpu: im2col + BLAS; cuda: implicit GEMM), or,
-            cpu only, for 3×3 stride-1 dilation-1 layers, 'winograd' (Winograd F(m×m, 3×3),
-            tile picked per shape), 'winograd_f2' (F(2×2)) or 'winograd_f4' (F(4×4): fewest
-            multiplications, float32 error about 15× gemm's, well inside tolerance). The
-            numpy backend ignores it (after the same geometry check). 'auto' uses the choice
-            ``tune`` cached for this layer, else measures now when CONVCORE_AUTOTUNE=1, else
-            a heuristic.
+        algorithm: 'auto', 'direct', 'gemm' (cpu: im2col + BLAS; cuda: implicit GEMM, the
+            block tile chosen per shape), or, cpu only, for 3×3 stride-1 dilation-1 layers,
+            'winograd' (Winograd F(m×m, 3×3), tile picked per shape), 'winograd_f2' (F(2×2))
+            or 'winograd_f4' (F(4×4): fewest multiplications, float32 error about 15× gemm's,
+            well inside tolerance). The numpy backend ignores it (after the same geometry
+            check). 'auto' on cuda uses the depthwise kernels when C/groups == 1. The
+            gradients take the same names (the weight gradient has no Winograd).
+            'auto' uses the choice ``tune`` cached for this layer, else measures now when
+            CONVCORE_AUTOTUNE=1, else a heuristic.
         activation: None or 'relu', applied after the bias; fused into the CUDA
             implicit-GEMM epilogue (one pass over the output instead of three).
     Shape:

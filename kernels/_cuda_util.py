@@ -20,14 +20,15 @@ def numba_dtype(dtype):
     return {np.dtype(np.float32): float32, np.dtype(np.float64): float64}[np.dtype(dtype)]
 
 
-def kernel(factory, dtype):
-    """The jitted kernel ``factory`` makes for ``dtype``, compiled once per process."""
-    key = (factory, np.dtype(dtype))
+def kernel(factory, dtype, *static):
+    """The jitted kernel ``factory(dt, *static)`` makes for ``dtype``, compiled once per process
+    for each (dtype, static parameters) — e.g. a block tile."""
+    key = (factory, np.dtype(dtype), static)
     compiled = _cache.get(key)
     if compiled is None:
         from numba import cuda
 
-        compiled = cuda.jit(factory(numba_dtype(dtype)))
+        compiled = cuda.jit(factory(numba_dtype(dtype), *static))
         _cache[key] = compiled
     return compiled
 

@@ -26,6 +26,10 @@ CONFIGS = {
                                                               "padding": (1, 0, 2, 1)}),
     "depthwise_dilated_asymmetric_padding": ((1, 3, 7, 6), (3, 1, 2, 3), {"groups": 3, "dilation": (1, 2),
                                                                          "padding": (2, 0, 1, 3)}),
+    "depthwise_stride2_odd": ((2, 3, 9, 11), (3, 1, 3, 3), {"groups": 3, "stride": 2, "padding": 1}),
+    "depthwise_stride2_unread_rows": ((1, 2, 8, 8), (2, 1, 3, 3), {"groups": 2, "stride": 2}),
+    "depthwise_stride3_multiplier": ((1, 2, 10, 7), (4, 1, 3, 2), {"groups": 2, "stride": (3, 2), "padding": (2, 1)}),
+    "tiny_channels_batched": ((5, 3, 8, 8), (4, 3, 5, 5), {}),
     "one_channel": ((3, 1, 6, 6), (13, 1, 3, 3), {"padding": 1}),
     "thirteen_to_one": ((1, 13, 5, 4), (1, 13, 3, 3), {}),
     "thirty_three_channels": ((1, 33, 4, 4), (3, 33, 3, 3), {"padding": 1}),
@@ -66,27 +70,39 @@ def _ref_kwargs(geom):
     return dict(stride=geom.stride, padding=geom.padding, dilation=geom.dilation, groups=geom.groups)
 
 
+def _algorithms(backend, direction, geom):
+    """The public algorithms to run: all three, except that on cuda (slow in the simulator) an algorithm
+    is skipped when it resolves to the same kernel as one already listed (e.g. 'gemm' when 'auto' chose it)."""
+    if backend == "numpy":
+        return ["auto"]
+    if backend != "cuda":  # cpu: Winograd too, for 3×3 stride-1 layers, except the weight gradient
+        return ALGORITHMS + (WINOGRAD if _winograd_applies(geom) and direction != "weight" else [])
+    from convcore.kernels.conv2d.cuda import _choose
+
+    chosen = {}
+    for algorithm in ALGORITHMS:
+        chosen.setdefault(_choose(direction, algorithm, geom), algorithm)
+    return list(chosen.values())
+
+
 @pytest.mark.parametrize("config", CONFIGS)
 def test_conv2d_forward_and_gradients(backend, dtype, config, rng):
+    # On cuda 'auto' picks the depthwise kernels for C/groups == 1, so each gradient is checked with
+    # direct, implicit GEMM and (for the depthwise configs) depthwise; test_cuda_gemm_tiles adds the other tile.
     x, w, b, dy, geom, kwargs = _problem(rng, dtype, config)
     x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
     terms = geom.Cg * geom.R * geom.S
     expected = reference.conv2d(x64, w64, b.astype(np.float64), out_hw=(geom.P, geom.Q), **_ref_kwargs(geom))
-    algorithms = ALGORITHMS if backend != "numpy" else ["auto"]
-    if backend == "cpu" and _winograd_applies(geom):
-        algorithms = algorithms + WINOGRAD
-    for algorithm in algorithms:
+    for algorithm in _algorithms(backend, "forward", geom):
         out = convcore.conv2d(x, w, b, backend=backend, algorithm=algorithm, **kwargs)
         assert_matches(out, expected, dtype, terms, f"conv2d[{algorithm}]")
-        if backend == "cuda" and algorithm != "auto":
-            continue  # the cuda gradients have one algorithm each
+    expected_gi = reference.conv2d_input(x.shape, w64, dy64, **_ref_kwargs(geom))
+    for algorithm in _algorithms(backend, "input", geom):
         grad_input = convcore.conv2d_input(x.shape, w, dy, backend=backend, algorithm=algorithm, **kwargs)
-        expected_gi = reference.conv2d_input(x.shape, w64, dy64, **_ref_kwargs(geom))
         assert_matches(grad_input, expected_gi, dtype, geom.Kg * geom.R * geom.S, f"conv2d_input[{algorithm}]")
-        if algorithm in WINOGRAD:
-            continue  # no weight-gradient Winograd: test_conv2d_errors checks the refusal
+    expected_gw = reference.conv2d_weight(x64, w.shape, dy64, **_ref_kwargs(geom))
+    for algorithm in _algorithms(backend, "weight", geom):
         grad_weight = convcore.conv2d_weight(x, w.shape, dy, backend=backend, algorithm=algorithm, **kwargs)
-        expected_gw = reference.conv2d_weight(x64, w.shape, dy64, **_ref_kwargs(geom))
         assert_matches(grad_weight, expected_gw, dtype, geom.N * geom.P * geom.Q, f"conv2d_weight[{algorithm}]")
     assert_matches(convcore.conv2d_bias(dy, backend=backend), dy64.sum(axis=(0, 2, 3)), dtype,
                    geom.N * geom.P * geom.Q, "conv2d_bias")
@@ -193,13 +209,72 @@ def test_empty_batch(backend, dtype):
     assert not to_numpy(convcore.conv2d_bias(out, backend=backend)).any()
 
 
-@pytest.mark.parametrize("kernel_backend, algorithm", [("cpu", "direct"), ("cpu", "gemm"), ("cuda", "auto")])
+@pytest.mark.parametrize("kernel_backend, algorithm", [("cpu", "direct"), ("cpu", "gemm")])
 def test_weight_gradient_is_deterministic(kernel_backend, algorithm, rng):
     x = random(rng, (4, 8, 9, 9), np.float32)
     dy = random(rng, (4, 16, 9, 9), np.float32)
     first = to_numpy(convcore.conv2d_weight(x, (16, 8, 3, 3), dy, padding=1, backend=kernel_backend, algorithm=algorithm))
     second = to_numpy(convcore.conv2d_weight(x, (16, 8, 3, 3), dy, padding=1, backend=kernel_backend, algorithm=algorithm))
     assert first.tobytes() == second.tobytes()
+
+
+@pytest.mark.parametrize("algorithm, groups", [("direct", 1), ("gemm_32x32", 1), ("gemm_64x64", 1), ("depthwise", 4)])
+def test_cuda_weight_gradient_is_deterministic(algorithm, groups, rng):
+    """Every cuda weight gradient reduces over several splits (checked), in a fixed order: bitwise equal runs."""
+    from convcore.kernels.conv2d import cuda as cuda_kernels
+
+    x = random(rng, (2, 4, 5, 6), np.float32)
+    weight_shape = (4, 4 // groups, 2, 2)
+    geom = conv_geometry("test", x.shape, weight_shape, 1, 1, 1, groups)
+    dy = random(rng, geom.output_shape, np.float32)
+    assert algorithm in cuda_kernels.candidates("weight", geom)
+    runs = [_launch("conv2d_weight", algorithm, geom, x, dy) for _ in range(2)]
+    assert runs[0].tobytes() == runs[1].tobytes()
+    assert_matches(runs[0], reference.conv2d_weight(x.astype(np.float64), weight_shape, dy.astype(np.float64),
+                                                    **_ref_kwargs(geom)), np.float32, geom.N * geom.P * geom.Q, algorithm)
+    assert _launch_splits(cuda_kernels, algorithm, geom) > 1
+
+
+def _launch_splits(cuda_kernels, algorithm, geom):
+    if algorithm == "depthwise":
+        return cuda_kernels._depthwise_splits(geom)[0]
+    if algorithm == "direct":
+        return cuda_kernels._direct_splits(geom)[0]
+    return cuda_kernels._gemm_splits(cuda_kernels.GEMM_TILES[algorithm[5:]]["float32"], geom)[1]
+
+
+def _launch(op, algorithm, geom, *arrays):
+    """Call the cuda launcher directly with a variant name (the public functions accept only public names)."""
+    from convcore._arrays import io_for
+    from convcore._backend import lookup
+
+    io = io_for("cuda", *arrays)
+    shape = {"conv2d": geom.output_shape, "conv2d_input": geom.input_shape, "conv2d_weight": geom.weight_shape}[op]
+    out = io.empty(shape, arrays[0].dtype)  # NaN-poisoned
+    args = [io.to_backend(a) for a in arrays]
+    if op == "conv2d":
+        lookup(op, "cuda")(args[0], args[1], args[2], out, geom, algorithm)
+    else:
+        lookup(op, "cuda")(*args, out, geom, algorithm)
+    return to_numpy(out)
+
+
+@pytest.mark.parametrize("config", ["asymmetric", "groups2", "thirteen_to_one"])
+def test_cuda_gemm_tiles(dtype, config, rng):
+    """The tile 'gemm' does not pick for these small shapes, in every direction, with tails in M, N and K."""
+    from convcore.kernels.conv2d import cuda as cuda_kernels
+
+    x, w, b, dy, geom, _ = _problem(rng, dtype, config)
+    x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
+    for direction in ("forward", "input", "weight"):
+        assert cuda_kernels._choose(direction, "gemm", geom) == ("gemm", "32x32")
+        assert "gemm_64x64" in cuda_kernels.candidates(direction, geom)
+    expected = reference.conv2d(x64, w64, b.astype(np.float64), out_hw=(geom.P, geom.Q), **_ref_kwargs(geom))
+    assert_matches(_launch("conv2d", "gemm_64x64", geom, x, w, b), expected, dtype, geom.Cg * geom.R * geom.S, "fwd")
+    expected = reference.conv2d_input(x.shape, w64, dy64, **_ref_kwargs(geom))
+    assert_matches(_launch("conv2d_input", "gemm_64x64", geom, w, dy), expected, dtype, geom.Kg * geom.R * geom.S, "input")
+    expected = reference.conv2d_weight(x64, w.shape, dy64, **_ref_kwargs(geom))
+    assert_matches(_launch("conv2d_weight", "gemm_64x64", geom, x, dy), expected, dtype, geom.N * geom.P * geom.Q, "weight")
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -233,3 +308,36 @@ def test_float32_in_float32_out(backend, rng):
     x = random(rng, (1, 2, 5, 5), np.float32)
     w = random(rng, (3, 2, 3, 3), np.float32)
     assert to_numpy(convcore.conv2d(x, w, backend=backend)).dtype == np.float32
+
+
+def test_cuda_candidates_and_variant_names():
+    """candidates() lists the variants each launcher accepts; bad names and too-large tensors raise before any kernel."""
+    from convcore.kernels.conv2d import cuda as cuda_kernels
+
+    dense = conv_geometry("test", (2, 8, 6, 6), (16, 8, 3, 3), 1, 1, 1, 1)
+    depthwise = conv_geometry("test", (2, 8, 6, 6), (8, 1, 3, 3), 2, 1, 1, 8)
+    for direction in ("forward", "input", "weight", "conv2d", "conv2d_input", "conv2d_weight"):
+        assert cuda_kernels.candidates(direction, dense) == ["direct", "gemm_64x64", "gemm_32x32"]
+        assert cuda_kernels.candidates(direction, depthwise) == ["direct", "gemm_64x64", "gemm_32x32", "depthwise"]
+        assert cuda_kernels._choose(direction, "auto", depthwise) == ("depthwise",)
+        for name in cuda_kernels.candidates(direction, depthwise):
+            assert cuda_kernels._choose(direction, name, depthwise)[0] == name.split("_")[0]
+    with pytest.raises(ValueError, match="direction must be one of"):
+        cuda_kernels.candidates("backward", dense)
+    with pytest.raises(ValueError, match="unknown algorithm 'gemm_8x8'"):
+        cuda_kernels.conv2d_fwd(None, None, None, np.empty(dense.output_shape), dense, "gemm_8x8")
+    with pytest.raises(ValueError, match="'depthwise' does not apply"):
+        cuda_kernels.conv2d_bwd_data(None, None, np.empty(dense.input_shape), dense, "depthwise")
+    # A dilation too wide for the depthwise kernels' shared-memory window: not a candidate, not auto's pick.
+    wide = conv_geometry("test", (1, 2, 200, 200), (2, 1, 3, 3), 1, 0, 60, 2)
+    assert "depthwise" not in cuda_kernels.candidates("forward", wide)
+    assert cuda_kernels._choose("forward", "auto", wide) != ("depthwise",)
+    # 2**31 output elements: the 32-bit kernels are not candidates, auto takes the 64-bit direct ones,
+    # and asking for one raises (the geometry alone decides; nothing is allocated).
+    huge = conv_geometry("test", (1 << 16, 64, 32, 32), (64, 64, 1, 1), 1, 0, 1, 1)
+    assert cuda_kernels.candidates("forward", huge) == ["direct"]
+    assert cuda_kernels._choose("weight", "auto", huge) == ("direct",)
+    with pytest.raises(ValueError, match=r"fewer than 2\*\*31 elements"):
+        cuda_kernels._choose("input", "gemm", huge)
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        convcore.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 1, 1)), algorithm="gemm_64x64")

@@ -19,6 +19,8 @@ CONFIGS = {
                                                                 "stride": (1, 2)}),
     "output_padding_from_dilation": ((1, 2, 4, 4), (2, 2, 3, 3), {"dilation": 3, "output_padding": 2, "padding": 1}),
     "depthwise": ((1, 3, 5, 4), (3, 1, 3, 3), {"groups": 3, "stride": 2, "padding": 1, "output_padding": 1}),
+    "depthwise_output_padding_from_dilation": ((2, 3, 4, 5), (3, 1, 3, 3), {"groups": 3, "dilation": 2, "padding": 1,
+                                                                         "output_padding": 1}),
     "padding_crops_to_one": ((1, 2, 2, 2), (2, 1, 3, 3), {"padding": 1, "stride": 1}),
     "gemm_sized": ((1, 8, 3, 3), (8, 4, 3, 3), {"stride": 2}),
 }

@@ -1,7 +1,8 @@
 """conv2d forward, input gradient and weight gradient on the CPU: the launchers.
 
 Algorithms (``algorithm=``), each in its own module:
-- ``direct`` (cpu_direct): loop nests, ``prange`` over output planes.
+- ``direct`` (cpu_direct): loop nests, ``prange`` over output planes; dense stride-1
+  layers use the flat-plane kernels of cpu_flat instead.
 - ``gemm`` (cpu_gemm): im2col/col2im + BLAS; 1×1 stride-1 unpadded layers skip im2col
   (the input already is the column matrix).
 - ``winograd_f2`` / ``winograd_f4`` (cpu_winograd): F(2×2, 3×3) / F(4×4, 3×3) for 3×3
@@ -24,7 +25,8 @@ from .cpu_depthwise import (
     _wgrad_depthwise_s1,
 )
 from .cpu_direct import _bias_grad, _dgrad_direct, _epilogue, _fwd_direct, _wgrad_direct
-from .cpu_gemm import _col2im, _im2col
+from .cpu_flat import flat_dgrad, flat_fwd, flat_wgrad
+from .cpu_gemm import _col2im, _im2col, _im2col_batch
 from .cpu_winograd import flipped_transposed, tiles, winograd_conv
 
 # ---------------------------------------------------------------- launchers
@@ -39,7 +41,8 @@ def winograd_applies(geom) -> bool:
 def candidates(direction: str, geom) -> list[str]:
     """Every algorithm this backend can run for ``direction`` ("fwd", "bwd_data" or
     "bwd_weight") on ``geom``, for convcore.tune to time ("direct" is the depthwise kernel
-    on depthwise layers). Winograd is left out of depthwise layers (C/groups == 1):
+    on depthwise layers, the flat-plane kernels on dense stride-1 ones). Winograd is left
+    out of depthwise layers (C/groups == 1):
     α²·groups GEMMs of 1×1 cannot beat the depthwise kernels."""
     if direction not in ("fwd", "bwd_data", "bwd_weight"):
         raise ValueError(f"candidates: direction must be 'fwd', 'bwd_data' or 'bwd_weight', got {direction!r}")
@@ -82,9 +85,19 @@ def _choose(algorithm, geom, direction="fwd"):
         tile = _winograd_tile(geom)
         if _winograd_costs(geom)[tile] < 0.8 * 9 * geom.N * geom.P * geom.Q:
             return tile
+    # Small planes with 5x5+ kernels (LeNet): im2col costs more than the GEMM, the flat
+    # kernels win forward and weight gradient. (Input gradient: flat and col2im + GEMM
+    # measured equal on lenet_5x5_14_b128, so it keeps the GEMM.)
+    if direction != "bwd_data" and _flat(geom) and geom.P * geom.Q <= 256 and geom.R * geom.S >= 16:
+        return "direct"
     # GEMM pays once the reduction (C/g·R·S) is deep enough to feed BLAS;
     # depthwise and tiny-channel layers stay direct.
     return "gemm" if geom.Cg * geom.R * geom.S >= 16 and geom.Kg >= 8 else "direct"
+
+
+def _flat(geom):
+    """Dense stride-1 layers: ``direct`` runs the flat-plane kernels of cpu_flat."""
+    return geom.stride == (1, 1) and geom.groups == 1 and geom.Cg > 1
 
 
 def _depthwise(geom):
@@ -131,6 +144,8 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
         np.matmul(w_mat[None], col, out=out.reshape(geom.N, geom.groups, geom.Kg, geom.P * geom.Q))
     elif _depthwise(geom):
         _depthwise_launch(_fwd_depthwise_s1, _fwd_depthwise, geom, out, x, w, out)
+    elif _flat(geom):
+        flat_fwd(x, w, out, geom)
     else:
         _fwd_direct(x, w, out, *_geom_args(geom))
     if b is not None or activation is not None:
@@ -138,7 +153,7 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
 
 
 def conv2d_bwd_data(w, dy, out, geom, algorithm):
-    chosen = _choose(algorithm, geom)
+    chosen = _choose(algorithm, geom, "bwd_data")
     if chosen in WINOGRAD:
         # Stride 1, dilation 1: dX = conv(dY, W rotated 180° with K ↔ C per group), padded
         # by R−1−p on each side (negative: cropped), which is a forward Winograd conv.
@@ -156,6 +171,8 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
         _col2im(col, out, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
     elif _depthwise(geom):
         _depthwise_launch(_dgrad_depthwise_s1, _dgrad_depthwise, geom, out, w, dy, out)
+    elif _flat(geom):
+        flat_dgrad(w, dy, out, geom)
     else:
         _dgrad_direct(w, dy, out, *_geom_args(geom))
 
@@ -174,16 +191,18 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
             col = np.ascontiguousarray(x.reshape(geom.N, geom.groups, crs, pq).transpose(1, 2, 0, 3))
         else:
             col = np.empty((geom.groups, crs, geom.N, pq), dtype=x.dtype)
-            _im2col(x, col.transpose(2, 0, 1, 3), *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
+            _im2col_batch(x, col, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
         dy_mat = np.ascontiguousarray(dy.reshape(geom.N, geom.groups, geom.Kg, pq).transpose(1, 2, 0, 3))
         np.matmul(dy_mat.reshape(geom.groups, geom.Kg, geom.N * pq),
                   col.reshape(geom.groups, crs, geom.N * pq).transpose(0, 2, 1),
                   out=out.reshape(geom.groups, geom.Kg, crs))
     elif _depthwise(geom):
         _depthwise_launch(_wgrad_depthwise_s1, _wgrad_depthwise, geom, out, x, dy, out)
+    elif _flat(geom):
+        flat_wgrad(x, dy, out, geom)
     else:
-        _wgrad_direct(x, dy, out, *_geom_args(geom))
+        _wgrad_direct(x, dy, out, *_geom_args(geom), out.dtype.type(0))
 
 
 def conv2d_bwd_bias(dy, out):
-    _bias_grad(dy, out)
+    _bias_grad(dy, out, out.dtype.type(0))

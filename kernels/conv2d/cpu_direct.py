@@ -107,8 +107,10 @@ def _dgrad_direct(w, dy, dx, sh, sw, pt, pl, dh, dw, groups):
 # ---------------------------------------------------------------- weight gradient
 # dw[k,c,r,s] = Σ_n,p,q dy[n,k,p,q] · x[n, g·Cg+c, p·sh−pt+r·dh, q·sw−pl+s·dw]
 @njit(parallel=True, cache=True, fastmath=True)
-def _wgrad_direct(x, dy, dw_out, sh, sw, pt, pl, dh, dw, groups):
-    # One prange iteration per (k, c) pair; n, p, q are summed in a fixed order.
+def _wgrad_direct(x, dy, dw_out, sh, sw, pt, pl, dh, dw, groups, zero):
+    # One prange iteration per (k, c) pair; n, p, q are summed in a fixed order. `zero`
+    # has the array dtype: float32 accumulates in float32 (8-wide vector FMAs, no
+    # per-element conversion to float64).
     N, _, H, W = x.shape
     K, Cg, R, S = dw_out.shape
     P, Q = dy.shape[2], dy.shape[3]
@@ -121,7 +123,7 @@ def _wgrad_direct(x, dy, dw_out, sh, sw, pt, pl, dh, dw, groups):
             for s in range(S):
                 q_lo, q_hi = _column_range(sw, pl, s * dw, W, Q)
                 col0 = s * dw - pl
-                acc = 0.0
+                acc = zero
                 for n in range(N):
                     for p in range(P):
                         h = p * sh - pt + r * dh
@@ -134,14 +136,17 @@ def _wgrad_direct(x, dy, dw_out, sh, sw, pt, pl, dh, dw, groups):
                 dw_out[k, cl, r, s] = acc
 
 
-@njit(parallel=True, cache=True)
-def _bias_grad(dy, out):
-    # One prange iteration per channel k; fixed summation order.
+@njit(parallel=True, cache=True, fastmath={"reassoc"})
+def _bias_grad(dy, out, zero):
+    # One prange iteration per channel k; each row is summed in a fixed (vectorised,
+    # reassociated) order, in the array dtype. Only reassociation is allowed: NaN and
+    # inf still propagate.
     N, K, P, Q = dy.shape
     for k in prange(K):
-        acc = 0.0
+        acc = zero
         for n in range(N):
             for p in range(P):
+                row = dy[n, k, p]
                 for q in range(Q):
-                    acc += dy[n, k, p, q]
+                    acc += row[q]
         out[k] = acc

@@ -1,269 +1,60 @@
-"""conv2d forward, input gradient and weight gradient: Numba CUDA kernels.
+"""conv2d forward, input gradient and weight gradient on CUDA: the launchers.
 
-Index names are the field's notation (n, c/k, h/w, p/q, r/s as in cpu.py).
-Thread mapping:
-- forward, ``gemm`` (the default): implicit GEMM with M = N·P·Q, N = K/g, K = C/g·R·S.
-  A block computes a BM×BN output tile (BM = TM·DM output pixels, BN = TN·DN output
-  channels of one group; blockIdx.z is the group), staging BK-deep slices of the
-  gathered input (As, BK×BM) and of the weight (Bs, BK×BN) through shared memory;
-  each thread keeps a TM×TN register tile, its rows strided by DM so that stores to
-  consecutive output columns q are coalesced. Bias and ReLU are fused in the epilogue.
-- forward, ``direct``: one thread per output element (n, k, p, q), grid-stride loop.
-- input gradient: one thread per input element (n, c, h, w), gathering the outputs
-  that read it (no scatter, so no atomics).
-- weight gradient: split-K without atomics: thread (split, k, c, r, s) sums its weight
-  element over one fixed slice of the N·P output rows into a workspace, then a second
-  kernel adds the slices in index order — deterministic, run after run.
-- bias gradient: one thread per channel, summing in order.
-Every launch goes on the output's stream (``out.stream``: the caller's current stream,
-bound by ``CudaIO.empty``; 0, the default stream, for NumPy callers).
+Algorithms (``algorithm=``), each family of kernels in its own module:
+- ``direct`` (cuda_direct): one thread per output element; 64-bit indices.
+- ``gemm`` (cuda_igemm): implicit GEMM for all three directions, 32-bit indices. ``gemm`` picks the
+  block tile from the shape (``_pick_tile``); ``gemm_64x64`` / ``gemm_32x32`` force one (``GEMM_TILES``).
+- ``depthwise`` (cuda_depthwise): C/groups == 1; a block per tile of one (n, channel) plane with the
+  input tile and its halo in shared memory.
+``auto`` chooses among them per shape (``_choose``); ``candidates(direction, geom)`` lists the variant
+names that apply to a shape, for ``convcore.tune`` to time, and every launcher accepts them.
+The weight gradients reduce through a split workspace summed in index order: no float atomics, so
+results are bitwise reproducible run after run.
+Every launch goes on the output's stream (``out.stream``: the caller's current stream, bound by
+``CudaIO.empty``; 0, the default stream, for NumPy callers).
 """
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 from numba import cuda
 
+from convcore._arrays import poison_enabled
 from convcore._backend import cuda_simulated
 
 from .._cuda_util import THREADS, grid_for, kernel
+from .cuda_depthwise import (
+    DW_TILE,
+    DW_WGRAD_THREADS,
+    depthwise_fits,
+    make_bwd_data_depthwise,
+    make_bwd_weight_depthwise,
+    make_fwd_depthwise,
+)
+from .cuda_direct import make_bwd_bias, make_bwd_data, make_bwd_weight, make_fwd, make_relu_inplace, make_sum_splits
+from .cuda_igemm import make_bwd_data_igemm, make_bwd_weight_igemm, make_fwd_igemm, make_fwd_igemm_relu
 
-# Implicit-GEMM tile: (TM, TN) register tile per thread, (DM, DN) threads per block, BK
-# reduction depth per shared-memory stage. The simulator runs each thread in Python
-# (a 256-thread block with barriers is very slow there), so it gets a small tile of the
-# same code; the offline PTX report compiles the GPU tile.
-# float64 halves the register tile: a 4×4 double tile needs ~145 registers (> 128) with
-# Numba's 64-bit index arithmetic.
-IGEMM_TILES = {"float32": (4, 4, 8, 16, 16), "float64": (2, 2, 8, 16, 16)}
+# Implicit-GEMM block tiles by name: (TM, TN) register tile per thread, BK reduction depth per
+# shared-memory stage, (DM, DN) threads per block; the block tile is TM·DM × TN·DN. The simulator runs
+# each thread in Python (a 256-thread block with barriers is very slow there), so it gets small tiles of
+# the same code, still different from each other; the offline PTX report compiles the GPU tiles.
+GEMM_TILES = {
+    "64x64": {"float32": (4, 4, 8, 16, 16), "float64": (4, 4, 8, 16, 16)},
+    "32x32": {"float32": (2, 2, 8, 16, 16), "float64": (2, 2, 8, 16, 16)},
+}
 if cuda_simulated():
-    IGEMM_TILES = {"float32": (2, 2, 8, 4, 4), "float64": (2, 2, 8, 4, 4)}
+    GEMM_TILES = {"64x64": {"float32": (4, 2, 8, 4, 4), "float64": (4, 2, 8, 4, 4)},
+                  "32x32": {"float32": (4, 4, 8, 2, 2), "float64": (4, 4, 8, 2, 2)}}
 
-# Enough partial sums to fill a GPU; the simulator runs each thread in Python, so fewer there.
+DIRECTIONS = {"forward": "forward", "input": "input", "weight": "weight",
+              "conv2d": "forward", "conv2d_input": "input", "conv2d_weight": "weight",
+              "fwd": "forward", "bwd_data": "input", "bwd_weight": "weight"}  # the last: convcore.tune's
+_SMS = 132  # an H100's multiprocessors: the block count a tile should reach to fill the GPU
+# Blocks the split-K weight gradients aim for, and the direct one's threads; fewer in the simulator.
+_TARGET_BLOCKS = 8 if cuda_simulated() else 2 * _SMS
 _TARGET_THREADS = 1024 if cuda_simulated() else 1 << 16
-
-
-def make_fwd(dt):
-    def conv2d_fwd_kernel(x, w, b, has_bias, out, sh, sw, pt, pl, dh, dw, groups):
-        N, C, H, W = x.shape
-        K, Cg, R, S = w.shape
-        P = out.shape[2]
-        Q = out.shape[3]
-        Kg = K // groups
-        total = N * K * P * Q
-        for idx in range(cuda.grid(1), total, cuda.gridsize(1)):
-            q = idx % Q
-            t = idx // Q
-            p = t % P
-            t = t // P
-            k = t % K
-            n = t // K
-            c0 = (k // Kg) * Cg
-            acc = dt(0)
-            for c in range(Cg):
-                for r in range(R):
-                    h = p * sh - pt + r * dh
-                    if h >= 0 and h < H:
-                        for s in range(S):
-                            col = q * sw - pl + s * dw
-                            if col >= 0 and col < W:
-                                acc += x[n, c0 + c, h, col] * w[k, c, r, s]
-            if has_bias:
-                acc += b[k]
-            out[n, k, p, q] = acc
-
-    return conv2d_fwd_kernel
-
-
-def make_fwd_igemm(dt, relu=False):
-    TM, TN, BK, DM, DN = IGEMM_TILES[str(dt)]
-    BM = TM * DM
-    BN = TN * DN
-    NT = DM * DN
-
-    def conv2d_fwd_igemm_kernel(x, w, b, has_bias, out, sh, sw, pt, pl, dh, dw, groups):
-        N, C, H, W = x.shape
-        K, Cg, R, S = w.shape
-        P = out.shape[2]
-        Q = out.shape[3]
-        Kg = K // groups
-        M = N * P * Q
-        KK = Cg * R * S
-        RS = R * S
-        g = cuda.blockIdx.z
-        m0 = cuda.blockIdx.x * BM
-        n0 = cuda.blockIdx.y * BN
-        tid = cuda.threadIdx.x
-        tm = tid % DM
-        tn = tid // DM
-        As = cuda.shared.array((BK, BM), dt)
-        Bs = cuda.shared.array((BK, BN), dt)
-        acc = cuda.local.array((TM, TN), dt)
-        a_frag = cuda.local.array(TM, dt)
-        b_frag = cuda.local.array(TN, dt)
-        for i in range(TM):
-            for j in range(TN):
-                acc[i, j] = dt(0)
-        for k0 in range(0, KK, BK):
-            # Gather the input slice: consecutive threads take consecutive output pixels.
-            for e in range(tid, BK * BM, NT):
-                kk = e // BM
-                mm = e % BM
-                m = m0 + mm
-                kg = k0 + kk
-                v = dt(0)
-                if m < M and kg < KK:
-                    q = m % Q
-                    t = m // Q
-                    p = t % P
-                    n = t // P
-                    c = kg // RS
-                    rs = kg % RS
-                    h = p * sh - pt + (rs // S) * dh
-                    col = q * sw - pl + (rs % S) * dw
-                    if h >= 0 and h < H and col >= 0 and col < W:
-                        v = x[n, g * Cg + c, h, col]
-                As[kk, mm] = v
-            # The weight slice: consecutive threads read consecutive (c, r, s), contiguous in w.
-            for e in range(tid, BK * BN, NT):
-                nn = e // BK
-                kk = e % BK
-                kcol = n0 + nn
-                kg = k0 + kk
-                v = dt(0)
-                if kcol < Kg and kg < KK:
-                    rs = kg % RS
-                    v = w[g * Kg + kcol, kg // RS, rs // S, rs % S]
-                Bs[kk, nn] = v
-            cuda.syncthreads()
-            for kk in range(BK):
-                for i in range(TM):
-                    a_frag[i] = As[kk, tm + i * DM]
-                for j in range(TN):
-                    b_frag[j] = Bs[kk, tn + j * DN]
-                for i in range(TM):
-                    for j in range(TN):
-                        acc[i, j] += a_frag[i] * b_frag[j]
-            cuda.syncthreads()
-        for i in range(TM):
-            m = m0 + tm + i * DM
-            if m < M:
-                q = m % Q
-                t = m // Q
-                p = t % P
-                n = t // P
-                for j in range(TN):
-                    kcol = n0 + tn + j * DN
-                    if kcol < Kg:
-                        k = g * Kg + kcol
-                        v = acc[i, j]
-                        if has_bias:
-                            v += b[k]
-                        if relu and v < dt(0):
-                            v = dt(0)
-                        out[n, k, p, q] = v
-
-    return conv2d_fwd_igemm_kernel
-
-
-def make_fwd_igemm_relu(dt):
-    return make_fwd_igemm(dt, relu=True)
-
-
-def make_bwd_data(dt):
-    def conv2d_bwd_data_kernel(w, dy, dx, sh, sw, pt, pl, dh, dw, groups):
-        N, C, H, W = dx.shape
-        K, Cg, R, S = w.shape
-        P = dy.shape[2]
-        Q = dy.shape[3]
-        Kg = K // groups
-        total = N * C * H * W
-        for idx in range(cuda.grid(1), total, cuda.gridsize(1)):
-            x_col = idx % W
-            t = idx // W
-            h = t % H
-            t = t // H
-            c = t % C
-            n = t // C
-            g = c // Cg
-            cl = c % Cg
-            acc = dt(0)
-            for r in range(R):
-                ph = h + pt - r * dh  # = p·sh when output row p reads input row h
-                if ph >= 0 and ph % sh == 0 and ph // sh < P:
-                    p = ph // sh
-                    for s in range(S):
-                        qw = x_col + pl - s * dw
-                        if qw >= 0 and qw % sw == 0 and qw // sw < Q:
-                            q = qw // sw
-                            for kl in range(Kg):
-                                k = g * Kg + kl
-                                acc += dy[n, k, p, q] * w[k, cl, r, s]
-            dx[n, c, h, x_col] = acc
-
-    return conv2d_bwd_data_kernel
-
-
-def make_bwd_weight(dt):
-    def conv2d_bwd_weight_kernel(x, dy, partial, rows_per_split, sh, sw, pt, pl, dh, dw, groups):
-        # Thread (split, k, c, r, s) sums its weight element over output rows
-        # [split·rows_per_split, (split+1)·rows_per_split) of the N·P rows, in order.
-        N, C, H, W = x.shape
-        splits, K, Cg, R, S = partial.shape
-        P = dy.shape[2]
-        Q = dy.shape[3]
-        Kg = K // groups
-        total = splits * K * Cg * R * S
-        for idx in range(cuda.grid(1), total, cuda.gridsize(1)):
-            s = idx % S
-            t = idx // S
-            r = t % R
-            t = t // R
-            cl = t % Cg
-            t = t // Cg
-            k = t % K
-            split = t // K
-            c = (k // Kg) * Cg + cl
-            acc = dt(0)
-            row_end = min((split + 1) * rows_per_split, N * P)
-            for row in range(split * rows_per_split, row_end):
-                n = row // P
-                p = row % P
-                h = p * sh - pt + r * dh
-                if h >= 0 and h < H:
-                    for q in range(Q):
-                        col = q * sw - pl + s * dw
-                        if col >= 0 and col < W:
-                            acc += dy[n, k, p, q] * x[n, c, h, col]
-            partial[split, k, cl, r, s] = acc
-
-    return conv2d_bwd_weight_kernel
-
-
-def make_sum_splits(dt):
-    def sum_splits_kernel(partial, out):
-        # One thread per output element; the splits are added in index order (deterministic).
-        splits = partial.shape[0]
-        size = partial.shape[1]
-        for idx in range(cuda.grid(1), size, cuda.gridsize(1)):
-            acc = dt(0)
-            for split in range(splits):
-                acc += partial[split, idx]
-            out[idx] = acc
-
-    return sum_splits_kernel
-
-
-def make_bwd_bias(dt):
-    def conv2d_bwd_bias_kernel(dy, out):
-        # One thread per channel k, summing N·P·Q terms in order.
-        N, K, P, Q = dy.shape
-        for k in range(cuda.grid(1), K, cuda.gridsize(1)):
-            acc = dt(0)
-            for n in range(N):
-                for p in range(P):
-                    for q in range(Q):
-                        acc += dy[n, k, p, q]
-            out[k] = acc
-
-    return conv2d_bwd_bias_kernel
+_INT32_LIMIT = 2 ** 31
 
 
 def _geom_args(geom):
@@ -271,26 +62,105 @@ def _geom_args(geom):
     return sh, sw, pt, pl, dh, dw, geom.groups
 
 
-def _choose(algorithm, geom):
-    if algorithm != "auto":
-        return algorithm
-    # Depthwise and very shallow reductions leave the GEMM tile mostly empty.
-    return "gemm" if geom.Cg * geom.R * geom.S >= 8 and geom.Kg >= 4 else "direct"
+def _tensor_sizes(geom):
+    return (geom.N * geom.C * geom.H * geom.W, geom.K * geom.Cg * geom.R * geom.S, geom.N * geom.K * geom.P * geom.Q)
 
 
-def candidates(direction, geom):
-    """Every algorithm that can run this geometry, for convcore.tune."""
-    return ["direct", "gemm"] if direction == "fwd" else ["direct"]
+def _fits_int32(geom):
+    """The implicit-GEMM and depthwise kernels index in 32 bits: every tensor needs < 2**31 elements.
+    (The GEMM kernels also put the groups on gridDim.z, at most 65535.)"""
+    return max(_tensor_sizes(geom)) < _INT32_LIMIT and geom.groups <= 65535
 
 
+def _gemm_shape(direction, geom):
+    """(GEMM_M, GEMM_N, GEMM_K) of one group."""
+    if direction == "forward":
+        return geom.N * geom.P * geom.Q, geom.Kg, geom.Cg * geom.R * geom.S
+    if direction == "input":
+        return geom.N * geom.H * geom.W, geom.Cg, geom.Kg * geom.R * geom.S
+    return geom.Kg, geom.Cg * geom.R * geom.S, geom.N * geom.P * geom.Q
+
+
+def _pick_tile(direction, geom):
+    """The 64×64 tile unless it leaves the GPU short of blocks or the tile mostly empty: then 32×32.
+    The nominal (GPU) sizes decide, so the choice does not change under the simulator."""
+    gemm_m, gemm_n, _ = _gemm_shape(direction, geom)
+    if min(gemm_m, gemm_n) <= 32:
+        return "32x32"
+    if direction == "weight":  # split-K supplies the blocks
+        return "64x64"
+    blocks = -(-gemm_m // 64) * -(-gemm_n // 64) * geom.groups
+    return "64x64" if blocks >= _SMS else "32x32"
+
+
+def candidates(direction, geom) -> list[str]:
+    """The algorithm variants that apply to ``geom`` for ``direction`` ('forward', 'input', 'weight',
+    or the op names 'conv2d', 'conv2d_input', 'conv2d_weight'), each accepted by the launchers as
+    ``algorithm``. 'gemm' itself (the shape heuristic's pick among the tiles) is left out: a tuner
+    should record the concrete tile it timed."""
+    direction = _direction(direction)
+    names = ["direct"]
+    if _fits_int32(geom):
+        names += [f"gemm_{name}" for name in GEMM_TILES]
+        if geom.Cg == 1 and depthwise_fits(direction, geom):
+            names.append("depthwise")
+    return names
+
+
+def _direction(direction):
+    if direction not in DIRECTIONS:
+        raise ValueError(f"conv2d cuda: direction must be one of {tuple(DIRECTIONS)}, got {direction!r}")
+    return DIRECTIONS[direction]
+
+
+def _choose(direction, algorithm, geom):
+    """('direct',) | ('gemm', tile name) | ('depthwise',) for a public name or a ``candidates`` variant."""
+    if algorithm == "auto":
+        if not _fits_int32(geom):
+            return ("direct",)  # the 64-bit kernels: the only ones exact at this size
+        if geom.Cg == 1 and depthwise_fits(direction, geom):
+            return ("depthwise",)
+        # Very shallow reductions or narrow outputs leave the GEMM tile mostly empty.
+        depth, width = {"forward": (geom.Cg * geom.R * geom.S, geom.Kg),
+                        "input": (geom.Kg * geom.R * geom.S, geom.Cg),
+                        "weight": (geom.Cg * geom.R * geom.S, geom.Kg)}[direction]
+        return ("gemm", _pick_tile(direction, geom)) if depth >= 8 and width >= 4 else ("direct",)
+    if algorithm == "direct":
+        return ("direct",)
+    if algorithm == "gemm" or algorithm.startswith("gemm_") and algorithm[5:] in GEMM_TILES:
+        if not _fits_int32(geom):
+            raise ValueError(f"conv2d cuda: algorithm={algorithm!r} indexes in 32 bits and needs tensors of fewer "
+                             f"than 2**31 elements and groups <= 65535, got {_tensor_sizes(geom)} (input, weight, "
+                             f"output elements), groups={geom.groups}; use 'direct'")
+        return ("gemm", _pick_tile(direction, geom) if algorithm == "gemm" else algorithm[5:])
+    if algorithm == "depthwise":
+        if geom.Cg != 1 or not _fits_int32(geom) or not depthwise_fits(direction, geom):
+            raise ValueError(f"conv2d cuda: algorithm='depthwise' does not apply to input {geom.input_shape}, "
+                             f"weight {geom.weight_shape} (see candidates())")
+        return ("depthwise",)
+    raise ValueError(f"conv2d cuda: unknown algorithm {algorithm!r}; expected 'auto', 'direct', 'gemm', "
+                     f"{', '.join(repr('gemm_' + t) for t in GEMM_TILES)} or 'depthwise'")
+
+
+def _tile(name, dtype):
+    return GEMM_TILES[name][str(dtype)]
+
+
+# ---------------------------------------------------------------- launchers
 def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
     has_bias = b is not None
     bias = b if has_bias else out.reshape(-1)[:1]  # never read
-    if _choose(algorithm, geom) == "gemm":
-        TM, TN, _, DM, DN = IGEMM_TILES[str(out.dtype)]
+    choice = _choose("forward", algorithm, geom)
+    if choice[0] == "gemm":
+        tile = _tile(choice[1], out.dtype)
+        TM, TN, _, DM, DN = tile
         factory = make_fwd_igemm_relu if activation == "relu" else make_fwd_igemm
         blocks = (-(-(geom.N * geom.P * geom.Q) // (TM * DM)), -(-geom.Kg // (TN * DN)), geom.groups)
-        kernel(factory, out.dtype)[blocks, DM * DN, out.stream](x, w, bias, has_bias, out, *_geom_args(geom))
+        kernel(factory, out.dtype, tile)[blocks, DM * DN, out.stream](x, w, bias, has_bias, out, *_geom_args(geom))
+        return
+    if choice[0] == "depthwise":
+        launch, blocks, threads = _depthwise_launch(make_fwd_depthwise, out.dtype, geom, geom.P, geom.Q, geom.K)
+        launch[blocks, threads, out.stream](x, w, bias, has_bias, activation == "relu", out, *_geom_args(geom))
         return
     launch = kernel(make_fwd, out.dtype)
     launch[grid_for(out.size), THREADS, out.stream](x, w, bias, has_bias, out, *_geom_args(geom))
@@ -298,31 +168,84 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
         kernel(make_relu_inplace, out.dtype)[grid_for(out.size), THREADS, out.stream](out.reshape(out.size))
 
 
-def make_relu_inplace(dt):
-    def relu_inplace_kernel(out):
-        # One thread per element, grid-stride; NaN stays NaN (NaN < 0 is false).
-        for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
-            if out[i] < dt(0):
-                out[i] = dt(0)
-
-    return relu_inplace_kernel
-
-
 def conv2d_bwd_data(w, dy, out, geom, algorithm):
+    choice = _choose("input", algorithm, geom)
+    if choice[0] == "gemm":
+        tile = _tile(choice[1], out.dtype)
+        TM, TN, _, DM, DN = tile
+        blocks = (-(-(geom.N * geom.H * geom.W) // (TM * DM)), -(-geom.Cg // (TN * DN)), geom.groups)
+        kernel(make_bwd_data_igemm, out.dtype, tile)[blocks, DM * DN, out.stream](w, dy, out, *_geom_args(geom))
+        return
+    if choice[0] == "depthwise":
+        launch, blocks, threads = _depthwise_launch(make_bwd_data_depthwise, out.dtype, geom, geom.H, geom.W, geom.C)
+        launch[blocks, threads, out.stream](w, dy, out, *_geom_args(geom))
+        return
     launch = kernel(make_bwd_data, out.dtype)
     launch[grid_for(out.size), THREADS, out.stream](w, dy, out, *_geom_args(geom))
 
 
 def conv2d_bwd_weight(x, dy, out, geom, algorithm):
-    rows = geom.N * geom.P
-    splits = max(1, min(rows, -(-_TARGET_THREADS // out.size)))
-    rows_per_split = -(-rows // splits)
-    splits = -(-rows // rows_per_split)
-    partial = cuda.device_array((splits,) + tuple(out.shape), dtype=out.dtype, stream=out.stream)
-    launch = kernel(make_bwd_weight, out.dtype)
-    launch[grid_for(partial.size), THREADS, out.stream](x, dy, partial, rows_per_split, *_geom_args(geom))
+    choice = _choose("weight", algorithm, geom)
+    if choice[0] == "gemm":
+        tile = _tile(choice[1], out.dtype)
+        tiles, splits, chunk = _gemm_splits(tile, geom)
+        DM, DN = tile[3], tile[4]
+        partial = _workspace((splits,) + tuple(out.shape), out)
+        launch = kernel(make_bwd_weight_igemm, out.dtype, tile)
+        launch[tiles + (geom.groups * splits,), DM * DN, out.stream](x, dy, partial, chunk, *_geom_args(geom))
+    elif choice[0] == "depthwise":
+        splits, rows_per_split = _depthwise_splits(geom)
+        partial = _workspace((splits,) + tuple(out.shape), out)
+        launch = kernel(make_bwd_weight_depthwise, out.dtype)
+        launch[(geom.K, splits), DW_WGRAD_THREADS, out.stream](x, dy, partial, rows_per_split, *_geom_args(geom))
+    else:
+        splits, rows_per_split = _direct_splits(geom)
+        partial = _workspace((splits,) + tuple(out.shape), out)
+        launch = kernel(make_bwd_weight, out.dtype)
+        launch[grid_for(partial.size), THREADS, out.stream](x, dy, partial, rows_per_split, *_geom_args(geom))
     reduce = kernel(make_sum_splits, out.dtype)
     reduce[grid_for(out.size), THREADS, out.stream](partial.reshape(splits, out.size), out.reshape(out.size))
+
+
+def _depthwise_launch(factory, dtype, geom, height, width, planes):
+    """One block per (plane n·channels + channel, tile of that plane): planes on x, which has no 65535 limit."""
+    TY, TX = DW_TILE[:2]
+    blocks = (geom.N * planes, -(-width // TX) * -(-height // TY))
+    return kernel(factory, dtype), blocks, TY * TX
+
+
+def _workspace(shape, out):
+    """The split partial sums. Poison mode (the tests) NaN-fills it too: a partial never written shows as NaN."""
+    if poison_enabled():
+        return cuda.to_device(np.full(shape, np.nan, out.dtype), stream=out.stream)
+    return cuda.device_array(shape, dtype=out.dtype, stream=out.stream)
+
+
+def _gemm_splits(tile, geom):
+    """((M tiles, N tiles), splits, chunk): enough splits of the N·P·Q GEMM-K rows for _TARGET_BLOCKS blocks."""
+    TM, TN, BK, DM, DN = tile
+    tiles = (-(-geom.Kg // (TM * DM)), -(-(geom.Cg * geom.R * geom.S) // (TN * DN)))
+    rows = geom.N * geom.P * geom.Q
+    steps = -(-rows // BK)
+    splits = max(1, min(steps, -(-_TARGET_BLOCKS // (tiles[0] * tiles[1] * geom.groups))))
+    chunk = -(-steps // splits) * BK  # GEMM-K rows per split, a multiple of BK
+    return tiles, -(-rows // chunk), chunk
+
+
+def _direct_splits(geom):
+    """(splits, rows per split) of the N·P output rows: about _TARGET_THREADS threads in all."""
+    rows = geom.N * geom.P
+    splits = max(1, min(rows, -(-_TARGET_THREADS // (geom.K * geom.Cg * geom.R * geom.S))))
+    rows_per_split = -(-rows // splits)
+    return -(-rows // rows_per_split), rows_per_split
+
+
+def _depthwise_splits(geom):
+    """Split the N·P output rows of each channel so that K·splits blocks fill the GPU."""
+    rows = geom.N * geom.P
+    splits = max(1, min(rows, -(-_TARGET_BLOCKS // geom.K)))
+    rows_per_split = -(-rows // splits)
+    return -(-rows // rows_per_split), rows_per_split
 
 
 def conv2d_bwd_bias(dy, out):
@@ -331,23 +254,33 @@ def conv2d_bwd_bias(dy, out):
 
 
 def signatures(dt):
-    """Explicit argument types for the offline PTX report: {name: (factory, signature)}."""
+    """Explicit argument types for the offline PTX report: {name: (factory, signature[, threads])}.
+    Covers the ``make_*`` factories of cuda_direct, cuda_igemm and cuda_depthwise, every GEMM tile."""
     from numba import boolean, int64
 
     a4 = dt[:, :, :, ::1]
     geo = (int64,) * 7
-    tile = IGEMM_TILES[str(dt)]
-    tile_threads = tile[3] * tile[4]
-    return {
+    entries = {
         "conv2d_fwd": (make_fwd, (a4, a4, dt[::1], boolean, a4) + geo),
-        "conv2d_fwd_igemm": (make_fwd_igemm, (a4, a4, dt[::1], boolean, a4) + geo, tile_threads),
-        "conv2d_fwd_igemm_relu": (make_fwd_igemm_relu, (a4, a4, dt[::1], boolean, a4) + geo, tile_threads),
         "relu_inplace": (make_relu_inplace, (dt[::1],)),
         "conv2d_bwd_data": (make_bwd_data, (a4, a4, a4) + geo),
         "conv2d_bwd_weight": (make_bwd_weight, (a4, a4, dt[:, :, :, :, ::1], int64) + geo),
         "sum_splits": (make_sum_splits, (dt[:, ::1], dt[::1])),
         "conv2d_bwd_bias": (make_bwd_bias, (a4, dt[::1])),
     }
-
-
-
+    for name, tiles in GEMM_TILES.items():
+        tile = tiles[str(dt)]
+        threads = tile[3] * tile[4]
+        for label, factory, signature in (
+            ("conv2d_fwd_igemm", make_fwd_igemm, (a4, a4, dt[::1], boolean, a4) + geo),
+            ("conv2d_fwd_igemm_relu", make_fwd_igemm_relu, (a4, a4, dt[::1], boolean, a4) + geo),
+            ("conv2d_bwd_data_igemm", make_bwd_data_igemm, (a4, a4, a4) + geo),
+            ("conv2d_bwd_weight_igemm", make_bwd_weight_igemm, (a4, a4, dt[:, :, :, :, ::1], int64) + geo),
+        ):
+            entries[f"{label}_{name}"] = (functools.partial(factory, tile=tile), signature, threads)
+    dw_threads = DW_TILE[0] * DW_TILE[1]
+    entries["conv2d_fwd_depthwise"] = (make_fwd_depthwise, (a4, a4, dt[::1], boolean, boolean, a4) + geo, dw_threads)
+    entries["conv2d_bwd_data_depthwise"] = (make_bwd_data_depthwise, (a4, a4, a4) + geo, dw_threads)
+    entries["conv2d_bwd_weight_depthwise"] = (make_bwd_weight_depthwise,
+                                              (a4, a4, dt[:, :, :, :, ::1], int64) + geo, DW_WGRAD_THREADS)
+    return entries
