@@ -84,3 +84,18 @@ def test_cuda_device_arrays_in_device_arrays_out(rng):
     np.testing.assert_allclose(out.copy_to_host(), convcore.conv2d(x, w, backend="numpy"), rtol=1e-12)
     auto = convcore.conv2d(cuda.to_device(x), cuda.to_device(w))  # 'auto' follows the data to the device
     assert is_device_array(auto)
+
+
+def test_cpu_kernels_ask_for_passive_openmp_waiting_unless_told(monkeypatch):
+    from convcore import _backend
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(_backend, "_resolved", {})
+    _backend.lookup("relu", "numpy")
+    assert "OMP_WAIT_POLICY" not in os.environ  # only the Numba CPU kernels start OpenMP
+    _backend.lookup("relu", "cpu")
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setattr(_backend, "_resolved", {})
+    _backend.lookup("relu", "cpu")
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

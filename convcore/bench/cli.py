@@ -108,6 +108,10 @@ def run(args) -> int:
 
     if args.repeats < 1 or args.numpy_repeats < 1:
         raise SystemExit("convcore bench: --repeats and --numpy-repeats must be at least 1")
+    # Before PyTorch (whose libgomp Numba then shares) and Numba's thread pool load: see
+    # convcore._backend._prepare_cpu_threads. The same policy applies to both contenders.
+    omp_policy_set_here = "OMP_WAIT_POLICY" not in os.environ
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.plot:
         report.require_matplotlib()  # fail before the benchmark, not after
     names, skipped = select_backends(args.backend)
@@ -121,6 +125,7 @@ def run(args) -> int:
             raise SystemExit(f"convcore bench: --cases {args.cases!r} matches no layer of suite {args.suite!r}")
     peers = Peers(use_torch=not args.no_torch)
     machine = machine_info(skipped, peers.torch, names, sgemm_size=256 if args.suite == "test" else 2048)
+    machine["omp_wait_policy"] = os.environ["OMP_WAIT_POLICY"] + (" (set by convcore bench)" if omp_policy_set_here else "")
     print(report.format_machine(machine), flush=True)
     if not names:
         print("convcore bench: no backend left to benchmark")
