@@ -62,6 +62,20 @@ def _block_sum(partial, j, value, threads):
     return result
 
 
+@cuda.jit(device=True, inline=True)
+def _block_row_max_sumexp(x, n, partial, j, threads, minus_inf, zero):
+    """(max, Σ e^(x − max)) of row n of x, by the whole block (every thread gets both)."""
+    m = minus_inf
+    for c in range(j, x.shape[1], threads):
+        if x[n, c] > m:  # noqa: PLR1730
+            m = x[n, c]
+    m = _block_max(partial, j, m, threads)
+    total = zero
+    for c in range(j, x.shape[1], threads):
+        total += math.exp(x[n, c] - m)
+    return m, _block_sum(partial, j, total, threads)
+
+
 def make_softmax_rows(dt):
     T = ROW_THREADS
 
@@ -172,15 +186,7 @@ def make_cross_entropy_rows_block(dt):
         j = cuda.threadIdx.x
         N, C = x.shape
         for n in range(cuda.blockIdx.x, N, cuda.gridDim.x):
-            m = -dt(math.inf)
-            for c in range(j, C, T):
-                if x[n, c] > m:  # noqa: PLR1730
-                    m = x[n, c]
-            m = _block_max(partial, j, m, T)
-            total = dt(0)
-            for c in range(j, C, T):
-                total += math.exp(x[n, c] - m)
-            total = _block_sum(partial, j, total, T)
+            m, total = _block_row_max_sumexp(x, n, partial, j, T, -dt(math.inf), dt(0))
             if j == 0:
                 losses[n] = (m - x[n, t[n]]) + math.log(total)
 
@@ -255,15 +261,7 @@ def make_cross_entropy_bwd_block(dt):
         j = cuda.threadIdx.x
         N, C = x.shape
         for n in range(cuda.blockIdx.x, N, cuda.gridDim.x):
-            m = -dt(math.inf)
-            for c in range(j, C, T):
-                if x[n, c] > m:  # noqa: PLR1730
-                    m = x[n, c]
-            m = _block_max(partial, j, m, T)
-            total = dt(0)
-            for c in range(j, C, T):
-                total += math.exp(x[n, c] - m)
-            total = _block_sum(partial, j, total, T)
+            m, total = _block_row_max_sumexp(x, n, partial, j, T, -dt(math.inf), dt(0))
             scale = g[n * g_stride] / divisor
             target = t[n]
             for c in range(j, C, T):
