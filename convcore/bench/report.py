@@ -55,7 +55,8 @@ def format_machine(machine: dict) -> str:
         lines.append(f"memory: copy {machine['copy_gbps']:.1f} GB/s (np.copyto, read + write)"
                      + (f"; GPU device copy {machine['gpu_copy_gbps']:.0f} GB/s" if machine.get("gpu_copy_gbps") else ""))
     if machine.get("omp_wait_policy"):
-        lines.append(f"threads: OMP_WAIT_POLICY={machine['omp_wait_policy']}, for convcore's and PyTorch's OpenMP alike")
+        alike = ", for convcore's and PyTorch's OpenMP alike" if machine.get("torch") else ""
+        lines.append(f"threads: OMP_WAIT_POLICY={machine['omp_wait_policy']}{alike}")
     for name, reason in machine["skipped_backends"].items():
         lines.append(f"skipped backend {name}: {reason}")
     lines.append("ratios are peer time / convcore time (above 1: convcore is faster); "
