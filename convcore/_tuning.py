@@ -16,6 +16,7 @@ machine is not misapplied.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -105,6 +106,7 @@ def clear_cache(*, memory_only: bool = False) -> None:
         cache_path().unlink(missing_ok=True)
 
 
+@functools.lru_cache(maxsize=None)
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as fh:
@@ -122,12 +124,19 @@ def _machine(backend: str) -> str:
             return "numba-cuda-simulator"
         from numba import cuda
 
-        device = cuda.get_current_device()
-        name = device.name.decode() if isinstance(device.name, bytes) else str(device.name)
-        return f"{name} cc{device.compute_capability[0]}{device.compute_capability[1]}"
+        return _gpu_name(cuda.get_current_device().id)
     import numba
 
     return f"{_cpu_model()} x{numba.get_num_threads()}"
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu_name(device_id: int) -> str:
+    from numba import cuda
+
+    device = cuda.get_current_device()
+    name = device.name.decode() if isinstance(device.name, bytes) else str(device.name)
+    return f"{name} cc{device.compute_capability[0]}{device.compute_capability[1]}"
 
 
 def _key(backend, direction, geom, dtype) -> str:
