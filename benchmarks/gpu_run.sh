@@ -1,24 +1,65 @@
 #!/usr/bin/env bash
-# One call on a GPU machine (issue "GPU speed"): install this checkout offline, run the tests
-# on the real device, the offline PTX report, then the full benchmark suite on the cuda backend
-# against cuDNN (TF32 off, set by the bench) with autotuning on, and check the speed goals.
+# One call on a GPU machine (issue "GPU speed"): install this checkout offline, run the CUDA tests
+# on the real device, then a benchmark suite on the cuda backend against cuDNN (TF32 off, set by the
+# bench) with autotuning on, and check the speed goals. Every phase has its own time limit and is
+# stopped with SIGINT, so pytest still prints its summary and the bench JSON (written after every op)
+# keeps the rows measured so far.
 #   bash benchmarks/gpu_run.sh            # results under $OUT (default ./gpu-out)
-# Set GPU_RUN_TESTS=0 to skip the test suite when device time is short.
+# Knobs (environment):
+#   GPU_RUN_TESTS=0        skip the tests           GPU_TEST_S=240    their time limit (s)
+#   GPU_TEST_K="cuda"      pytest -k expression     GPU_TEST_WORKERS=8 pytest-xdist workers (0: none)
+#   GPU_SUITE=full         bench suite              GPU_BENCH_S=300   its time limit (s)
+#   GPU_CASES=...          bench --cases filter     GPU_OPS=...       bench --ops filter
+#   GPU_REPEATS=20         timed calls per contender
 set -uo pipefail
 OUT=${OUT:-./gpu-out}
 mkdir -p "$OUT"
-nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+export PYTHONUNBUFFERED=1
+start=$(date +%s)
+stamp() { echo "[gpu_run +$(( $(date +%s) - start ))s] $*"; }
+
+{ nvidia-smi; python -m pip show numba numba-cuda torch cupy-cuda13x 2>/dev/null | grep -E "^(Name|Version)"; } \
+  > "$OUT/machine.txt" 2>&1
+grep -E "H100|H200|A100|Version|Name" "$OUT/machine.txt" | head -12
 pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+stamp "installed"
+
 tests=0
 if [ "${GPU_RUN_TESTS:-1}" != 0 ]; then
   # The CUDA tests on the real device (not the simulator: tests/conftest.py sees /dev/nvidia*).
-  python -m pytest tests -q -x -k "cuda" 2>&1 | tee "$OUT/tests.txt" | tail -15
+  workers=()
+  if [ "${GPU_TEST_WORKERS:-8}" != 0 ] && python -c "import xdist" 2>/dev/null; then
+    workers=(-n "${GPU_TEST_WORKERS:-8}")
+  fi
+  timeout -s INT -k 15 "${GPU_TEST_S:-240}" python -m pytest tests -v -p no:cacheprovider "${workers[@]}" \
+    -k "${GPU_TEST_K:-cuda}" --maxfail=30 -rfE 2>&1 | tee "$OUT/tests.txt" | grep -v -E "PASSED|^tests/" | tail -40
+  # -v: one line per test in tests.txt, so a run stopped at its limit still says what passed and failed.
+  echo "passed $(grep -c PASSED "$OUT/tests.txt"), failed $(grep -c -E " FAILED| ERROR" "$OUT/tests.txt")"
   tests=${PIPESTATUS[0]}
+  stamp "tests exit $tests"
 fi
+
 # Tuned choices land in $OUT so they come back with the results.
-export CONVCORE_AUTOTUNE=1 CONVCORE_CACHE_DIR="$OUT/tune-cache"
-convcore bench --suite full --backend cuda --json "$OUT/gpu.json" 2>"$OUT/bench.stderr" | tee "$OUT/gpu_table.txt"
-bench=${PIPESTATUS[0]}
-python -m convcore.bench.goals "$OUT/gpu.json" | tee "$OUT/goals.md"
-echo "tests exit $tests, bench exit $bench"
+export CONVCORE_AUTOTUNE=1 CONVCORE_CACHE_DIR="$OUT/tune"
+bench_args=(--suite "${GPU_SUITE:-full}" --backend cuda --repeats "${GPU_REPEATS:-20}" --numpy-repeats 0
+            --json "$OUT/gpu.json")
+[ -n "${GPU_CASES:-}" ] && bench_args+=(--cases "$GPU_CASES")
+[ -n "${GPU_OPS:-}" ] && bench_args+=(--ops "$GPU_OPS")
+timeout -s INT -k 15 "${GPU_BENCH_S:-300}" convcore bench "${bench_args[@]}" > "$OUT/bench.txt" 2> "$OUT/bench.stderr"
+bench=$?
+stamp "bench exit $bench"
+grep -v "^bench " "$OUT/bench.stderr" | tail -5
+if [ -f "$OUT/gpu.json" ]; then
+  # The table again from the JSON (complete even when the bench was stopped at its limit).
+  python - "$OUT/gpu.json" <<'EOF' | tee "$OUT/gpu_table.txt"
+import sys
+from convcore.bench.report import format_machine, format_table, load_json
+machine, rows = load_json(sys.argv[1])
+print(format_machine(machine))
+print(format_table(rows))
+EOF
+  python -m convcore.bench.goals "$OUT/gpu.json" > "$OUT/goals.md" 2>&1
+  tail -8 "$OUT/goals.md"
+fi
+stamp "done: tests exit $tests, bench exit $bench"
 exit $(( tests || bench ))

@@ -224,3 +224,29 @@ def test_goals_classify_rows():
                    ("resnet50_act_56", "hadamard", "of copy"): False}
     assert abs(summary["cpu"] - (1.5 * 1.5 * 0.8) ** (1 / 3)) < 1e-12
     assert "5 of 7 goals met" not in format_goals(goals, summary) and "4 of 7 goals met" in format_goals(goals, summary)
+
+
+def test_numpy_repeats_zero_still_verifies_but_times_no_numpy_peer(tmp_path, monkeypatch):
+    """--numpy-repeats 0 (GPU runs): every row is still checked against the reference, but NumPy is not timed."""
+    from convcore.bench import runner
+
+    timed_backends = []
+    real = runner.Peers.convcore
+
+    def spy(self, spec, inputs, shape, backend):
+        timed_backends.append(backend)
+        return real(self, spec, inputs, shape, backend)
+
+    monkeypatch.setattr(runner.Peers, "convcore", spy)
+    path = tmp_path / "bench.json"
+    args = ["bench", "--suite", "test", "--backend", "cpu", "--repeats", "1", "--numpy-repeats", "0",
+            "--ops", "conv2d", "--no-torch", "--json", str(path)]
+    assert main(args) == 0
+    rows = json.loads(path.read_text())["results"]
+    assert rows and all(r["verified"] is True and r["vs_numpy"] is None for r in rows)
+    assert "numpy" not in timed_backends and "cpu" in timed_backends
+
+
+def test_negative_numpy_repeats_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="numpy-repeats"):
+        main(["bench", "--suite", "test", "--backend", "cpu", "--numpy-repeats", "-1"])

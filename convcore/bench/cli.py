@@ -30,7 +30,8 @@ def add_parser(commands):
                        help="comma-separated substrings; keep only the layers whose name contains one (e.g. 3x3_56,lenet)")
     bench.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="timed calls per contender")
     bench.add_argument("--numpy-repeats", type=int, default=DEFAULT_NUMPY_REPEATS,
-                       help="timed calls of the (slow) NumPy reference peer")
+                       help="timed calls of the (slow) NumPy reference peer; 0 leaves it out of the timings "
+                            "(results are still checked against it)")
     bench.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")
     bench.add_argument("--json", help="write {machine, results} as JSON to this path")
     bench.add_argument("--compare", help="a JSON file from an earlier --json run: print changes, flag >10%% regressions")
@@ -106,8 +107,8 @@ def run(args) -> int:
     from . import report
     from .runner import Peers, Row, run_op
 
-    if args.repeats < 1 or args.numpy_repeats < 1:
-        raise SystemExit("convcore bench: --repeats and --numpy-repeats must be at least 1")
+    if args.repeats < 1 or args.numpy_repeats < 0:
+        raise SystemExit("convcore bench: --repeats must be at least 1 and --numpy-repeats at least 0")
     # Before PyTorch (whose libgomp Numba then shares) and Numba's thread pool load: see
     # convcore._backend._prepare_cpu_threads. The same policy applies to both contenders.
     omp_policy_set_here = "OMP_WAIT_POLICY" not in os.environ
@@ -136,6 +137,8 @@ def run(args) -> int:
         for backend, reason in (skipped if args.backend else {}).items():  # asked for: say so in every row
             rows.append(Row(args.suite, case.layer, str(case.shape), op, backend, OP_SPECS[op].unit,
                             status="skipped", note=reason))
+        if args.json:  # after every op, so a run stopped by a time limit still leaves its rows
+            report.save_json(args.json, machine, rows)
     print(report.format_table(rows))
     if args.json:
         report.save_json(args.json, machine, rows)
