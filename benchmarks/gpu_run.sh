@@ -15,23 +15,27 @@ set -uo pipefail
 OUT=${OUT:-./gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+# One interpreter for everything: on the lent machines `pip` and `python` can belong to different
+# Pythons (python3 is the one that holds PyTorch there).
+PY=${PY:-python3}
 start=$(date +%s)
 stamp() { echo "[gpu_run +$(( $(date +%s) - start ))s] $*"; }
 
-{ nvidia-smi; python -m pip show numba numba-cuda torch cupy-cuda13x 2>/dev/null | grep -E "^(Name|Version)"; } \
+{ nvidia-smi; $PY -m pip show numba numba-cuda torch cupy-cuda13x 2>/dev/null | grep -E "^(Name|Version)"; } \
   > "$OUT/machine.txt" 2>&1
 grep -E "H100|H200|A100|Version|Name" "$OUT/machine.txt" | head -12
-pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+$PY -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.log" 2>&1 &&
+  $PY -c "import convcore.kernels.conv2d.cuda" >> "$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
 stamp "installed"
 
 tests=0
 if [ "${GPU_RUN_TESTS:-1}" != 0 ]; then
   # The CUDA tests on the real device (not the simulator: tests/conftest.py sees /dev/nvidia*).
   workers=()
-  if [ "${GPU_TEST_WORKERS:-8}" != 0 ] && python -c "import xdist" 2>/dev/null; then
+  if [ "${GPU_TEST_WORKERS:-8}" != 0 ] && $PY -c "import xdist" 2>/dev/null; then
     workers=(-n "${GPU_TEST_WORKERS:-8}")
   fi
-  timeout -s INT -k 15 "${GPU_TEST_S:-240}" python -m pytest tests -v -p no:cacheprovider "${workers[@]}" \
+  timeout -s INT -k 15 "${GPU_TEST_S:-240}" $PY -m pytest tests -v -p no:cacheprovider "${workers[@]}" \
     -k "${GPU_TEST_K:-cuda}" --maxfail=30 -rfE 2>&1 | tee "$OUT/tests.txt" | grep -v -E "PASSED|^tests/" | tail -40
   # -v: one line per test in tests.txt, so a run stopped at its limit still says what passed and failed.
   echo "passed $(grep -c PASSED "$OUT/tests.txt"), failed $(grep -c -E " FAILED| ERROR" "$OUT/tests.txt")"
@@ -45,20 +49,20 @@ bench_args=(--suite "${GPU_SUITE:-full}" --backend cuda --repeats "${GPU_REPEATS
             --json "$OUT/gpu.json")
 [ -n "${GPU_CASES:-}" ] && bench_args+=(--cases "$GPU_CASES")
 [ -n "${GPU_OPS:-}" ] && bench_args+=(--ops "$GPU_OPS")
-timeout -s INT -k 15 "${GPU_BENCH_S:-300}" convcore bench "${bench_args[@]}" > "$OUT/bench.txt" 2> "$OUT/bench.stderr"
+timeout -s INT -k 15 "${GPU_BENCH_S:-300}" $PY -m convcore bench "${bench_args[@]}" > "$OUT/bench.txt" 2> "$OUT/bench.stderr"
 bench=$?
 stamp "bench exit $bench"
 grep -v "^bench " "$OUT/bench.stderr" | tail -5
 if [ -f "$OUT/gpu.json" ]; then
   # The table again from the JSON (complete even when the bench was stopped at its limit).
-  python - "$OUT/gpu.json" <<'EOF' | tee "$OUT/gpu_table.txt"
+  $PY - "$OUT/gpu.json" <<'EOF' | tee "$OUT/gpu_table.txt"
 import sys
 from convcore.bench.report import format_machine, format_table, load_json
 machine, rows = load_json(sys.argv[1])
 print(format_machine(machine))
 print(format_table(rows))
 EOF
-  python -m convcore.bench.goals "$OUT/gpu.json" > "$OUT/goals.md" 2>&1
+  $PY -m convcore.bench.goals "$OUT/gpu.json" > "$OUT/goals.md" 2>&1
   tail -8 "$OUT/goals.md"
 fi
 stamp "done: tests exit $tests, bench exit $bench"
