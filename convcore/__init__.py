@@ -3,6 +3,7 @@
 Importing convcore is cheap: numba, numba.cuda and the kernels load on first use.
 """
 from . import (
+    _compat,  # noqa: F401  (first: restores NumPy aliases numba-cuda needs, before any CUDA compile)
     _registry,  # noqa: F401  (fills the dispatch table)
     filters,
 )

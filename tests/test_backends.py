@@ -99,3 +99,13 @@ def test_cpu_kernels_ask_for_passive_openmp_waiting_unless_told(monkeypatch):
     monkeypatch.setattr(_backend, "_resolved", {})
     _backend.lookup("relu", "cpu")
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_numpy_row_stack_alias_is_restored_for_numba_cuda(monkeypatch):
+    """numba-cuda 0.30 refers to np.row_stack, which NumPy 2.5 removed: convcore restores it, and only if missing."""
+    from convcore import _compat
+
+    monkeypatch.delattr(np, "row_stack", raising=False)
+    assert _compat.restore_numpy_aliases() == ["row_stack"]
+    assert np.row_stack is np.vstack
+    assert _compat.restore_numpy_aliases() == []  # present: left alone
