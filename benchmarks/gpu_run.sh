@@ -10,7 +10,8 @@
 #   GPU_TEST_K="cuda"      pytest -k expression     GPU_TEST_WORKERS=8 pytest-xdist workers (0: none)
 #   GPU_SUITE=full         bench suite              GPU_BENCH_S=300   its time limit (s)
 #   GPU_CASES=...          bench --cases filter     GPU_OPS=...       bench --ops filter
-#   GPU_REPEATS=20         timed calls per contender
+#   GPU_REPEATS=20         timed calls per contender GPU_RUN_BENCH=0  skip the bench
+#   GPU_PROFILE=1          first run benchmarks/gpu_profile.py (kernel vs host time), GPU_PROFILE_S=120
 set -uo pipefail
 OUT=${OUT:-./gpu-out}
 mkdir -p "$OUT"
@@ -28,6 +29,13 @@ $PY -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.log" 2
   $PY -c "import convcore.kernels.conv2d.cuda" >> "$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
 stamp "installed"
 
+if [ "${GPU_PROFILE:-0}" != 0 ]; then
+  # Kernel time (CUPTI) against cuDNN's, and the host overhead of a call: benchmarks/gpu_profile.py.
+  timeout -s INT -k 15 "${GPU_PROFILE_S:-120}" $PY benchmarks/gpu_profile.py --out "$OUT" 2>"$OUT/profile.stderr"
+  stamp "profile exit $?"
+  tail -3 "$OUT/profile.stderr"
+fi
+
 tests=0
 if [ "${GPU_RUN_TESTS:-1}" != 0 ]; then
   # The CUDA tests on the real device (not the simulator: tests/conftest.py sees /dev/nvidia*).
@@ -43,6 +51,8 @@ if [ "${GPU_RUN_TESTS:-1}" != 0 ]; then
   stamp "tests exit $tests"
 fi
 
+bench=0
+if [ "${GPU_RUN_BENCH:-1}" != 0 ]; then
 # Tuned choices land in $OUT so they come back with the results.
 export CONVCORE_AUTOTUNE=1 CONVCORE_CACHE_DIR="$OUT/tune"
 bench_args=(--suite "${GPU_SUITE:-full}" --backend cuda --repeats "${GPU_REPEATS:-20}" --numpy-repeats 0
@@ -64,6 +74,7 @@ print(format_table(rows))
 EOF
   $PY -m convcore.bench.goals "$OUT/gpu.json" > "$OUT/goals.md" 2>&1
   tail -8 "$OUT/goals.md"
+fi
 fi
 stamp "done: tests exit $tests, bench exit $bench"
 exit $(( tests || bench ))
