@@ -26,6 +26,7 @@ import os
 import numpy as np
 
 from ._backend import is_device_array
+from ._device_memory import device_empty
 
 _poison = os.environ.get("CONVCORE_POISON", "0") not in ("", "0")
 
@@ -116,14 +117,14 @@ class CudaIO:
     def empty(self, shape, dtype):
         if _poison:
             return self._filled(np.full(shape, _poison_value(dtype), dtype=dtype))
-        return self.cuda.device_array(shape, dtype=dtype, stream=self.stream)
+        return device_empty(shape, dtype, self.stream, self.stream_ptr)
 
     def zeros(self, shape, dtype):
         return self._filled(np.zeros(shape, dtype=dtype))
 
     def _filled(self, host):
         # device_array + copy rather than to_device: the simulator's to_device drops the stream.
-        array = self.cuda.device_array(host.shape, dtype=host.dtype, stream=self.stream)
+        array = device_empty(host.shape, host.dtype, self.stream, self.stream_ptr)
         array.copy_to_device(host, stream=self.stream)
         return array
 

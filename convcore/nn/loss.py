@@ -65,7 +65,7 @@ class MSELoss(Module):
 
 def _empty_like(array):
     if is_device_array(array):
-        from numba import cuda
+        from .._device_memory import device_empty
 
-        return cuda.device_array(array.shape, array.dtype)
+        return device_empty(array.shape, array.dtype, getattr(array, "stream", 0) or 0)
     return np.empty(array.shape, array.dtype)

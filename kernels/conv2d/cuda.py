@@ -18,10 +18,10 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import cuda
 
 from convcore._arrays import poison_enabled
 from convcore._backend import cuda_simulated
+from convcore._device_memory import device_empty
 
 from .._cuda_util import THREADS, grid_for, kernel
 from .cuda_depthwise import (
@@ -216,9 +216,10 @@ def _depthwise_launch(factory, dtype, geom, height, width, planes):
 
 def _workspace(shape, out):
     """The split partial sums. Poison mode (the tests) NaN-fills it too: a partial never written shows as NaN."""
+    array = device_empty(shape, out.dtype, out.stream)  # CuPy's pool when installed: convcore/_device_memory.py
     if poison_enabled():
-        return cuda.to_device(np.full(shape, np.nan, out.dtype), stream=out.stream)
-    return cuda.device_array(shape, dtype=out.dtype, stream=out.stream)
+        array.copy_to_device(np.full(shape, np.nan, out.dtype), stream=out.stream)
+    return array
 
 
 def _gemm_splits(tile, geom):
