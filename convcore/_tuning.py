@@ -33,6 +33,11 @@ from ._backend import cuda_simulated, lookup
 DIRECTIONS = ("fwd", "bwd_data", "bwd_weight")
 _CACHE_FILE = "tune-v1.json"
 _memory: dict | None = None  # the loaded cache: key -> algorithm
+# select()'s answers in this process, keyed by objects rather than the cache's string key: building that
+# key (and asking the driver which GPU is current) cost tens of microseconds on every GPU call. Cleared
+# whenever a choice is stored or the cache cleared. On a machine with several different GPUs, a process
+# that switches devices keeps the first device's choice for a shape (still a correct algorithm).
+_selected: dict = {}
 
 
 @dataclass
@@ -77,6 +82,7 @@ def _load() -> dict:
 
 
 def _store(key: str, algorithm: str) -> None:
+    _selected.clear()
     memory = _load()
     memory[key] = algorithm
     path = cache_path()
@@ -102,6 +108,7 @@ def clear_cache(*, memory_only: bool = False) -> None:
     """Forget tuned choices: in this process, and (unless ``memory_only``) on disk."""
     global _memory
     _memory = None
+    _selected.clear()
     if not memory_only:
         cache_path().unlink(missing_ok=True)
 
@@ -125,9 +132,7 @@ def _machine(backend: str) -> str:
         from numba import cuda
 
         return _gpu_name(cuda.get_current_device().id)
-    import numba
-
-    return f"{_cpu_model()} x{numba.get_num_threads()}"
+    return f"{_cpu_model()} x{_cpu_threads()}"
 
 
 @functools.lru_cache(maxsize=None)
@@ -137,6 +142,12 @@ def _gpu_name(device_id: int) -> str:
     device = cuda.get_current_device()
     name = device.name.decode() if isinstance(device.name, bytes) else str(device.name)
     return f"{name} cc{device.compute_capability[0]}{device.compute_capability[1]}"
+
+
+def _cpu_threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
 
 
 def _key(backend, direction, geom, dtype) -> str:
@@ -185,6 +196,16 @@ def select(backend: str, direction: str, geom, dtype, run) -> str:
     CONVCORE_AUTOTUNE=1, else "auto" (the backend's heuristic)."""
     if backend == "numpy":
         return "auto"
+    autotune = autotune_enabled()
+    threads = _cpu_threads() if backend == "cpu" else 0  # part of the CPU key: set_num_threads changes it
+    memo = (backend, direction, geom, np.dtype(dtype).name, autotune, threads)
+    chosen = _selected.get(memo)
+    if chosen is None:
+        chosen = _selected[memo] = _select(backend, direction, geom, dtype, run, autotune)
+    return chosen
+
+
+def _select(backend, direction, geom, dtype, run, autotune) -> str:
     key = _key(backend, direction, geom, dtype)
     cached = _load().get(key)
     if cached is not None:
@@ -192,7 +213,7 @@ def select(backend: str, direction: str, geom, dtype, run) -> str:
             return cached
         warnings.warn(f"convcore: tuning cache entry {cached!r} for {key} is not a current candidate; "
                       "re-tuning or using the heuristic", RuntimeWarning, stacklevel=3)
-    if not autotune_enabled():
+    if not autotune:
         return "auto"
     result = measure(backend, direction, geom, run)
     _store(key, result.algorithm)

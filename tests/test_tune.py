@@ -150,3 +150,28 @@ def test_tune_command_fills_the_cache(fresh_cache, capsys):
     assert len(entries) == 3 and all("|2,4,8,8,4,3,3|s(2,2)" in key for key in entries)
     with pytest.raises(SystemExit, match="matches"):
         main(["tune", "--suite", "test", "--cases", "no_such_layer"])
+
+
+def test_select_memo_follows_records_threads_and_autotune(monkeypatch):
+    """select() remembers its answer per shape, but a stored choice, a thread-count change and
+    CONVCORE_AUTOTUNE each take effect at once."""
+    from convcore import _tuning
+    from convcore.conv import conv_geometry
+
+    geom = conv_geometry("conv2d", (1, 4, 9, 9), (6, 4, 3, 3), 1, 1, 1, 1)
+    calls = []
+
+    def run(alg):
+        calls.append(alg)
+
+    _tuning.clear_cache()
+    assert _tuning.select("cpu", "fwd", geom, np.float32, run) == "auto"
+    picked = _tuning.candidates("cpu", "fwd", geom)[-1]
+    _tuning.record("cpu", "fwd", geom, np.float32, _tuning.TuneResult(picked, {picked: 1.0}))
+    assert _tuning.select("cpu", "fwd", geom, np.float32, run) == picked
+    monkeypatch.setattr(_tuning, "_cpu_threads", lambda: 977)  # another thread count: another key, untuned
+    assert _tuning.select("cpu", "fwd", geom, np.float32, run) == "auto"
+    monkeypatch.setenv("CONVCORE_AUTOTUNE", "1")
+    assert _tuning.select("cpu", "fwd", geom, np.float32, run) in _tuning.candidates("cpu", "fwd", geom)
+    assert calls  # measured now
+    _tuning.clear_cache()
