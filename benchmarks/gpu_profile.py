@@ -47,6 +47,7 @@ def main(argv=None):
     from torch.profiler import ProfilerActivity, profile
 
     import convcore
+    from convcore._device_memory import device_empty, pool_status
     from convcore.bench.ops import OP_SPECS
     from convcore.bench.shapes import suite
 
@@ -73,7 +74,9 @@ def main(argv=None):
         "empty kernel, 3 arrays + 2 ints": _wall_us(lambda: three[1, 32](a, a, a, 3, 4), cuda.synchronize, 200),
         "cuda.device_array(4 MB)": _wall_us(lambda: cuda.device_array(1 << 20, np.float32), cuda.synchronize, 200),
         "torch.empty(4 MB) + sync": _wall_us(lambda: torch.empty(1 << 20, device="cuda"), torch.cuda.synchronize, 200),
+        "convcore device_empty(4 MB)": _wall_us(lambda: device_empty((1 << 20,), np.float32), cuda.synchronize, 200),
     }
+    lines.append(f"convcore allocator: {pool_status()}")
     lines.append("host floor (median us per synchronised call):")
     lines += [f"  {k:34s} {v:8.1f}" for k, v in floor.items()]
 

@@ -11,7 +11,7 @@
 #   GPU_SUITE=full         bench suite              GPU_BENCH_S=300   its time limit (s)
 #   GPU_CASES=...          bench --cases filter     GPU_OPS=...       bench --ops filter
 #   GPU_REPEATS=20         timed calls per contender GPU_RUN_BENCH=0  skip the bench
-#   GPU_PROFILE=1          first run benchmarks/gpu_profile.py (kernel vs host time), GPU_PROFILE_S=120
+#   GPU_PROFILE=1          then run benchmarks/gpu_profile.py (kernel vs host time), GPU_PROFILE_S=120
 set -uo pipefail
 OUT=${OUT:-./gpu-out}
 mkdir -p "$OUT"
@@ -27,14 +27,8 @@ stamp() { echo "[gpu_run +$(( $(date +%s) - start ))s] $*"; }
 grep -E "H100|H200|A100|Version|Name" "$OUT/machine.txt" | head -12
 $PY -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.log" 2>&1 &&
   $PY -c "import convcore.kernels.conv2d.cuda" >> "$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+rm -f "$OUT/install.log"  # at most 8 files come back from the device: keep the ones that say something
 stamp "installed"
-
-if [ "${GPU_PROFILE:-0}" != 0 ]; then
-  # Kernel time (CUPTI) against cuDNN's, and the host overhead of a call: benchmarks/gpu_profile.py.
-  timeout -s INT -k 15 "${GPU_PROFILE_S:-120}" $PY benchmarks/gpu_profile.py --out "$OUT" 2>"$OUT/profile.stderr"
-  stamp "profile exit $?"
-  tail -3 "$OUT/profile.stderr"
-fi
 
 tests=0
 if [ "${GPU_RUN_TESTS:-1}" != 0 ]; then
@@ -59,13 +53,13 @@ bench_args=(--suite "${GPU_SUITE:-full}" --backend cuda --repeats "${GPU_REPEATS
             --json "$OUT/gpu.json")
 [ -n "${GPU_CASES:-}" ] && bench_args+=(--cases "$GPU_CASES")
 [ -n "${GPU_OPS:-}" ] && bench_args+=(--ops "$GPU_OPS")
-timeout -s INT -k 15 "${GPU_BENCH_S:-300}" $PY -m convcore bench "${bench_args[@]}" > "$OUT/bench.txt" 2> "$OUT/bench.stderr"
+timeout -s INT -k 15 "${GPU_BENCH_S:-300}" $PY -m convcore bench "${bench_args[@]}" > /dev/null 2> "$OUT/log.txt"
 bench=$?
 stamp "bench exit $bench"
-grep -v "^bench " "$OUT/bench.stderr" | tail -5
+grep -v "^bench " "$OUT/log.txt" | tail -5
 if [ -f "$OUT/gpu.json" ]; then
   # The table again from the JSON (complete even when the bench was stopped at its limit).
-  $PY - "$OUT/gpu.json" <<'EOF' | tee "$OUT/gpu_table.txt"
+  $PY - "$OUT/gpu.json" <<'EOF' > "$OUT/gpu_table.txt"
 import sys
 from convcore.bench.report import format_machine, format_table, load_json
 machine, rows = load_json(sys.argv[1])
@@ -76,5 +70,12 @@ EOF
   tail -8 "$OUT/goals.md"
 fi
 fi
+if [ "${GPU_PROFILE:-0}" != 0 ]; then
+  # After the bench, so the profiled calls use the choices it tuned (same cache).
+  # Kernel time (CUPTI) against cuDNN's, and the host overhead of a call: benchmarks/gpu_profile.py.
+  timeout -s INT -k 15 "${GPU_PROFILE_S:-120}" $PY benchmarks/gpu_profile.py --out "$OUT" 2>>"$OUT/log.txt"
+  stamp "profile exit $?"
+fi
+
 stamp "done: tests exit $tests, bench exit $bench"
 exit $(( tests || bench ))
