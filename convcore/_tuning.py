@@ -198,7 +198,7 @@ def select(backend: str, direction: str, geom, dtype, run) -> str:
         return "auto"
     autotune = autotune_enabled()
     threads = _cpu_threads() if backend == "cpu" else 0  # part of the CPU key: set_num_threads changes it
-    memo = (backend, direction, geom, np.dtype(dtype).name, autotune, threads)
+    memo = (backend, direction, geom, np.dtype(dtype), autotune, threads)  # (dtype.name is slow)
     chosen = _selected.get(memo)
     if chosen is None:
         chosen = _selected[memo] = _select(backend, direction, geom, dtype, run, autotune)
