@@ -218,7 +218,8 @@ def test_weight_gradient_is_deterministic(kernel_backend, algorithm, rng):
     assert first.tobytes() == second.tobytes()
 
 
-@pytest.mark.parametrize("algorithm, groups", [("direct", 1), ("gemm_32x32", 1), ("gemm_64x64", 1), ("depthwise", 4)])
+@pytest.mark.parametrize("algorithm, groups", [("direct", 1), ("gemm_32x32", 1), ("gemm_64x64", 1), ("depthwise", 4),
+                                              ("depthwise_unrolled", 4)])
 def test_cuda_weight_gradient_is_deterministic(algorithm, groups, rng):
     """Every cuda weight gradient reduces over several splits (checked), in a fixed order: bitwise equal runs."""
     from convcore.kernels.conv2d import cuda as cuda_kernels
@@ -238,12 +239,14 @@ def test_cuda_weight_gradient_is_deterministic(algorithm, groups, rng):
 def _launch_splits(cuda_kernels, algorithm, geom):
     if algorithm == "depthwise":
         return cuda_kernels._depthwise_splits(geom)[0]
+    if algorithm == "depthwise_unrolled":
+        return cuda_kernels._depthwise_splits(geom, 4 * cuda_kernels._TARGET_BLOCKS)[0]
     if algorithm == "direct":
         return cuda_kernels._direct_splits(geom)[0]
     return cuda_kernels._gemm_splits(cuda_kernels.GEMM_TILES[algorithm[5:]]["float32"], geom)[1]
 
 
-def _launch(op, algorithm, geom, *arrays):
+def _launch(op, algorithm, geom, *arrays, activation=None):
     """Call the cuda launcher directly with a variant name (the public functions accept only public names)."""
     from convcore._arrays import io_for
     from convcore._backend import lookup
@@ -253,10 +256,50 @@ def _launch(op, algorithm, geom, *arrays):
     out = io.empty(shape, arrays[0].dtype)  # NaN-poisoned
     args = [io.to_backend(a) for a in arrays]
     if op == "conv2d":
-        lookup(op, "cuda")(args[0], args[1], args[2], out, geom, algorithm)
+        lookup(op, "cuda")(args[0], args[1], args[2], out, geom, algorithm, activation)
     else:
         lookup(op, "cuda")(*args, out, geom, algorithm)
     return to_numpy(out)
+
+
+# Depthwise layers (C/groups == 1): the CONFIGS ones, plus planes one row or one column thin and 31/33 wide.
+DEPTHWISE_CONFIGS = {name: CONFIGS[name] for name in CONFIGS if CONFIGS[name][1][1] == 1}
+DEPTHWISE_CONFIGS.update({
+    "depthwise_thin_tall": ((1, 2, 33, 1), (2, 1, 3, 3), {"groups": 2, "padding": 1}),
+    "depthwise_thin_wide": ((1, 2, 1, 31), (4, 1, 3, 3), {"groups": 2, "padding": (1, 2)}),
+    "depthwise_33_wide_5x5_stride2": ((1, 1, 5, 33), (1, 1, 5, 5), {"groups": 1, "padding": 2, "stride": 2}),
+})
+
+
+@pytest.mark.parametrize("config", DEPTHWISE_CONFIGS)
+def test_cuda_depthwise_variants(dtype, config, rng):
+    """Every depthwise kernel candidates() lists, in every direction (forward also with bias and fused ReLU),
+    against the reference — 'auto' reaches only one of them."""
+    from convcore.kernels.conv2d import cuda as cuda_kernels
+
+    input_shape, weight_shape, kwargs = DEPTHWISE_CONFIGS[config]
+    geom = conv_geometry("test", input_shape, weight_shape, kwargs.get("stride", 1), kwargs.get("padding", 0),
+                         kwargs.get("dilation", 1), kwargs.get("groups", 1))
+    x, w, b = random(rng, input_shape, dtype), random(rng, weight_shape, dtype), random(rng, (weight_shape[0],), dtype)
+    dy = random(rng, geom.output_shape, dtype)
+    x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
+    expected = reference.conv2d(x64, w64, b.astype(np.float64), out_hw=(geom.P, geom.Q), **_ref_kwargs(geom))
+    checks = {
+        "forward": ("conv2d", (x, w, b), expected, geom.R * geom.S),
+        "input": ("conv2d_input", (w, dy), reference.conv2d_input(x.shape, w64, dy64, **_ref_kwargs(geom)),
+                  geom.Kg * geom.R * geom.S),
+        "weight": ("conv2d_weight", (x, dy), reference.conv2d_weight(x64, w.shape, dy64, **_ref_kwargs(geom)),
+                   geom.N * geom.P * geom.Q),
+    }
+    for direction, (op, arrays, want, terms) in checks.items():
+        names = [name for name in cuda_kernels.candidates(direction, geom) if name.startswith("depthwise")]
+        assert "depthwise" in names
+        assert ("depthwise_unrolled" in names) == (direction != "input")
+        for name in names:
+            assert_matches(_launch(op, name, geom, *arrays), want, dtype, terms, f"{op}[{name}]")
+            if direction == "forward":
+                relu = _launch(op, name, geom, *arrays, activation="relu")
+                assert_matches(relu, np.maximum(want, 0.0), dtype, terms, f"{op}[{name}, relu]")
 
 
 @pytest.mark.parametrize("config", ["asymmetric", "groups2", "thirteen_to_one"])

@@ -5,7 +5,10 @@ Algorithms (``algorithm=``), each family of kernels in its own module:
 - ``gemm`` (cuda_igemm): implicit GEMM for all three directions, 32-bit indices. ``gemm`` picks the
   block tile from the shape (``_pick_tile``); ``gemm_64x64`` / ``gemm_32x32`` force one (``GEMM_TILES``).
 - ``depthwise`` (cuda_depthwise): C/groups == 1; a block per tile of one (n, channel) plane with the
-  input tile and its halo in shared memory.
+  input tile and its halo in shared memory. ``depthwise_unrolled`` (cuda_depthwise_unrolled, forward and
+  weight gradient): the same, compiled per filter size, stride and dilation (taps unrolled, weights or
+  per-tap sums in registers, several outputs per thread, one pass for the weight gradient); ``auto`` takes
+  it where it applies.
 ``auto`` chooses among them per shape (``_choose``); ``candidates(direction, geom)`` lists the variant
 names that apply to a shape, for ``convcore.tune`` to time, and every launcher accepts them.
 The weight gradients reduce through a split workspace summed in index order: no float atomics, so
@@ -31,6 +34,13 @@ from .cuda_depthwise import (
     make_bwd_data_depthwise,
     make_bwd_weight_depthwise,
     make_fwd_depthwise,
+)
+from .cuda_depthwise_unrolled import (
+    fwd_tile,
+    make_bwd_weight_depthwise_unrolled,
+    make_fwd_depthwise_unrolled,
+    unrolled_fits,
+    wgrad_tile,
 )
 from .cuda_direct import make_bwd_bias, make_bwd_data, make_bwd_weight, make_fwd, make_relu_inplace, make_sum_splits
 from .cuda_igemm import make_bwd_data_igemm, make_bwd_weight_igemm, make_fwd_igemm, make_fwd_igemm_relu
@@ -104,6 +114,8 @@ def candidates(direction, geom) -> list[str]:
         names += [f"gemm_{name}" for name in GEMM_TILES]
         if geom.Cg == 1 and depthwise_fits(direction, geom):
             names.append("depthwise")
+        if geom.Cg == 1 and unrolled_fits(direction, geom):
+            names.append("depthwise_unrolled")
     return names
 
 
@@ -114,10 +126,13 @@ def _direction(direction):
 
 
 def _choose(direction, algorithm, geom):
-    """('direct',) | ('gemm', tile name) | ('depthwise',) for a public name or a ``candidates`` variant."""
+    """('direct',) | ('gemm', tile name) | ('depthwise',) | ('depthwise', 'unrolled') for a public name or
+    a ``candidates`` variant."""
     if algorithm == "auto":
         if not _fits_int32(geom):
             return ("direct",)  # the 64-bit kernels: the only ones exact at this size
+        if geom.Cg == 1 and unrolled_fits(direction, geom):
+            return ("depthwise", "unrolled")  # fewer loads and instructions per output (see its module)
         if geom.Cg == 1 and depthwise_fits(direction, geom):
             return ("depthwise",)
         # Very shallow reductions or narrow outputs leave the GEMM tile mostly empty.
@@ -138,8 +153,13 @@ def _choose(direction, algorithm, geom):
             raise ValueError(f"conv2d cuda: algorithm='depthwise' does not apply to input {geom.input_shape}, "
                              f"weight {geom.weight_shape} (see candidates())")
         return ("depthwise",)
+    if algorithm == "depthwise_unrolled":
+        if geom.Cg != 1 or not _fits_int32(geom) or not unrolled_fits(direction, geom):
+            raise ValueError(f"conv2d cuda: algorithm='depthwise_unrolled' does not apply to the {direction} of "
+                             f"input {geom.input_shape}, weight {geom.weight_shape} (see candidates())")
+        return ("depthwise", "unrolled")
     raise ValueError(f"conv2d cuda: unknown algorithm {algorithm!r}; expected 'auto', 'direct', 'gemm', "
-                     f"{', '.join(repr('gemm_' + t) for t in GEMM_TILES)} or 'depthwise'")
+                     f"{', '.join(repr('gemm_' + t) for t in GEMM_TILES)}, 'depthwise' or 'depthwise_unrolled'")
 
 
 def _tile(name, dtype):
@@ -157,6 +177,12 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
         factory = make_fwd_igemm_relu if activation == "relu" else make_fwd_igemm
         blocks = (-(-(geom.N * geom.P * geom.Q) // (TM * DM)), -(-geom.Kg // (TN * DN)), geom.groups)
         kernel(factory, out.dtype, tile)[blocks, DM * DN, out.stream](x, w, bias, has_bias, out, *_geom_args(geom))
+        return
+    if choice == ("depthwise", "unrolled"):
+        (_, _, pt, pl, _, _, groups), tile = _geom_args(geom), fwd_tile(geom.P, geom.Q)
+        launch = kernel(make_fwd_depthwise_unrolled, out.dtype, geom.R, geom.S, geom.stride, geom.dilation, tile)
+        blocks = (geom.N * geom.K, -(-geom.P // (tile[0] * tile[2])) * -(-geom.Q // tile[1]))
+        launch[blocks, tile[0] * tile[1], out.stream](x, w, bias, has_bias, activation == "relu", out, pt, pl, groups)
         return
     if choice[0] == "depthwise":
         launch, blocks, threads = _depthwise_launch(make_fwd_depthwise, out.dtype, geom, geom.P, geom.Q, geom.K)
@@ -193,6 +219,13 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
         partial = _workspace((splits,) + tuple(out.shape), out)
         launch = kernel(make_bwd_weight_igemm, out.dtype, tile)
         launch[tiles + (geom.groups * splits,), DM * DN, out.stream](x, dy, partial, chunk, *_geom_args(geom))
+    elif choice == ("depthwise", "unrolled"):
+        (_, _, pt, pl, _, _, groups), tile = _geom_args(geom), wgrad_tile(geom.Q)
+        splits, rows_per_split = _depthwise_splits(geom, 4 * _TARGET_BLOCKS)
+        partial = _workspace((splits,) + tuple(out.shape), out)
+        launch = kernel(make_bwd_weight_depthwise_unrolled, out.dtype, geom.R, geom.S, geom.stride, geom.dilation,
+                        tile)
+        launch[(geom.K, splits), tile[0] * tile[1], out.stream](x, dy, partial, rows_per_split, pt, pl, groups)
     elif choice[0] == "depthwise":
         splits, rows_per_split = _depthwise_splits(geom)
         partial = _workspace((splits,) + tuple(out.shape), out)
@@ -241,10 +274,11 @@ def _direct_splits(geom):
     return -(-rows // rows_per_split), rows_per_split
 
 
-def _depthwise_splits(geom):
-    """Split the N·P output rows of each channel so that K·splits blocks fill the GPU."""
+def _depthwise_splits(geom, target_blocks=_TARGET_BLOCKS):
+    """Split the N·P output rows of each channel so that K·splits blocks fill the GPU (the unrolled
+    kernel's blocks are half as wide and do less per row: it asks for 4× the blocks)."""
     rows = geom.N * geom.P
-    splits = max(1, min(rows, -(-_TARGET_BLOCKS // geom.K)))
+    splits = max(1, min(rows, -(-target_blocks // geom.K)))
     rows_per_split = -(-rows // splits)
     return -(-rows // rows_per_split), rows_per_split
 
@@ -284,4 +318,19 @@ def signatures(dt):
     entries["conv2d_bwd_data_depthwise"] = (make_bwd_data_depthwise, (a4, a4, a4) + geo, dw_threads)
     entries["conv2d_bwd_weight_depthwise"] = (make_bwd_weight_depthwise,
                                               (a4, a4, dt[:, :, :, :, ::1], int64) + geo, DW_WGRAD_THREADS)
+    # The unrolled depthwise kernels are compiled per filter size, stride, dilation and tile: MobileNet's
+    # 3×3 at stride 1 and 2 and a 5×5, on the GPU tiles of a wide plane (the largest) and a narrow one.
+    geo_unrolled = (int64,) * 3
+    for R, S, stride, dilation, (P, Q) in ((3, 3, (1, 1), (1, 1), (112, 112)), (3, 3, (2, 2), (1, 1), (56, 56)),
+                                          (3, 3, (1, 1), (1, 1), (7, 7)), (5, 5, (1, 1), (1, 1), (28, 28))):
+        tag = f"{R}x{S}_s{stride[0]}"
+        tile = fwd_tile(P, Q)
+        entries[f"conv2d_fwd_depthwise_unrolled_{tag}_{tile[1]}x{tile[0]}x{tile[2]}"] = (
+            functools.partial(make_fwd_depthwise_unrolled, R=R, S=S, stride=stride, dilation=dilation, tile=tile),
+            (a4, a4, dt[::1], boolean, boolean, a4) + geo_unrolled, tile[0] * tile[1])
+        tile = wgrad_tile(Q)
+        entries[f"conv2d_bwd_weight_depthwise_unrolled_{tag}_{tile[1]}x{tile[0]}"] = (
+            functools.partial(make_bwd_weight_depthwise_unrolled, R=R, S=S, stride=stride, dilation=dilation,
+                              tile=tile),
+            (a4, a4, dt[:, :, :, :, ::1], int64) + geo_unrolled, tile[0] * tile[1])
     return entries
