@@ -5,8 +5,7 @@ Algorithms (``algorithm=``), each family of kernels in its own module:
 - ``gemm`` (cuda_igemm): implicit GEMM for all three directions, 32-bit indices. ``gemm`` picks the
   block tile from the shape (``_pick_tile``); ``gemm_64x64`` / ``gemm_32x32`` force one (``GEMM_TILES``).
 - ``depthwise`` (cuda_depthwise): C/groups == 1; a block per tile of one (n, channel) plane with the
-  input tile and its halo in shared memory. ``depthwise_unrolled`` (cuda_depthwise_unrolled, forward and
-  weight gradient): the same, compiled per filter size, stride and dilation (taps unrolled, weights or
+  input tile and its halo in shared memory. ``depthwise_unrolled`` (cuda_depthwise_unrolled): the same, compiled per filter size, stride and dilation (taps unrolled, weights or
   per-tap sums in registers, several outputs per thread, one pass for the weight gradient); ``auto`` takes
   it where it applies.
 ``auto`` chooses among them per shape (``_choose``); ``candidates(direction, geom)`` lists the variant
@@ -37,6 +36,7 @@ from .cuda_depthwise import (
 )
 from .cuda_depthwise_unrolled import (
     fwd_tile,
+    make_bwd_data_depthwise_unrolled,
     make_bwd_weight_depthwise_unrolled,
     make_fwd_depthwise_unrolled,
     unrolled_fits,
@@ -202,6 +202,12 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
         blocks = (-(-(geom.N * geom.H * geom.W) // (TM * DM)), -(-geom.Cg // (TN * DN)), geom.groups)
         kernel(make_bwd_data_igemm, out.dtype, tile)[blocks, DM * DN, out.stream](w, dy, out, *_geom_args(geom))
         return
+    if choice == ("depthwise", "unrolled"):
+        (_, _, pt, pl, _, _, groups), tile = _geom_args(geom), fwd_tile(geom.H, geom.W)
+        launch = kernel(make_bwd_data_depthwise_unrolled, out.dtype, geom.R, geom.S, geom.stride, geom.dilation, tile)
+        blocks = (geom.N * geom.C, -(-geom.H // (tile[0] * tile[2])) * -(-geom.W // tile[1]))
+        launch[blocks, tile[0] * tile[1], out.stream](w, dy, out, pt, pl, groups)
+        return
     if choice[0] == "depthwise":
         launch, blocks, threads = _depthwise_launch(make_bwd_data_depthwise, out.dtype, geom, geom.H, geom.W, geom.C)
         launch[blocks, threads, out.stream](w, dy, out, *_geom_args(geom))
@@ -328,6 +334,10 @@ def signatures(dt):
         entries[f"conv2d_fwd_depthwise_unrolled_{tag}_{tile[1]}x{tile[0]}x{tile[2]}"] = (
             functools.partial(make_fwd_depthwise_unrolled, R=R, S=S, stride=stride, dilation=dilation, tile=tile),
             (a4, a4, dt[::1], boolean, boolean, a4) + geo_unrolled, tile[0] * tile[1])
+        tile = fwd_tile(P * stride[0], Q * stride[1])
+        entries[f"conv2d_bwd_data_depthwise_unrolled_{tag}_{tile[1]}x{tile[0]}x{tile[2]}"] = (
+            functools.partial(make_bwd_data_depthwise_unrolled, R=R, S=S, stride=stride, dilation=dilation, tile=tile),
+            (a4, a4, a4) + geo_unrolled, tile[0] * tile[1])
         tile = wgrad_tile(Q)
         entries[f"conv2d_bwd_weight_depthwise_unrolled_{tag}_{tile[1]}x{tile[0]}"] = (
             functools.partial(make_bwd_weight_depthwise_unrolled, R=R, S=S, stride=stride, dilation=dilation,

@@ -11,6 +11,10 @@ shared-memory window is sized exactly. Index names as in cuda.py.
   then reads each window row its V outputs need once, S values of it, and adds them into every output that
   uses that row (window rows shared by vertically adjacent outputs are read once, not R times).
   Bias and ReLU are fused in the epilogue (NaN passes the ReLU, as torch.relu).
+- input gradient: blockIdx.x = plane (n, c), blockIdx.y = a (TY·V)×TX tile of dX, thread (ty, tx) → the V
+  outputs (h0 + ty·V + v, w0 + tx); for each of the K/groups output channels of c the block stages the dY
+  window the tile gathers from and the R·S weights go to registers; each output adds the taps whose
+  (h + pt − r·dh) / sh and (w + pl − s·dw) / sw are exact (no test at all at stride 1).
 - weight gradient: blockIdx.x = k, blockIdx.y = a split of the N·P output rows; thread (tr, tq) takes rows
   row0 + tr, row0 + tr + RT, … and columns tq, tq + QT, … of them (QT consecutive q per warp: coalesced dY
   loads) and adds dY[n, k, p, q]·X[n, c, h, w] into R·S register sums in ONE pass; then one fixed-order tree
@@ -68,9 +72,18 @@ def unrolled_fits(direction, geom) -> bool:
         rows, cols = fwd_window(geom.R, geom.S, geom.stride, geom.dilation, tile)
         tiles = -(-geom.P // (tile[0] * tile[2])) * -(-geom.Q // tile[1])
         return taps <= MAX_FWD_TAPS and rows * cols * 8 <= MAX_SMEM and tiles <= 65535
-    if direction == "weight":
-        return taps <= MAX_WGRAD_TAPS
-    return False
+    if direction == "input":
+        tile = fwd_tile(geom.H, geom.W)
+        rows, cols = bwd_data_window(geom.R, geom.S, geom.stride, geom.dilation, tile)
+        tiles = -(-geom.H // (tile[0] * tile[2])) * -(-geom.W // tile[1])
+        return taps <= MAX_FWD_TAPS and rows * cols * 8 <= MAX_SMEM and tiles <= 65535
+    return taps <= MAX_WGRAD_TAPS
+
+
+def bwd_data_window(R, S, stride, dilation, tile):
+    """(rows, columns) of the dY window one input-gradient tile gathers from."""
+    TY, TX, V = tile
+    return (TY * V - 1 + (R - 1) * dilation[0]) // stride[0] + 2, (TX - 1 + (S - 1) * dilation[1]) // stride[1] + 2
 
 
 def make_fwd_depthwise_unrolled(dt, R, S, stride, dilation, tile):
@@ -144,6 +157,77 @@ def make_fwd_depthwise_unrolled(dt, R, S, stride, dilation, tile):
                 out[n, k, p, q] = result
 
     return conv2d_fwd_depthwise_unrolled_kernel
+
+
+def make_bwd_data_depthwise_unrolled(dt, R, S, stride, dilation, tile):
+    (SH_, SW_), (DH_, DW_) = stride, dilation
+    TY_, TX_, V_ = tile
+    WH_, WW_ = bwd_data_window(R, S, stride, dilation, tile)
+    TAPS = R * S
+    TY, TX, V, BY = const32(TY_), const32(TX_), const32(V_), const32(TY_ * V_)
+    SH, SW, WH, WW, ZERO = const32(SH_), const32(SW_), const32(WH_), const32(WW_), const32(0)
+
+    def conv2d_bwd_data_depthwise_unrolled_kernel(w, dy, dx, pt, pl, groups):
+        C, H, W = i32(dx.shape[1]), i32(dx.shape[2]), i32(dx.shape[3])
+        K = i32(w.shape[0])
+        P, Q = i32(dy.shape[2]), i32(dy.shape[3])
+        pt, pl = i32(pt), i32(pl)
+        Kg = i32(u32(K) // u32(groups))
+        plane = i32(cuda.blockIdx.x)
+        n = i32(u32(plane) // u32(C))
+        c = i32(u32(plane) % u32(C))
+        tiles_x = i32(u32(W + TX - 1) // u32(TX))
+        h0 = i32(i32(u32(cuda.blockIdx.y) // u32(tiles_x)) * BY)
+        w0 = i32(i32(u32(cuda.blockIdx.y) % u32(tiles_x)) * TX)
+        # The dY window: rows p_lo … p_lo + WH − 1 hold every p a row of the tile gathers from (floor
+        # divisions: the numerators may be negative).
+        p_lo = i32(i32(h0 + pt - (R - 1) * DH_) // SH)
+        q_lo = i32(i32(w0 + pl - (S - 1) * DW_) // SW)
+        tid = i32(cuda.threadIdx.x)
+        ty = i32(u32(tid) // u32(TX))
+        tx = i32(u32(tid) % u32(TX))
+        # Relative to the window's first row / column, output (h, w) gathers tap (r, s) from
+        # ((h + pt − r·dh) − p_lo·sh) / sh: non-negative, so unsigned divisions by the constant strides.
+        h_rel = i32(h0 + i32(ty * V) + pt - p_lo * SH)
+        w_rel = i32(w0 + tx + pl - q_lo * SW)
+        window = cuda.shared.array((WH_, WW_), dt)
+        weights = cuda.local.array(TAPS, dt)
+        acc = cuda.local.array(V_, dt)
+        for v in range(V_):
+            acc[v] = dt(0)
+        for m in range(ZERO, Kg):
+            k = i32(c * Kg + m)
+            cuda.syncthreads()  # the previous channel's window is no longer read
+            for i in range(ty, WH, TY):
+                p = i32(p_lo + i)
+                inside = p >= 0 and p < P
+                for j in range(tx, WW, TX):
+                    q = i32(q_lo + j)
+                    value = dt(0)
+                    if inside and q >= 0 and q < Q:
+                        value = dy[n, k, p, q]
+                    window[i, j] = value
+            for r in range(R):
+                for s in range(S):
+                    weights[r * S + s] = w[k, ZERO, r, s]
+            cuda.syncthreads()
+            for s in range(S):
+                qw = i32(w_rel - s * DW_)
+                qi = i32(u32(qw) // u32(SW))
+                if SW_ == 1 or qi * SW == qw:  # out-of-range p, q are zeros of the window
+                    for v in range(V_):
+                        for r in range(R):
+                            ph = i32(h_rel + v - r * DH_)
+                            pi = i32(u32(ph) // u32(SH))
+                            if SH_ == 1 or pi * SH == ph:
+                                acc[v] += window[pi, qi] * weights[r * S + s]
+        x_col = i32(w0 + tx)
+        for v in range(V_):
+            h = i32(h0 + i32(ty * V) + v)
+            if h < H and x_col < W:
+                dx[n, c, h, x_col] = acc[v]
+
+    return conv2d_bwd_data_depthwise_unrolled_kernel
 
 
 def make_bwd_weight_depthwise_unrolled(dt, R, S, stride, dilation, tile):
