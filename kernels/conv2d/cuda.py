@@ -5,9 +5,9 @@ Algorithms (``algorithm=``), each family of kernels in its own module:
 - ``gemm`` (cuda_igemm): implicit GEMM for all three directions, 32-bit indices. ``gemm`` picks the
   block tile from the shape (``_pick_tile``); ``gemm_64x64`` / ``gemm_32x32`` force one (``GEMM_TILES``).
 - ``depthwise`` (cuda_depthwise): C/groups == 1; a block per tile of one (n, channel) plane with the
-  input tile and its halo in shared memory. ``depthwise_unrolled`` (cuda_depthwise_unrolled): the same, compiled per filter size, stride and dilation (taps unrolled, weights or
-  per-tap sums in registers, several outputs per thread, one pass for the weight gradient); ``auto`` takes
-  it where it applies.
+  input tile and its halo in shared memory. ``depthwise_unrolled`` (cuda_depthwise_unrolled): the same,
+  compiled per filter size, stride and dilation (taps unrolled, weights or per-tap sums in registers,
+  several outputs per thread, one pass for the weight gradient); ``auto`` takes it where it applies.
 ``auto`` chooses among them per shape (``_choose``); ``candidates(direction, geom)`` lists the variant
 names that apply to a shape, for ``convcore.tune`` to time, and every launcher accepts them.
 The weight gradients reduce through a split workspace summed in index order: no float atomics, so
