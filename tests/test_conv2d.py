@@ -361,8 +361,9 @@ def test_cuda_candidates_and_variant_names():
     depthwise = conv_geometry("test", (2, 8, 6, 6), (8, 1, 3, 3), 2, 1, 1, 8)
     for direction in ("forward", "input", "weight", "conv2d", "conv2d_input", "conv2d_weight"):
         assert cuda_kernels.candidates(direction, dense) == ["direct", "gemm_64x64", "gemm_32x32"]
-        assert cuda_kernels.candidates(direction, depthwise) == ["direct", "gemm_64x64", "gemm_32x32", "depthwise"]
-        assert cuda_kernels._choose(direction, "auto", depthwise) == ("depthwise",)
+        assert cuda_kernels.candidates(direction, depthwise) == ["direct", "gemm_64x64", "gemm_32x32", "depthwise",
+                                                                 "depthwise_unrolled"]
+        assert cuda_kernels._choose(direction, "auto", depthwise) == ("depthwise", "unrolled")
         for name in cuda_kernels.candidates(direction, depthwise):
             assert cuda_kernels._choose(direction, name, depthwise)[0] == name.split("_")[0]
     with pytest.raises(ValueError, match="direction must be one of"):
@@ -373,8 +374,15 @@ def test_cuda_candidates_and_variant_names():
         cuda_kernels.conv2d_bwd_data(None, None, np.empty(dense.input_shape), dense, "depthwise")
     # A dilation too wide for the depthwise kernels' shared-memory window: not a candidate, not auto's pick.
     wide = conv_geometry("test", (1, 2, 200, 200), (2, 1, 3, 3), 1, 0, 60, 2)
-    assert "depthwise" not in cuda_kernels.candidates("forward", wide)
-    assert cuda_kernels._choose("forward", "auto", wide) != ("depthwise",)
+    assert not {"depthwise", "depthwise_unrolled"} & set(cuda_kernels.candidates("forward", wide))
+    assert cuda_kernels._choose("forward", "auto", wide)[0] != "depthwise"
+    with pytest.raises(ValueError, match="'depthwise_unrolled' does not apply"):
+        cuda_kernels._choose("forward", "depthwise_unrolled", wide)
+    # 7×7 taps: the unrolled weight gradient's per-tap sums would not fit; the other directions take it.
+    large = conv_geometry("test", (1, 2, 20, 20), (2, 1, 7, 7), 1, 3, 1, 2)
+    assert "depthwise_unrolled" not in cuda_kernels.candidates("weight", large)
+    assert cuda_kernels._choose("weight", "auto", large) == ("depthwise",)
+    assert cuda_kernels._choose("input", "auto", large) == ("depthwise", "unrolled")
     # 2**31 output elements: the 32-bit kernels are not candidates, auto takes the 64-bit direct ones,
     # and asking for one raises (the geometry alone decides; nothing is allocated).
     huge = conv_geometry("test", (1 << 16, 64, 32, 32), (64, 64, 1, 1), 1, 0, 1, 1)
