@@ -35,6 +35,7 @@ from .cuda_depthwise import (
     make_fwd_depthwise,
 )
 from .cuda_depthwise_unrolled import (
+    bwd_data_tile,
     fwd_tile,
     make_bwd_data_depthwise_unrolled,
     make_bwd_weight_depthwise_unrolled,
@@ -131,8 +132,10 @@ def _choose(direction, algorithm, geom):
     if algorithm == "auto":
         if not _fits_int32(geom):
             return ("direct",)  # the 64-bit kernels: the only ones exact at this size
-        if geom.Cg == 1 and unrolled_fits(direction, geom):
-            return ("depthwise", "unrolled")  # fewer loads and instructions per output (see its module)
+        if geom.Cg == 1 and (geom.R, geom.S) == (3, 3) and unrolled_fits(direction, geom):
+            # Fewer loads and instructions per output, no spills (see cuda_depthwise_unrolled); other
+            # filter sizes are tuning candidates only until a GPU has timed them.
+            return ("depthwise", "unrolled")
         if geom.Cg == 1 and depthwise_fits(direction, geom):
             return ("depthwise",)
         # Very shallow reductions or narrow outputs leave the GEMM tile mostly empty.
@@ -203,7 +206,7 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
         kernel(make_bwd_data_igemm, out.dtype, tile)[blocks, DM * DN, out.stream](w, dy, out, *_geom_args(geom))
         return
     if choice == ("depthwise", "unrolled"):
-        (_, _, pt, pl, _, _, groups), tile = _geom_args(geom), fwd_tile(geom.H, geom.W)
+        (_, _, pt, pl, _, _, groups), tile = _geom_args(geom), bwd_data_tile(geom.H, geom.W, geom.stride)
         launch = kernel(make_bwd_data_depthwise_unrolled, out.dtype, geom.R, geom.S, geom.stride, geom.dilation, tile)
         blocks = (geom.N * geom.C, -(-geom.H // (tile[0] * tile[2])) * -(-geom.W // tile[1]))
         launch[blocks, tile[0] * tile[1], out.stream](w, dy, out, pt, pl, groups)
@@ -334,7 +337,7 @@ def signatures(dt):
         entries[f"conv2d_fwd_depthwise_unrolled_{tag}_{tile[1]}x{tile[0]}x{tile[2]}"] = (
             functools.partial(make_fwd_depthwise_unrolled, R=R, S=S, stride=stride, dilation=dilation, tile=tile),
             (a4, a4, dt[::1], boolean, boolean, a4) + geo_unrolled, tile[0] * tile[1])
-        tile = fwd_tile(P * stride[0], Q * stride[1])
+        tile = bwd_data_tile(P * stride[0], Q * stride[1], stride)
         entries[f"conv2d_bwd_data_depthwise_unrolled_{tag}_{tile[1]}x{tile[0]}x{tile[2]}"] = (
             functools.partial(make_bwd_data_depthwise_unrolled, R=R, S=S, stride=stride, dilation=dilation, tile=tile),
             (a4, a4, a4) + geo_unrolled, tile[0] * tile[1])

@@ -52,6 +52,13 @@ def fwd_tile(P, Q):
     return TY, TX, V
 
 
+def bwd_data_tile(H, W, stride):
+    """The input gradient's (TY, TX, V): as the forward's for an H×W plane, at most 2 outputs per thread
+    when strided (each output's taps are chosen at run time there, which costs registers)."""
+    TY, TX, V = fwd_tile(H, W)
+    return (TY, TX, V) if stride == (1, 1) else (TY, TX, min(V, 2))
+
+
 def fwd_window(R, S, stride, dilation, tile):
     """(rows, columns) of the input window one forward tile reads."""
     TY, TX, V = tile
@@ -73,7 +80,7 @@ def unrolled_fits(direction, geom) -> bool:
         tiles = -(-geom.P // (tile[0] * tile[2])) * -(-geom.Q // tile[1])
         return taps <= MAX_FWD_TAPS and rows * cols * 8 <= MAX_SMEM and tiles <= 65535
     if direction == "input":
-        tile = fwd_tile(geom.H, geom.W)
+        tile = bwd_data_tile(geom.H, geom.W, geom.stride)
         rows, cols = bwd_data_window(geom.R, geom.S, geom.stride, geom.dilation, tile)
         tiles = -(-geom.H // (tile[0] * tile[2])) * -(-geom.W // tile[1])
         return taps <= MAX_FWD_TAPS and rows * cols * 8 <= MAX_SMEM and tiles <= 65535
