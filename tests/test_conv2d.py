@@ -378,11 +378,12 @@ def test_cuda_candidates_and_variant_names():
     assert cuda_kernels._choose("forward", "auto", wide)[0] != "depthwise"
     with pytest.raises(ValueError, match="'depthwise_unrolled' does not apply"):
         cuda_kernels._choose("forward", "depthwise_unrolled", wide)
-    # 7×7 taps: the unrolled weight gradient's per-tap sums would not fit; the other directions list it,
-    # but auto takes it for 3×3 layers only.
+    # 7×7 taps: the unrolled gradients' registers would not suffice; the forward lists it, but auto
+    # takes it for 3×3 layers only.
     large = conv_geometry("test", (1, 2, 20, 20), (2, 1, 7, 7), 1, 3, 1, 2)
     assert "depthwise_unrolled" not in cuda_kernels.candidates("weight", large)
-    assert "depthwise_unrolled" in cuda_kernels.candidates("input", large)
+    assert "depthwise_unrolled" not in cuda_kernels.candidates("input", large)
+    assert "depthwise_unrolled" in cuda_kernels.candidates("forward", large)
     for direction in ("forward", "input", "weight"):
         assert cuda_kernels._choose(direction, "auto", large) == ("depthwise",)
     # 2**31 output elements: the 32-bit kernels are not candidates, auto takes the 64-bit direct ones,

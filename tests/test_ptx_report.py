@@ -64,4 +64,4 @@ def test_report_covers_every_kernel_factory(report):
             for dtype in ("float32", "float64"):
                 for cc in (80, 90):
                     assert (family, name, dtype, cc) in seen
-    assert len(_cuda_modules("conv2d")) == 4  # cuda, cuda_depthwise, cuda_direct, cuda_igemm
+    assert len(_cuda_modules("conv2d")) == 5  # cuda, cuda_depthwise, cuda_depthwise_unrolled, cuda_direct, cuda_igemm

@@ -183,7 +183,7 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
         return
     if choice == ("depthwise", "unrolled"):
         (_, _, pt, pl, _, _, groups), tile = _geom_args(geom), fwd_tile(geom.P, geom.Q)
-        launch = kernel(make_fwd_depthwise_unrolled, out.dtype, geom.R, geom.S, geom.stride, geom.dilation, tile)
+        launch = kernel(make_fwd_depthwise_unrolled, out.dtype, *_unrolled_static(geom), tile)
         blocks = (geom.N * geom.K, -(-geom.P // (tile[0] * tile[2])) * -(-geom.Q // tile[1]))
         launch[blocks, tile[0] * tile[1], out.stream](x, w, bias, has_bias, activation == "relu", out, pt, pl, groups)
         return
@@ -206,8 +206,8 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
         kernel(make_bwd_data_igemm, out.dtype, tile)[blocks, DM * DN, out.stream](w, dy, out, *_geom_args(geom))
         return
     if choice == ("depthwise", "unrolled"):
-        (_, _, pt, pl, _, _, groups), tile = _geom_args(geom), bwd_data_tile(geom.H, geom.W, geom.stride)
-        launch = kernel(make_bwd_data_depthwise_unrolled, out.dtype, geom.R, geom.S, geom.stride, geom.dilation, tile)
+        (_, _, pt, pl, _, _, groups), tile = _geom_args(geom), bwd_data_tile(geom.H, geom.W, geom.R, geom.S, geom.stride)
+        launch = kernel(make_bwd_data_depthwise_unrolled, out.dtype, *_unrolled_static(geom), tile)
         blocks = (geom.N * geom.C, -(-geom.H // (tile[0] * tile[2])) * -(-geom.W // tile[1]))
         launch[blocks, tile[0] * tile[1], out.stream](w, dy, out, pt, pl, groups)
         return
@@ -232,8 +232,7 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
         (_, _, pt, pl, _, _, groups), tile = _geom_args(geom), wgrad_tile(geom.Q)
         splits, rows_per_split = _depthwise_splits(geom, 4 * _TARGET_BLOCKS)
         partial = _workspace((splits,) + tuple(out.shape), out)
-        launch = kernel(make_bwd_weight_depthwise_unrolled, out.dtype, geom.R, geom.S, geom.stride, geom.dilation,
-                        tile)
+        launch = kernel(make_bwd_weight_depthwise_unrolled, out.dtype, *_unrolled_static(geom), tile)
         launch[(geom.K, splits), tile[0] * tile[1], out.stream](x, dy, partial, rows_per_split, pt, pl, groups)
     elif choice[0] == "depthwise":
         splits, rows_per_split = _depthwise_splits(geom)
@@ -247,6 +246,11 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
         launch[grid_for(partial.size), THREADS, out.stream](x, dy, partial, rows_per_split, *_geom_args(geom))
     reduce = kernel(make_sum_splits, out.dtype)
     reduce[grid_for(out.size), THREADS, out.stream](partial.reshape(splits, out.size), out.reshape(out.size))
+
+
+def _unrolled_static(geom):
+    """(R, S, stride, dilation) as plain ints: the depthwise_unrolled kernels' compile-time parameters."""
+    return int(geom.R), int(geom.S), tuple(map(int, geom.stride)), tuple(map(int, geom.dilation))
 
 
 def _depthwise_launch(factory, dtype, geom, height, width, planes):
@@ -337,7 +341,7 @@ def signatures(dt):
         entries[f"conv2d_fwd_depthwise_unrolled_{tag}_{tile[1]}x{tile[0]}x{tile[2]}"] = (
             functools.partial(make_fwd_depthwise_unrolled, R=R, S=S, stride=stride, dilation=dilation, tile=tile),
             (a4, a4, dt[::1], boolean, boolean, a4) + geo_unrolled, tile[0] * tile[1])
-        tile = bwd_data_tile(P * stride[0], Q * stride[1], stride)
+        tile = bwd_data_tile(P * stride[0], Q * stride[1], R, S, stride)
         entries[f"conv2d_bwd_data_depthwise_unrolled_{tag}_{tile[1]}x{tile[0]}x{tile[2]}"] = (
             functools.partial(make_bwd_data_depthwise_unrolled, R=R, S=S, stride=stride, dilation=dilation, tile=tile),
             (a4, a4, a4) + geo_unrolled, tile[0] * tile[1])

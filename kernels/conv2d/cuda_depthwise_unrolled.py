@@ -32,6 +32,7 @@ from convcore._backend import cuda_simulated
 from .cuda_igemm import const32, i32, u32
 
 MAX_FWD_TAPS = 49  # 7×7: the weights stay in registers
+MAX_DGRAD_TAPS = 25  # 5×5: the input gradient reloads its weights per output channel (registers)
 MAX_WGRAD_TAPS = 25  # 5×5: sums[taps, threads] of float64 within the 48 KB of static shared memory
 MAX_SMEM = 48 * 1024
 # Threads per block: 256 (forward) and 128 (weight gradient) on a GPU; a handful in the simulator,
@@ -52,10 +53,13 @@ def fwd_tile(P, Q):
     return TY, TX, V
 
 
-def bwd_data_tile(H, W, stride):
-    """The input gradient's (TY, TX, V): as the forward's for an H×W plane, at most 2 outputs per thread
-    when strided (each output's taps are chosen at run time there, which costs registers)."""
+def bwd_data_tile(H, W, R, S, stride):
+    """The input gradient's (TY, TX, V): as the forward's for an H×W plane, but at most 2 outputs per
+    thread when strided (each output's taps are chosen at run time there) and 1 above 3×3 taps: registers
+    (a 5×5 float64 kernel took 160 with 4 outputs, 128 with 2)."""
     TY, TX, V = fwd_tile(H, W)
+    if R * S > 9:
+        return TY, TX, 1
     return (TY, TX, V) if stride == (1, 1) else (TY, TX, min(V, 2))
 
 
@@ -80,10 +84,10 @@ def unrolled_fits(direction, geom) -> bool:
         tiles = -(-geom.P // (tile[0] * tile[2])) * -(-geom.Q // tile[1])
         return taps <= MAX_FWD_TAPS and rows * cols * 8 <= MAX_SMEM and tiles <= 65535
     if direction == "input":
-        tile = bwd_data_tile(geom.H, geom.W, geom.stride)
+        tile = bwd_data_tile(geom.H, geom.W, geom.R, geom.S, geom.stride)
         rows, cols = bwd_data_window(geom.R, geom.S, geom.stride, geom.dilation, tile)
         tiles = -(-geom.H // (tile[0] * tile[2])) * -(-geom.W // tile[1])
-        return taps <= MAX_FWD_TAPS and rows * cols * 8 <= MAX_SMEM and tiles <= 65535
+        return taps <= MAX_DGRAD_TAPS and rows * cols * 8 <= MAX_SMEM and tiles <= 65535
     return taps <= MAX_WGRAD_TAPS
 
 
