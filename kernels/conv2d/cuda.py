@@ -336,17 +336,17 @@ def signatures(dt):
     geo_unrolled = (int64,) * 3
     for R, S, stride, dilation, (P, Q) in ((3, 3, (1, 1), (1, 1), (112, 112)), (3, 3, (2, 2), (1, 1), (56, 56)),
                                           (3, 3, (1, 1), (1, 1), (7, 7)), (5, 5, (1, 1), (1, 1), (28, 28))):
-        tag = f"{R}x{S}_s{stride[0]}"
+        tag = f"{R}x{S}_s{stride[0]}_{P}x{Q}"  # the plane, not the tile: the simulator's tiles differ
         tile = fwd_tile(P, Q)
-        entries[f"conv2d_fwd_depthwise_unrolled_{tag}_{tile[1]}x{tile[0]}x{tile[2]}"] = (
+        entries[f"conv2d_fwd_depthwise_unrolled_{tag}"] = (
             functools.partial(make_fwd_depthwise_unrolled, R=R, S=S, stride=stride, dilation=dilation, tile=tile),
             (a4, a4, dt[::1], boolean, boolean, a4) + geo_unrolled, tile[0] * tile[1])
         tile = bwd_data_tile(P * stride[0], Q * stride[1], R, S, stride)
-        entries[f"conv2d_bwd_data_depthwise_unrolled_{tag}_{tile[1]}x{tile[0]}x{tile[2]}"] = (
+        entries[f"conv2d_bwd_data_depthwise_unrolled_{tag}"] = (
             functools.partial(make_bwd_data_depthwise_unrolled, R=R, S=S, stride=stride, dilation=dilation, tile=tile),
             (a4, a4, a4) + geo_unrolled, tile[0] * tile[1])
         tile = wgrad_tile(Q)
-        entries[f"conv2d_bwd_weight_depthwise_unrolled_{tag}_{tile[1]}x{tile[0]}"] = (
+        entries[f"conv2d_bwd_weight_depthwise_unrolled_{tag}"] = (
             functools.partial(make_bwd_weight_depthwise_unrolled, R=R, S=S, stride=stride, dilation=dilation,
                               tile=tile),
             (a4, a4, dt[:, :, :, :, ::1], int64) + geo_unrolled, tile[0] * tile[1])
