@@ -56,7 +56,7 @@ def fwd_tile(P, Q):
 def bwd_data_tile(H, W, R, S, stride):
     """The input gradient's (TY, TX, V): as the forward's for an H×W plane, but at most 2 outputs per
     thread when strided (each output's taps are chosen at run time there) and 1 above 3×3 taps: registers
-    (a 5×5 float64 kernel took 160 with 4 outputs, 128 with 2)."""
+    (5×5 float64 on sm_80: 160 with 4 outputs, 128 with 1 or 2 — ptxas spends what it is allowed)."""
     TY, TX, V = fwd_tile(H, W)
     if R * S > 9:
         return TY, TX, 1
