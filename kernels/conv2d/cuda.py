@@ -45,7 +45,7 @@ GEMM_TILES = {
 }
 if cuda_simulated():
     GEMM_TILES = {"64x64": {"float32": (4, 2, 8, 4, 4), "float64": (4, 2, 8, 4, 4)},
-                  "32x32": {"float32": (4, 4, 8, 2, 2), "float64": (4, 4, 8, 2, 2)}}
+                  "32x32": {"float32": (2, 2, 8, 4, 4), "float64": (2, 2, 8, 4, 4)}}
 
 DIRECTIONS = {"forward": "forward", "input": "input", "weight": "weight",
               "conv2d": "forward", "conv2d_input": "input", "conv2d_weight": "weight",
