@@ -52,6 +52,12 @@ def _tile_constants(tile):
     return tuple(const32(v) for v in (TM, TN, BK, DM, DN, TM * DM, TN * DN, DM * DN, BK * TM * DM, BK * TN * DN, 0))
 
 
+def _skewed(tile, width):
+    """Shape of a (BK, width) shared slice written by slot (tid % BK, tid // BK + ...): rows padded by 32/BK
+    words, so a warp's 32 stores (BK rows × 32/BK columns) fall in 32 different banks, not 32/BK."""
+    return tile[2], width + max(1, 32 // tile[2])
+
+
 def _check_tile(tile, a_rows_fixed):
     """The gathers give each thread fixed slice rows and GEMM rows/columns (see the module docstring);
     that needs these divisibilities. A tile that breaks them fails here, at kernel-build time."""
@@ -83,7 +89,7 @@ def _advance(hi, mid, lo, d_hi, d_mid, d_lo, MID, LO):
 
 def make_fwd_igemm(dt, tile, relu=False):
     _check_tile(tile, a_rows_fixed=True)
-    TM_, TN_, A_SHAPE, B_SHAPE = tile[0], tile[1], (tile[2], tile[0] * tile[3]), (tile[2], tile[1] * tile[4])
+    TM_, TN_, A_SHAPE, B_SHAPE = tile[0], tile[1], (tile[2], tile[0] * tile[3]), _skewed(tile, tile[1] * tile[4])
     TM, TN, BK, DM, DN, BM, BN, NT, A_SIZE, B_SIZE, ZERO = _tile_constants(tile)
     A_PER, B_PER, B_STEP = const32(A_SIZE // NT), const32(B_SIZE // NT), const32(NT // BK)
 
@@ -192,7 +198,7 @@ def make_fwd_igemm_relu(dt, tile):
 
 def make_bwd_data_igemm(dt, tile):
     _check_tile(tile, a_rows_fixed=True)
-    TM_, TN_, A_SHAPE, B_SHAPE = tile[0], tile[1], (tile[2], tile[0] * tile[3]), (tile[2], tile[1] * tile[4])
+    TM_, TN_, A_SHAPE, B_SHAPE = tile[0], tile[1], (tile[2], tile[0] * tile[3]), _skewed(tile, tile[1] * tile[4])
     TM, TN, BK, DM, DN, BM, BN, NT, A_SIZE, B_SIZE, ZERO = _tile_constants(tile)
     A_PER, B_PER, B_STEP = const32(A_SIZE // NT), const32(B_SIZE // NT), const32(NT // BK)
 
@@ -297,7 +303,7 @@ def make_bwd_data_igemm(dt, tile):
 
 def make_bwd_weight_igemm(dt, tile):
     _check_tile(tile, a_rows_fixed=False)
-    TM_, TN_, A_SHAPE, B_SHAPE = tile[0], tile[1], (tile[2], tile[0] * tile[3]), (tile[2], tile[1] * tile[4])
+    TM_, TN_, A_SHAPE, B_SHAPE = tile[0], tile[1], _skewed(tile, tile[0] * tile[3]), _skewed(tile, tile[1] * tile[4])
     TM, TN, BK, DM, DN, BM, BN, NT, A_SIZE, B_SIZE, ZERO = _tile_constants(tile)
     A_PER, B_PER, STEP = const32(A_SIZE // NT), const32(B_SIZE // NT), const32(NT // BK)
     BN_ = tile[1] * tile[4]
