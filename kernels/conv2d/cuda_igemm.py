@@ -1,7 +1,7 @@
 """conv2d as implicit GEMM on CUDA: forward, input gradient, weight gradient (CUTLASS's fprop/dgrad/wgrad).
 
 One structure for the three directions. A block computes a BM×BN tile of C[M, N] = Σ_K A[M, K]·B[K, N],
-staging BK-deep slices of A (``As``, BK×BM) and B (``Bs``, BK×BN), gathered from the tensors, through shared
+staging BK-deep slices of A (``As``, BK×BM) and B (``Bs``, BK×BN, + skew), gathered from the tensors, through shared
 memory; thread (tm, tn) keeps a TM×TN register tile whose rows are strided by DM and columns by DN, so its
 stores to consecutive GEMM rows (forward, dgrad) or columns (wgrad) are coalesced. ``tile`` = (TM, TN, BK, DM, DN).
 - forward: M = N·P·Q (n, p, q), N = K/g, K = C/g·R·S; A = the input gathered (zero outside the padding),
@@ -13,12 +13,15 @@ stores to consecutive GEMM rows (forward, dgrad) or columns (wgrad) are coalesce
   blockIdx.z = group·splits + split, and each split writes its whole tile to ``partial[split]`` — no atomics;
   the launcher's ordered sum over splits makes the result bitwise reproducible.
 
-The gathers do no division in the K loop. Each thread fills the same slots of ``As``/``Bs`` at every step:
-- where a slice row runs along the gathered GEMM rows (the A slices of forward and dgrad), thread ``tid`` owns
-  GEMM row ``tid % BM`` (needs threads % BM == 0) and ``A_PER`` consecutive slice rows; its (n, p, q) or
-  (n, h, w) is decomposed once, before the loop;
-- elsewhere thread ``tid`` owns slice row ``tid % BK`` (threads % BK == 0) and columns ``tid // BK + j·threads/BK``:
-  the wgrad input columns (c, r, s) are decomposed once into per-thread tables.
+The gathers do no division in the K loop (dgrad at stride > 1 keeps one per tap to test divisibility).
+Each thread fills the same slots of ``As``/``Bs`` at every step:
+- the A slices of forward and dgrad (input / dY): thread ``tid`` owns GEMM row ``tid % BM`` (needs
+  threads % BM == 0) and ``A_PER`` consecutive slice rows; its (n, p, q) or (n, h, w) is decomposed once,
+  before the loop;
+- the weight slices, and both wgrad slices: thread ``tid`` owns slice row ``tid % BK`` (threads % BK == 0)
+  and columns ``tid // BK + j·threads/BK``; the wgrad block's input columns (c, r·dh, s·dw) are tabulated
+  once in shared memory. These slices are stored with rows skewed by 32/BK words (``_skewed``), so the
+  column-strided stores of a warp hit 32 different banks.
 The GEMM-K index each thread reads, (c, r, s), (k, r, s) or (n, p, q), is kept decomposed and stepped by
 ``_advance`` (BK, and 1 between a thread's consecutive slice rows, in mixed radix: adds and compares).
 ``_check_tile`` rejects, when the kernel is built, a tile that breaks these divisibilities.
