@@ -218,8 +218,8 @@ def test_weight_gradient_is_deterministic(kernel_backend, algorithm, rng):
     assert first.tobytes() == second.tobytes()
 
 
-@pytest.mark.parametrize("algorithm, groups", [("direct", 1), ("gemm_32x32", 1), ("gemm_64x64", 1), ("depthwise", 4),
-                                              ("depthwise_unrolled", 4)])
+@pytest.mark.parametrize("algorithm, groups", [("direct", 1), ("gemm_32x32", 1), ("gemm_64x64", 1), ("gemm_128x64", 1),
+                                               ("gemm_128x128", 1), ("depthwise", 4), ("depthwise_unrolled", 4)])
 def test_cuda_weight_gradient_is_deterministic(algorithm, groups, rng):
     """Every cuda weight gradient reduces over several splits (checked), in a fixed order: bitwise equal runs."""
     from convcore.kernels.conv2d import cuda as cuda_kernels
@@ -304,20 +304,38 @@ def test_cuda_depthwise_variants(dtype, config, rng):
 
 @pytest.mark.parametrize("config", ["asymmetric", "groups2", "thirteen_to_one"])
 def test_cuda_gemm_tiles(dtype, config, rng):
-    """The tile 'gemm' does not pick for these small shapes, in every direction, with tails in M, N and K."""
+    """Every tile 'gemm' does not pick for these small shapes, in every direction, with tails in M, N and K."""
     from convcore.kernels.conv2d import cuda as cuda_kernels
 
     x, w, b, dy, geom, _ = _problem(rng, dtype, config)
     x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
     for direction in ("forward", "input", "weight"):
         assert cuda_kernels._choose(direction, "gemm", geom) == ("gemm", "32x32")
-        assert "gemm_64x64" in cuda_kernels.candidates(direction, geom)
-    expected = reference.conv2d(x64, w64, b.astype(np.float64), out_hw=(geom.P, geom.Q), **_ref_kwargs(geom))
-    assert_matches(_launch("conv2d", "gemm_64x64", geom, x, w, b), expected, dtype, geom.Cg * geom.R * geom.S, "fwd")
-    expected = reference.conv2d_input(x.shape, w64, dy64, **_ref_kwargs(geom))
-    assert_matches(_launch("conv2d_input", "gemm_64x64", geom, w, dy), expected, dtype, geom.Kg * geom.R * geom.S, "input")
-    expected = reference.conv2d_weight(x64, w.shape, dy64, **_ref_kwargs(geom))
-    assert_matches(_launch("conv2d_weight", "gemm_64x64", geom, x, dy), expected, dtype, geom.N * geom.P * geom.Q, "weight")
+    others = [f"gemm_{name}" for name in cuda_kernels.GEMM_TILES if name != "32x32"]
+    assert {"gemm_64x64", "gemm_128x64", "gemm_128x128"} <= set(others)
+    for name in others:
+        for direction in ("forward", "input", "weight"):
+            assert name in cuda_kernels.candidates(direction, geom)
+        expected = reference.conv2d(x64, w64, b.astype(np.float64), out_hw=(geom.P, geom.Q), **_ref_kwargs(geom))
+        assert_matches(_launch("conv2d", name, geom, x, w, b), expected, dtype, geom.Cg * geom.R * geom.S, name)
+        expected = reference.conv2d_input(x.shape, w64, dy64, **_ref_kwargs(geom))
+        assert_matches(_launch("conv2d_input", name, geom, w, dy), expected, dtype, geom.Kg * geom.R * geom.S, name)
+        expected = reference.conv2d_weight(x64, w.shape, dy64, **_ref_kwargs(geom))
+        assert_matches(_launch("conv2d_weight", name, geom, x, dy), expected, dtype, geom.N * geom.P * geom.Q, name)
+
+
+def test_cuda_gemm_tile_rules():
+    """A tile whose threads cannot each keep fixed gather slots is rejected when its kernel is built."""
+    from convcore.kernels.conv2d import cuda_igemm
+    from convcore.kernels.conv2d.cuda import GEMM_TILES
+
+    for tiles in GEMM_TILES.values():
+        for tile in tiles.values():
+            cuda_igemm._check_tile(tile, a_rows_fixed=True)
+    with pytest.raises(ValueError, match=r"threads % BM == 0"):
+        cuda_igemm.make_fwd_igemm(None, (4, 4, 8, 2, 2))  # 4 threads, BM = 8
+    with pytest.raises(ValueError, match=r"threads % BK == 0"):
+        cuda_igemm.make_bwd_weight_igemm(None, (4, 4, 8, 2, 2))
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -360,9 +378,9 @@ def test_cuda_candidates_and_variant_names():
     dense = conv_geometry("test", (2, 8, 6, 6), (16, 8, 3, 3), 1, 1, 1, 1)
     depthwise = conv_geometry("test", (2, 8, 6, 6), (8, 1, 3, 3), 2, 1, 1, 8)
     for direction in ("forward", "input", "weight", "conv2d", "conv2d_input", "conv2d_weight"):
-        assert cuda_kernels.candidates(direction, dense) == ["direct", "gemm_64x64", "gemm_32x32"]
-        assert cuda_kernels.candidates(direction, depthwise) == ["direct", "gemm_64x64", "gemm_32x32", "depthwise",
-                                                                 "depthwise_unrolled"]
+        gemm = ["gemm_64x64", "gemm_32x32", "gemm_128x64", "gemm_128x128"]
+        assert cuda_kernels.candidates(direction, dense) == ["direct"] + gemm
+        assert cuda_kernels.candidates(direction, depthwise) == ["direct"] + gemm + ["depthwise", "depthwise_unrolled"]
         assert cuda_kernels._choose(direction, "auto", depthwise) == ("depthwise", "unrolled")
         for name in cuda_kernels.candidates(direction, depthwise):
             assert cuda_kernels._choose(direction, name, depthwise)[0] == name.split("_")[0]

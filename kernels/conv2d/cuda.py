@@ -3,7 +3,8 @@
 Algorithms (``algorithm=``), each family of kernels in its own module:
 - ``direct`` (cuda_direct): one thread per output element; 64-bit indices.
 - ``gemm`` (cuda_igemm): implicit GEMM for all three directions, 32-bit indices. ``gemm`` picks the
-  block tile from the shape (``_pick_tile``); ``gemm_64x64`` / ``gemm_32x32`` force one (``GEMM_TILES``).
+  block tile from the shape (``_pick_tile``); ``gemm_64x64``, ``gemm_32x32``, ``gemm_128x64``,
+  ``gemm_128x128`` force one (``GEMM_TILES``).
 - ``depthwise`` (cuda_depthwise): C/groups == 1; a block per tile of one (n, channel) plane with the
   input tile and its halo in shared memory. ``depthwise_unrolled`` (cuda_depthwise_unrolled): the same,
   compiled per filter size, stride and dilation (taps unrolled, weights or per-tap sums in registers,
@@ -50,13 +51,21 @@ from .cuda_igemm import make_bwd_data_igemm, make_bwd_weight_igemm, make_fwd_ige
 # shared-memory stage, (DM, DN) threads per block; the block tile is TM·DM × TN·DN. The simulator runs
 # each thread in Python (a 256-thread block with barriers is very slow there), so it gets small tiles of
 # the same code, still different from each other; the offline PTX report compiles the GPU tiles.
+# The 128-row tiles raise the FMAs per shared-memory load (8x8: 64 FMAs per 16 loads, the
+# 4:1 ratio of FP32 lanes to shared-memory lanes); in float64 they keep 4-wide register tiles and
+# use 512 threads so that no kernel needs more than 128 registers. The shape heuristic does not
+# pick them yet: they are candidates for the tuner.
 GEMM_TILES = {
     "64x64": {"float32": (4, 4, 8, 16, 16), "float64": (4, 4, 8, 16, 16)},
     "32x32": {"float32": (2, 2, 8, 16, 16), "float64": (2, 2, 8, 16, 16)},
+    "128x64": {"float32": (8, 4, 8, 16, 16), "float64": (4, 4, 8, 32, 16)},
+    "128x128": {"float32": (8, 8, 8, 16, 16), "float64": (4, 8, 8, 32, 16)},
 }
 if cuda_simulated():
     GEMM_TILES = {"64x64": {"float32": (4, 2, 8, 4, 4), "float64": (4, 2, 8, 4, 4)},
-                  "32x32": {"float32": (4, 4, 8, 2, 2), "float64": (4, 4, 8, 2, 2)}}
+                  "32x32": {"float32": (2, 2, 8, 4, 4), "float64": (2, 2, 8, 4, 4)},
+                  "128x64": {"float32": (8, 4, 8, 2, 8), "float64": (8, 4, 8, 2, 8)},
+                  "128x128": {"float32": (8, 8, 8, 2, 8), "float64": (8, 8, 8, 2, 8)}}
 
 DIRECTIONS = {"forward": "forward", "input": "input", "weight": "weight",
               "conv2d": "forward", "conv2d_input": "input", "conv2d_weight": "weight",
@@ -303,7 +312,8 @@ def conv2d_bwd_bias(dy, out):
 
 def signatures(dt):
     """Explicit argument types for the offline PTX report: {name: (factory, signature[, threads])}.
-    Covers the ``make_*`` factories of cuda_direct, cuda_igemm and cuda_depthwise, every GEMM tile."""
+    Covers the ``make_*`` factories of cuda_direct, cuda_igemm, cuda_depthwise and cuda_depthwise_unrolled
+    (the latter at a few filter sizes, strides and planes), every GEMM tile."""
     from numba import boolean, int64
 
     a4 = dt[:, :, :, ::1]
