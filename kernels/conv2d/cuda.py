@@ -102,14 +102,19 @@ def _gemm_shape(direction, geom):
 
 
 def _pick_tile(direction, geom):
-    """The 64×64 tile unless it leaves the GPU short of blocks or the tile mostly empty: then 32×32.
-    The nominal (GPU) sizes decide, so the choice does not change under the simulator."""
+    """The GEMM tile for a shape, from what autotuning chose on an H100 (benchmarks/GPU_NOTES.md):
+    the 8-wide register tiles (128×64, 128×128) wherever they still give the GPU enough blocks,
+    else 64×64, and 32×32 for small or thin GEMMs. The nominal (GPU) sizes decide, so the choice
+    does not change under the simulator."""
     gemm_m, gemm_n, _ = _gemm_shape(direction, geom)
     if min(gemm_m, gemm_n) <= 32:
         return "32x32"
     if direction == "weight":  # split-K supplies the blocks
-        return "64x64"
-    blocks = -(-gemm_m // 64) * -(-gemm_n // 64) * geom.groups
+        return "128x128" if min(gemm_m, gemm_n) >= 128 else "64x64"
+    m_tiles, groups = -(-gemm_m // 128), geom.groups
+    if m_tiles * -(-gemm_n // 64) * groups >= 96:
+        return "128x128" if m_tiles * -(-gemm_n // 128) * groups >= 2 * _SMS else "128x64"
+    blocks = -(-gemm_m // 64) * -(-gemm_n // 64) * groups
     return "64x64" if blocks >= _SMS else "32x32"
 
 
