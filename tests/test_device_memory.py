@@ -37,7 +37,7 @@ def test_without_pool_the_reason_is_logged_once(monkeypatch, caplog):
 
 
 @pytest.mark.parametrize("shape", [(3, 5, 7), (1,), (0, 4), (2, 1, 33, 31)])
-def test_device_empty_shape_dtype_and_round_trip(shape):
+def test_cuda_device_empty_shape_dtype_and_round_trip(shape):
     """Whichever allocator is in use: C-contiguous, right shape and dtype, and it holds what is written to it."""
     host = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     array = _device_memory.device_empty(shape, np.float32)
@@ -49,7 +49,7 @@ def test_device_empty_shape_dtype_and_round_trip(shape):
 
 
 @pytest.mark.skipif(cuda_simulated() or not _cupy_available(), reason="the pool needs a real GPU and CuPy")
-def test_pool_outputs_are_correct_and_blocks_are_reused():
+def test_cuda_pool_outputs_are_correct_and_blocks_are_reused():
     """On a GPU with CuPy (the device run): outputs come from CuPy's pool, and a freed output's block is reused."""
     import cupy
     from numba import cuda
