@@ -2,6 +2,9 @@
 
 Importing convcore is cheap: numba, numba.cuda and the kernels load on first use.
 """
+# isort: off
+from . import _openblas  # noqa: F401  (first of all: OpenBLAS's idle-thread spin, before NumPy loads OpenBLAS)
+# isort: on
 from . import (
     _compat,  # noqa: F401  (first: restores NumPy aliases numba-cuda needs, before any CUDA compile)
     _registry,  # noqa: F401  (fills the dispatch table)

@@ -11,6 +11,8 @@ import logging
 import os
 from dataclasses import dataclass
 
+from . import _openblas
+
 BACKENDS = ("numpy", "cpu", "cuda")
 _default_backend = None  # resolved lazily from CONVCORE_BACKEND
 
@@ -118,6 +120,9 @@ def _prepare_cpu_threads() -> None:
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         logging.getLogger("convcore").info("OMP_WAIT_POLICY=PASSIVE for Numba's OpenMP threads (set it to override)")
+    # OpenBLAS's workers spin after each product in the same way (convcore._openblas).
+    if _openblas.state() == "preloaded":
+        logging.getLogger("convcore").info(_openblas.describe())
 
 
 def lookup(op: str, backend: str):
