@@ -31,6 +31,7 @@ class Optimizer:
         for param in self.params:
             if param.grad is not None:
                 self._update(param, self.state.setdefault(id(param), {}))
+                param.bump_version()  # updated in place
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items())

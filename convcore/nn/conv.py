@@ -1,6 +1,10 @@
 """Conv2d and ConvTranspose2d layers on top of the convcore conv ops."""
 from __future__ import annotations
 
+import contextlib
+
+import numpy as np
+
 import convcore as F
 
 from .._args import pair
@@ -27,9 +31,20 @@ class Conv2d(Module):
         return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation, "groups": self.groups,
                     "backend": self.backend}
 
+    def _reuse_weight_transform(self):
+        """In eval mode the weight only changes through convcore (Parameter.version), so the
+        cpu backend's Winograd weight transform is computed once per version, not per call."""
+        if self.training or not isinstance(self.weight.data, np.ndarray):
+            return contextlib.nullcontext()
+        from ..kernels.conv2d.cpu_winograd import reusing_weight_transform
+
+        return reusing_weight_transform(self.__dict__.setdefault("_transforms", {}), self.weight.data,
+                                        self.weight.version)
+
     def forward(self, input):
         self._input = input
-        return F.conv2d(input, self.weight.data, None if self.bias is None else self.bias.data, **self._geometry())
+        with self._reuse_weight_transform():
+            return F.conv2d(input, self.weight.data, None if self.bias is None else self.bias.data, **self._geometry())
 
     def _fuses(self, following):
         return type(following) is ReLU and following.backend == self.backend
@@ -39,7 +54,8 @@ class Conv2d(Module):
         # relu(z) > 0 exactly where z > 0, so the fused output serves as that input.
         self._input = input
         bias = None if self.bias is None else self.bias.data
-        relu._input = F.conv2d(input, self.weight.data, bias, **self._geometry(), activation="relu")
+        with self._reuse_weight_transform():
+            relu._input = F.conv2d(input, self.weight.data, bias, **self._geometry(), activation="relu")
         return relu._input
 
     def backward(self, grad_output):

@@ -53,8 +53,28 @@ class Parameter:
     """A trainable array: ``.data`` (on the module's backend) and ``.grad`` (None until a backward)."""
 
     def __init__(self, data):
+        self._version = 0
         self.data = data
         self.grad = None
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self._data = value
+        self.bump_version()
+
+    @property
+    def version(self) -> int:
+        """Counts the changes made through convcore (assigning ``.data``, an optimiser step,
+        ``load_state_dict``, ``to``): layers key what they derive from ``.data`` on it."""
+        return self._version
+
+    def bump_version(self) -> None:
+        """Mark ``.data`` as changed; call it after editing ``.data`` in place yourself."""
+        self._version += 1
 
     @property
     def shape(self):

@@ -25,6 +25,9 @@ Literals would promote float32 to float64 in Numba, so the transform constants c
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import numpy as np
 from numba import njit, prange
 
@@ -238,8 +241,7 @@ def winograd_conv(x, w, b, out, pad_top, pad_left, groups, m, relu=False):
     a2 = (m + 2) ** 2
     dtype = out.dtype
     cst = np.array([2, 4, 5, 8], dtype=dtype)
-    U = np.empty((a2, K, Cg), dtype=dtype)
-    _weight_transform(w, _G[m].astype(dtype), U)
+    U = _transformed_weight(w, m, dtype)
     V = np.empty((a2, C, T), dtype=dtype)
     _input_transform(x, V, pad_top, pad_left, m, TH, TW, cst)
     M = np.empty((a2, K, T), dtype=dtype)
@@ -247,6 +249,41 @@ def winograd_conv(x, w, b, out, pad_top, pad_left, groups, m, relu=False):
     np.matmul(U.reshape(a2, groups, Kg, Cg), V.reshape(a2, groups, Cg, T), out=M.reshape(a2, groups, Kg, T))
     has_bias = b is not None
     _output_transform(M, out, b if has_bias else cst, has_bias, relu, m, TH, TW, cst)
+
+
+# The weight transform, kept across calls by a layer that knows its weight did not change
+# (nn.Conv2d in eval mode): within ``reusing_weight_transform(store, weight, version)``,
+# a call on that very weight array reuses the transform ``store`` holds for ``version``.
+# Measured (2 threads): 512→512 channels, F(2×2) 2.3 ms and F(4×4) 2.8-3.2 ms per call, a
+# quarter of that layer's forward at batch 8; 64→64 channels 0.07 ms.
+_REUSE = contextvars.ContextVar("winograd_weight_reuse", default=None)
+
+
+@contextlib.contextmanager
+def reusing_weight_transform(store: dict, weight, version):
+    """Calls on ``weight`` (the same array object) in this block reuse the transforms kept
+    in ``store`` (a dict the caller owns) while ``version`` is what it was when they were made."""
+    token = _REUSE.set((store, weight, version))
+    try:
+        yield
+    finally:
+        _REUSE.reset(token)
+
+
+def _transformed_weight(w, m, dtype):
+    reuse = _REUSE.get()
+    key = None
+    if reuse is not None and reuse[1] is w:
+        store, _, version = reuse
+        key = (version, m, np.dtype(dtype).str, w.shape)
+        if key in store:
+            return store[key]
+    U = np.empty(((m + 2) ** 2, w.shape[0], w.shape[1]), dtype=dtype)
+    _weight_transform(w, _G[m].astype(dtype), U)
+    if key is not None:
+        store.clear()  # one live transform per layer: older versions are stale
+        store[key] = U
+    return U
 
 
 def flipped_transposed(w, groups):
