@@ -107,14 +107,11 @@ def _check_algorithm(op, algorithm):
 
 
 def _check_winograd(op, algorithm, geom, backend):
-    """Winograd F(m×m, 3×3) exists for 3×3, stride-1, dilation-1 layers, forward and input
-    gradient, on the cpu backend. The geometry is checked on every backend (the numpy
+    """Winograd F(m×m, 3×3) exists for 3×3, stride-1, dilation-1 layers, forward and both
+    gradients, on the cpu backend. The geometry is checked on every backend (the numpy
     backend then ignores the algorithm, as it ignores every algorithm)."""
     if algorithm not in WINOGRAD:
         return
-    if op == "conv2d_weight":
-        raise ValueError(f"{op}: algorithm={algorithm!r} has no weight-gradient kernel; "
-                         "use 'auto', 'direct' or 'gemm'")
     if (geom.R, geom.S) != (3, 3) or geom.stride != (1, 1) or geom.dilation != (1, 1):
         raise ValueError(
             f"{op}: algorithm={algorithm!r} needs a 3x3 kernel, stride 1 and dilation 1, got kernel "
@@ -156,7 +153,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
             or 'winograd_f4' (F(4×4): fewest multiplications, float32 error about 15× gemm's,
             well inside tolerance). The numpy backend ignores it (after the same geometry
             check). 'auto' on cuda uses the depthwise kernels when C/groups == 1. The
-            gradients take the same names (the weight gradient has no Winograd).
+            gradients take the same names.
             'auto' uses the choice ``tune`` cached for this layer, else measures now when
             CONVCORE_AUTOTUNE=1, else a heuristic.
         activation: None or 'relu', applied after the bias; fused into the CUDA
@@ -224,8 +221,9 @@ def conv2d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilatio
 
     dW[k,c,r,s] = Σ_n,p,q dY[n,k,p,q] · X[n, g·C/g + c, p·sh − pt + r·dh, q·sw − pl + s·dw].
     Deterministic on every backend: the reduction order is fixed (no float atomics).
-    ``algorithm``: 'auto', 'direct' or 'gemm'; the Winograd names raise ValueError (no
-    weight-gradient Winograd kernel: the 3×3 weight gradient is one deep GEMM already).
+    ``algorithm`` as in :func:`conv2d`: on the cpu backend, 3×3 stride-1 dilation-1 layers
+    also take the Winograd names (dU = Σ_tiles (A dY Aᵀ) ⊙ (Bᵀ X B), one GEMM per transform
+    element reduced over the tiles, then dW = Gᵀ dU G).
     Returns an array of shape ``weight_shape``.
     """
     op = "conv2d_weight"

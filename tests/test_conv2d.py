@@ -47,7 +47,7 @@ CONFIGS = {
     "same_groups_wide": ((1, 6, 5, 11), (4, 3, 3, 3), {"padding": "same", "groups": 2}),
 }
 ALGORITHMS = ["auto", "direct", "gemm"]
-# cpu only, 3×3 stride-1 dilation-1 layers, forward and input gradient.
+# cpu only, 3×3 stride-1 dilation-1 layers, forward and both gradients.
 WINOGRAD = ["winograd", "winograd_f2", "winograd_f4"]
 
 
@@ -75,8 +75,8 @@ def _algorithms(backend, direction, geom):
     is skipped when it resolves to the same kernel as one already listed (e.g. 'gemm' when 'auto' chose it)."""
     if backend == "numpy":
         return ["auto"]
-    if backend != "cuda":  # cpu: Winograd too, for 3×3 stride-1 layers, except the weight gradient
-        return ALGORITHMS + (WINOGRAD if _winograd_applies(geom) and direction != "weight" else [])
+    if backend != "cuda":  # cpu: Winograd too, for 3×3 stride-1 layers
+        return ALGORITHMS + (WINOGRAD if _winograd_applies(geom) else [])
     from convcore.kernels.conv2d.cuda import _choose
 
     chosen = {}

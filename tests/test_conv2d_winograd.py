@@ -82,7 +82,7 @@ def test_candidates():
     geom = conv_geometry("test", (2, 8, 9, 9), (16, 8, 3, 3), 1, 1, 1, 1)
     assert cpu.candidates("fwd", geom) == ["direct", "gemm", "winograd_f2", "winograd_f4"]
     assert cpu.candidates("bwd_data", geom) == ["direct", "gemm", "winograd_f2", "winograd_f4"]
-    assert cpu.candidates("bwd_weight", geom) == ["direct", "gemm"]
+    assert cpu.candidates("bwd_weight", geom) == ["direct", "gemm", "winograd_f2", "winograd_f4"]
     for stride, dilation, kernel, groups in [(2, 1, 3, 1), (1, 2, 3, 1), (1, 1, 5, 1), (1, 1, 3, 8)]:
         other = conv_geometry("test", (2, 8, 9, 9), (16, 8 // groups, kernel, kernel), stride, 1, dilation, groups)
         assert cpu.candidates("fwd", other) == ["direct", "gemm"]
@@ -102,7 +102,6 @@ def test_tile_choice():
         assert cpu._choose("winograd", geom) == tile
         assert cpu._choose("auto", geom) == auto
         assert cpu._choose("auto", geom, "bwd_data") == auto
-        assert cpu._choose("auto", geom, "bwd_weight") == "gemm"  # no weight-gradient Winograd
     few_channels = conv_geometry("test", (8, 8, 28, 28), (8, 8, 3, 3), 1, 1, 1, 1)
     assert cpu._choose("auto", few_channels) == "gemm"
 
@@ -119,8 +118,9 @@ def test_refusals_name_the_geometry(kernel_backend, algorithm):
                               algorithm=algorithm)
     with pytest.raises(ValueError, match=r"needs a 3x3 kernel.*got kernel 1x3"):
         convcore.conv2d(x, np.ones((6, 4, 1, 3), np.float32), backend=kernel_backend, algorithm=algorithm)
-    with pytest.raises(ValueError, match=rf"conv2d_weight: algorithm='{algorithm}' has no weight-gradient kernel"):
-        convcore.conv2d_weight(x, w.shape, dy, padding=1, backend=kernel_backend, algorithm=algorithm)
+    with pytest.raises(ValueError, match=r"conv2d_weight: .*needs a 3x3 kernel.*stride \(2, 2\)"):
+        convcore.conv2d_weight(x, w.shape, np.ones((1, 6, 4, 4), np.float32), stride=2, padding=1,
+                               backend=kernel_backend, algorithm=algorithm)
     if kernel_backend == "cuda":
         with pytest.raises(ValueError, match=rf"algorithm='{algorithm}' is cpu-only"):
             convcore.conv2d(x, w, padding=1, backend="cuda", algorithm=algorithm)
@@ -148,5 +148,35 @@ def test_refusals_come_before_any_kernel(monkeypatch):
     with pytest.raises(ValueError, match="needs a 3x3 kernel"):
         convcore.conv2d_input(x.shape, w, np.ones((1, 6, 4, 4), np.float32), dilation=2, backend="cpu",
                               algorithm="winograd_f2")
-    with pytest.raises(ValueError, match="no weight-gradient kernel"):
-        convcore.conv2d_weight(x, w.shape, np.ones((1, 6, 6, 6), np.float32), backend="cpu", algorithm="winograd_f4")
+    with pytest.raises(ValueError, match="needs a 3x3 kernel"):
+        convcore.conv2d_weight(x, (6, 4, 1, 3), np.ones((1, 6, 8, 6), np.float32), backend="cpu", algorithm="winograd_f4")
+
+
+def test_weight_gradient_tile_choice():
+    """auto takes the Winograd weight gradient for 64+ channels where the cost model
+    α²·(tiles + 96) puts it 20% under 9·N·P·Q (measured on 2 cores: see cpu._WGRAD_TILE_OVERHEAD)."""
+    for n, channels, size, auto in [(8, 64, 56, "winograd_f4"), (8, 128, 28, "winograd_f4"),
+                                    (8, 256, 14, "winograd_f2"), (8, 512, 7, "gemm"), (2, 35, 19, "gemm")]:
+        geom = conv_geometry("test", (n, channels, size, size), (channels, channels, 3, 3), 1, 1, 1, 1)
+        assert cpu._choose("auto", geom, "bwd_weight") == auto, (n, channels, size)
+
+
+@pytest.mark.parametrize("algorithm", ["winograd_f2", "winograd_f4"])
+def test_weight_gradient_float32_at_depth(algorithm, rng):
+    """The weight gradient reduces over every tile of the batch (here 3·12·12 = 432 outputs
+    per weight), with the transforms' roundings on both operands."""
+    x = random(rng, (3, 64, 12, 12), np.float32)
+    dy = random(rng, (3, 8, 12, 12), np.float32)
+    expected = reference.conv2d_weight(x.astype(np.float64), (8, 64, 3, 3), dy.astype(np.float64),
+                                       stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)
+    out = convcore.conv2d_weight(x, (8, 64, 3, 3), dy, padding=1, backend="cpu", algorithm=algorithm)
+    assert_matches(out, expected, np.float32, 3 * 12 * 12, algorithm)
+
+
+def test_weight_gradient_is_deterministic(rng):
+    x = random(rng, (2, 16, 10, 9), np.float32)
+    dy = random(rng, (2, 8, 10, 9), np.float32)
+    for algorithm in ("winograd_f2", "winograd_f4"):
+        runs = [to_numpy(convcore.conv2d_weight(x, (8, 16, 3, 3), dy, padding=1, backend="cpu", algorithm=algorithm))
+                for _ in range(2)]
+        assert runs[0].tobytes() == runs[1].tobytes()

@@ -6,8 +6,8 @@ Algorithms (``algorithm=``), each in its own module:
 - ``gemm`` (cpu_gemm): im2col/col2im + BLAS; 1×1 stride-1 unpadded layers skip im2col
   (the input already is the column matrix).
 - ``winograd_f2`` / ``winograd_f4`` (cpu_winograd): F(2×2, 3×3) / F(4×4, 3×3) for 3×3
-  stride-1 dilation-1 layers, forward and input gradient (``winograd`` picks the tile);
-  the weight gradient has no Winograd path (conv.py rejects it before dispatch).
+  stride-1 dilation-1 layers, forward, input gradient and (cpu_winograd_wgrad) weight
+  gradient (``winograd`` picks the tile).
 - depthwise layers (C/groups == 1) use the dedicated kernels of cpu_depthwise under
   ``direct`` and ``auto``.
 All are race-free and reduce in a fixed order, so results are deterministic.
@@ -28,6 +28,7 @@ from .cpu_direct import _bias_grad, _dgrad_direct, _epilogue, _fwd_direct, _wgra
 from .cpu_flat import flat_dgrad, flat_fwd, flat_wgrad
 from .cpu_gemm import _col2im, _im2col, _im2col_batch
 from .cpu_winograd import flipped_transposed, tiles, winograd_conv
+from .cpu_winograd_wgrad import winograd_wgrad
 
 # ---------------------------------------------------------------- launchers
 WINOGRAD = ("winograd", "winograd_f2", "winograd_f4")
@@ -42,12 +43,12 @@ def candidates(direction: str, geom) -> list[str]:
     """Every algorithm this backend can run for ``direction`` ("fwd", "bwd_data" or
     "bwd_weight") on ``geom``, for convcore.tune to time ("direct" is the depthwise kernel
     on depthwise layers, the flat-plane kernels on dense stride-1 ones). Winograd is left
-    out of depthwise layers (C/groups == 1):
+    out of depthwise layers (C/groups == 1), in every direction:
     α²·groups GEMMs of 1×1 cannot beat the depthwise kernels."""
     if direction not in ("fwd", "bwd_data", "bwd_weight"):
         raise ValueError(f"candidates: direction must be 'fwd', 'bwd_data' or 'bwd_weight', got {direction!r}")
     names = ["direct", "gemm"]
-    if direction != "bwd_weight" and winograd_applies(geom) and not _depthwise(geom):
+    if winograd_applies(geom) and not _depthwise(geom):
         names += ["winograd_f2", "winograd_f4"]
     return names
 
@@ -59,24 +60,39 @@ def candidates(direction: str, geom) -> list[str]:
 _TILE_OVERHEAD = 64
 
 
-def _winograd_costs(geom):
+# The weight gradient's GEMMs reduce over the tiles (K × T by T × C): at few tiles they run
+# further from BLAS's peak than the forward's, so a tile weighs more (fitted on 2 cores:
+# 8×256×14²: F(2×2) 7.1 ms, F(4×4) 9.5, gemm 9.8; 8×128×28²: F(4×4) 6.3, F(2×2) 7.4, gemm 10.4;
+# 8×512×7²: gemm 9.4, F(2×2) 11.4).
+_WGRAD_TILE_OVERHEAD = 96
+
+
+def _winograd_costs(geom, direction="fwd"):
     (th2, tw2), (th4, tw4) = tiles(geom, 2), tiles(geom, 4)
-    return {"winograd_f2": 16 * (geom.N * th2 * tw2 + _TILE_OVERHEAD),
-            "winograd_f4": 36 * (geom.N * th4 * tw4 + _TILE_OVERHEAD)}
+    overhead = _WGRAD_TILE_OVERHEAD if direction == "bwd_weight" else _TILE_OVERHEAD
+    return {"winograd_f2": 16 * (geom.N * th2 * tw2 + overhead),
+            "winograd_f4": 36 * (geom.N * th4 * tw4 + overhead)}
 
 
-def _winograd_tile(geom):
+def _winograd_tile(geom, direction="fwd"):
     """The cheaper tile by the cost model: F(4×4) does 36 products per 16 outputs, F(2×2)
     16 per 4, but F(4×4) wastes more of the edge tiles and of the GEMMs at small N·P·Q."""
-    costs = _winograd_costs(geom)
+    costs = _winograd_costs(geom, direction)
     return min(costs, key=costs.get)
 
 
 def _choose(algorithm, geom, direction="fwd"):
     if algorithm == "winograd":
-        return _winograd_tile(geom)
+        return _winograd_tile(geom, direction)
     if algorithm != "auto":
         return algorithm
+    # Weight gradient: Winograd where its GEMMs are big enough to stay near BLAS's peak
+    # (64+ channels each side; the 35→50-channel 19² layer measured gemm 0.29 ms, F(2×2) 0.45)
+    # and the cost model puts it 20% below im2col + GEMM.
+    if direction == "bwd_weight" and winograd_applies(geom) and geom.Cg >= 64 and geom.Kg >= 64:
+        tile = _winograd_tile(geom, direction)
+        if _winograd_costs(geom, direction)[tile] < 0.8 * 9 * geom.N * geom.P * geom.Q:
+            return tile
     # Winograd where the cost model puts it at least 20% below im2col + GEMM, for layers
     # with channels enough to feed BLAS (measured: 16→16 channels 28×28 is already 1.4×
     # faster than gemm). The margin: at 8×512×7×7→512, F(2×2) estimated 13% cheaper, gemm
@@ -179,8 +195,10 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
 
 def conv2d_bwd_weight(x, dy, out, geom, algorithm):
     chosen = _choose(algorithm, geom, "bwd_weight")
-    if chosen in WINOGRAD:  # conv.py rejects it first; this guards direct callers of the launcher
-        raise ValueError(f"conv2d_weight: algorithm={algorithm!r} has no weight-gradient kernel on the cpu backend")
+    if chosen in WINOGRAD:
+        pt, _, pl, _ = geom.padding
+        winograd_wgrad(x, dy, out, pt, pl, geom.groups, 4 if chosen == "winograd_f4" else 2)
+        return
     if chosen == "gemm":
         # One GEMM per group over the whole batch: (Kg, N·P·Q) × (N·P·Q, Cg·R·S).
         # im2col writes straight into the (g, Cg·R·S, N, P·Q) layout through a

@@ -1,0 +1,128 @@
+"""conv2d weight gradient by Winograd F(m×m, 3×3), m = 2 or 4: the adjoint of cpu_winograd's forward.
+
+The forward computes each output tile as  y = Aᵀ [U ⊙ V] A  with U = G g Gᵀ and V = Bᵀ d B.
+Its weight gradient, summed over the tiles t and the batch, is therefore
+
+    dU[ξν] (Kg × Cg) = Σ_t Ŷ[ξν] (Kg × T) · V[ξν]ᵀ (T × Cg),   Ŷ_t = A dy_t Aᵀ  (α×α from m×m),
+    dW[k, c] = Gᵀ dU[·, k, c] G  (3×3 from α×α),
+
+one GEMM per (ξ, ν) reduced over the T = N·TH·TW tiles: α² = 16 (F(2×2)) or 36 (F(4×4))
+products per tile and (k, c) pair instead of 9·m² = 36 or 144, and no im2col matrix (the
+direct GEMM path builds C·9 × N·P·Q of it). Edge tiles read zero gradient beyond P×Q.
+
+Steps: V by cpu_winograd's input transform (the forward's, same padding) → Ŷ (prange over
+blocks of gradient planes (n, k)) → one batched ``np.matmul`` (BLAS, outside any prange) →
+the inverse weight transform (prange over k). Deterministic: fixed order everywhere.
+Index names as in cpu_winograd; A is α×m (the forward's Aᵀ transposed).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .cpu_winograd import _BLOCKS, _FAST, _G, _input_transform
+
+# A (α×m): Ŷ = A dy Aᵀ. Entries are small integers: exact in float32.
+_A = {
+    2: np.array([[1, 0], [1, 1], [1, -1], [0, -1]]),
+    4: np.array([[1, 0, 0, 0], [1, 1, 1, 1], [1, -1, 1, -1], [1, 2, 4, 8], [1, -2, 4, -8], [0, 0, 0, 1]]),
+}
+
+
+@njit(parallel=True, cache=True, fastmath=_FAST)
+def _grad_output_transform(dy, Y, A, TH, TW):
+    # Y[ξ·α+ν, k, (n·TH+th)·TW+tw] = Σ_i,j A[ξ,i] dy[n, k, th·m+i, tw·m+j] A[ν,j] (0 beyond P×Q).
+    # prange over blocks of gradient planes (n, k); per plane, the m×m tiles are gathered
+    # de-interleaved as D[i, j, tile], then A runs along j and along i for all TH·TW tiles
+    # at once (contiguous in the tile index: vectorised).
+    N, K, P, Q = dy.shape
+    a, m = A.shape
+    L = TH * TW
+    per = -(-(N * K) // _BLOCKS)  # planes per prange block: scratch allocated once per block
+    for blk in prange(-(-(N * K) // per)):
+        D = np.empty((m, m, L), Y.dtype)
+        E = np.empty((m, a, L), Y.dtype)
+        for nk in range(blk * per, min((blk + 1) * per, N * K)):
+            n = nk // K
+            k = nk % K
+            D[:] = 0
+            for th in range(TH):
+                for i in range(min(m, P - th * m)):
+                    src = dy[n, k, th * m + i]
+                    for j in range(min(m, Q)):
+                        col = src[j::m]  # the columns tw·m + j < Q
+                        dst = D[i, j, th * TW:]
+                        for tw in range(col.shape[0]):
+                            dst[tw] = col[tw]
+            for i in range(m):
+                for nu in range(a):
+                    e = E[i, nu]
+                    e[:] = 0
+                    for j in range(m):
+                        coef = A[nu, j]
+                        if coef != 0:
+                            d = D[i, j]
+                            for t in range(L):
+                                e[t] += coef * d[t]
+            t0 = n * L
+            for xi in range(a):
+                for nu in range(a):
+                    y = Y[xi * a + nu, k, t0:t0 + L]
+                    y[:] = 0
+                    for i in range(m):
+                        coef = A[xi, i]
+                        if coef != 0:
+                            e = E[i, nu]
+                            for t in range(L):
+                                y[t] += coef * e[t]
+
+
+@njit(parallel=True, cache=True)
+def _inverse_weight_transform(dU, G, dw):
+    # dw[k, c, r, s] = Σ_ξ,ν G[ξ,r] dU[ξ·α+ν, k, c] G[ν,s]. One prange iteration per k; the
+    # inner loops run over c (vectorised) into tmp[r·3+s, c], then scatter to dw[k].
+    K, Cg = dw.shape[0], dw.shape[1]
+    a = G.shape[0]
+    for k in prange(K):
+        gu = np.zeros((3, a, Cg), dU.dtype)  # (Gᵀ dU)[r, ν, c]
+        for xi in range(a):
+            for nu in range(a):
+                src = dU[xi * a + nu, k]
+                for r in range(3):
+                    g = G[xi, r]
+                    if g != 0:
+                        dst = gu[r, nu]
+                        for c in range(Cg):
+                            dst[c] += g * src[c]
+        tmp = np.zeros((9, Cg), dU.dtype)
+        for r in range(3):
+            for s in range(3):
+                dst = tmp[r * 3 + s]
+                for nu in range(a):
+                    g = G[nu, s]
+                    if g != 0:
+                        src = gu[r, nu]
+                        for c in range(Cg):
+                            dst[c] += g * src[c]
+        for c in range(Cg):
+            for t in range(9):
+                dw[k, c, t // 3, t % 3] = tmp[t, c]
+
+
+def winograd_wgrad(x, dy, out, pad_top, pad_left, groups, m):
+    """out (K, C/groups, 3, 3) = conv2d_weight(x, dy) for stride 1, dilation 1 and padding
+    top/left = pad_top/pad_left (the bottom/right padding is implied by dy's P×Q)."""
+    N, C = x.shape[0], x.shape[1]
+    K, Cg = out.shape[0], out.shape[1]
+    P, Q = dy.shape[2], dy.shape[3]
+    TH, TW = -(-P // m), -(-Q // m)
+    T = N * TH * TW
+    a2 = (m + 2) ** 2
+    dtype = out.dtype
+    V = np.empty((a2, C, T), dtype=dtype)
+    _input_transform(x, V, pad_top, pad_left, m, TH, TW, np.array([2, 4, 5, 8], dtype=dtype))
+    Y = np.empty((a2, K, T), dtype=dtype)
+    _grad_output_transform(dy, Y, _A[m].astype(dtype), TH, TW)
+    Kg = K // groups
+    dU = np.matmul(Y.reshape(a2, groups, Kg, T), V.reshape(a2, groups, Cg, T).transpose(0, 1, 3, 2))
+    _inverse_weight_transform(dU.reshape(a2, K, Cg), _G[m].astype(dtype), out)
