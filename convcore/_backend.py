@@ -120,7 +120,8 @@ def _prepare_cpu_threads() -> None:
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         logging.getLogger("convcore").info("OMP_WAIT_POLICY=PASSIVE for Numba's OpenMP threads (set it to override)")
-    # OpenBLAS's workers spin after each product in the same way (convcore._openblas).
+    # OpenBLAS's workers spin after each product in the same way, and its kernels may be
+    # the wrong ones for the CPU (convcore._openblas): say so when it is too late to fix.
     if _openblas.state() == "preloaded":
         logging.getLogger("convcore").info(_openblas.describe())
 

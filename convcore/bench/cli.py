@@ -128,7 +128,7 @@ def run(args) -> int:
     peers = Peers(use_torch=not args.no_torch)
     machine = machine_info(skipped, peers.torch, names, sgemm_size=256 if args.suite == "test" else 2048)
     machine["omp_wait_policy"] = os.environ["OMP_WAIT_POLICY"] + (" (set by convcore bench)" if omp_policy_set_here else "")
-    machine["openblas_thread_timeout"] = _openblas.describe()
+    machine["openblas"] = _openblas.describe()
     print(report.format_machine(machine), flush=True)
     if not names:
         print("convcore bench: no backend left to benchmark")

@@ -57,8 +57,8 @@ def format_machine(machine: dict) -> str:
     if machine.get("omp_wait_policy"):
         alike = ", for convcore's and PyTorch's OpenMP alike" if machine.get("torch") else ""
         lines.append(f"threads: OMP_WAIT_POLICY={machine['omp_wait_policy']}{alike}")
-    if machine.get("openblas_thread_timeout"):
-        lines.append(f"threads: {machine['openblas_thread_timeout']} (NumPy's OpenBLAS only)")
+    if machine.get("openblas"):
+        lines.append(f"blas: {machine['openblas']} (NumPy's OpenBLAS: convcore's GEMMs, not PyTorch's)")
     for name, reason in machine["skipped_backends"].items():
         lines.append(f"skipped backend {name}: {reason}")
     lines.append("ratios are peer time / convcore time (above 1: convcore is faster); "
