@@ -38,21 +38,27 @@ def _hadamard(a, b, out, dims, a_strides, b_strides):
             below *= dims[d]
             off_a += c * a_strides[d]
             off_b += c * b_strides[d]
-        base = row * inner
+        # Row views: indexing them from 0 lets LLVM drop Numba's negative-index select and
+        # vectorise (indexing the flat arrays at base + j did neither: 7x slower, measured
+        # 0.75 -> 0.11 ms on 2x256x56x56 float32, 2 threads).
+        n = hi - lo
+        dst = out[row * inner + lo:row * inner + hi]
         if step_a == 1 and step_b == 1:
-            for j in range(lo, hi):
-                out[base + j] = a[off_a + j] * b[off_b + j]
+            av, bv = a[off_a + lo:off_a + hi], b[off_b + lo:off_b + hi]
+            for j in range(n):
+                dst[j] = av[j] * bv[j]
         elif step_a == 1:
-            bv = b[off_b]
-            for j in range(lo, hi):
-                out[base + j] = a[off_a + j] * bv
+            av, bs = a[off_a + lo:off_a + hi], b[off_b]
+            for j in range(n):
+                dst[j] = av[j] * bs
         elif step_b == 1:
-            av = a[off_a]
-            for j in range(lo, hi):
-                out[base + j] = av * b[off_b + j]
+            as_, bv = a[off_a], b[off_b + lo:off_b + hi]
+            for j in range(n):
+                dst[j] = as_ * bv[j]
         else:
-            for j in range(lo, hi):
-                out[base + j] = a[off_a] * b[off_b]
+            product = a[off_a] * b[off_b]
+            for j in range(n):
+                dst[j] = product
 
 
 # grad_self[i] = Σ_r dy[dy_i[i] + dy_r[r]] · other[other_i[i] + other_r[r]], r over self's broadcast axes.
