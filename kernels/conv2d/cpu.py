@@ -2,7 +2,8 @@
 
 Algorithms (``algorithm=``), each in its own module:
 - ``direct`` (cpu_direct): loop nests, ``prange`` over output planes; dense stride-1
-  layers use the flat-plane kernels of cpu_flat instead.
+  layers use the flat-plane kernels instead: cpu_kblock (register-blocked over four
+  output channels) forward and, for C >= 4, input gradient; cpu_flat otherwise.
 - ``gemm`` (cpu_gemm): im2col/col2im + BLAS; 1×1 stride-1 unpadded layers skip im2col
   (the input already is the column matrix).
 - ``winograd_f2`` / ``winograd_f4`` (cpu_winograd): F(2×2, 3×3) / F(4×4, 3×3) for 3×3
@@ -25,8 +26,9 @@ from .cpu_depthwise import (
     _wgrad_depthwise_s1,
 )
 from .cpu_direct import _bias_grad, _dgrad_direct, _epilogue, _fwd_direct, _wgrad_direct
-from .cpu_flat import flat_dgrad, flat_fwd, flat_wgrad
+from .cpu_flat import flat_dgrad, flat_wgrad
 from .cpu_gemm import _col2im, _im2col, _im2col_batch
+from .cpu_kblock import kblock_applies_dgrad, kblock_dgrad, kblock_fwd
 from .cpu_winograd import flipped_transposed, tiles, winograd_conv
 
 # ---------------------------------------------------------------- launchers
@@ -77,6 +79,8 @@ def _choose(algorithm, geom, direction="fwd"):
         return _winograd_tile(geom)
     if algorithm != "auto":
         return algorithm
+    if direction != "bwd_weight" and _kblock_small(geom, direction):
+        return "direct"
     # Winograd where the cost model puts it at least 20% below im2col + GEMM, for layers
     # with channels enough to feed BLAS (measured: 16→16 channels 28×28 is already 1.4×
     # faster than gemm). The margin: at 8×512×7×7→512, F(2×2) estimated 13% cheaper, gemm
@@ -93,6 +97,19 @@ def _choose(algorithm, geom, direction="fwd"):
     # GEMM pays once the reduction (C/g·R·S) is deep enough to feed BLAS;
     # depthwise and tiny-channel layers stay direct.
     return "gemm" if geom.Cg * geom.R * geom.S >= 16 and geom.Kg >= 8 else "direct"
+
+
+def _kblock_small(geom, direction):
+    """Small dense stride-1 layers (LeNet conv2, odd_3x3_c35_k50_19): the register-blocked
+    flat kernels of cpu_kblock beat Winograd and im2col + GEMM forward and input gradient,
+    2 threads (fwd / dgrad ms, kblock vs the previous auto: odd_3x3_c35_k50_19 0.60 / 0.60
+    vs 0.89 / 0.97; its batch-2 copy 0.20 / 0.23 vs 0.43 / 0.44; lenet_5x5_14_b128
+    0.66 / 1.16 vs 0.73 (flat) / 1.27 (gemm)). Deep reductions (ResNet, VGG) stay on BLAS."""
+    if not _flat(geom) or geom.P * geom.Q > 400:
+        return False
+    if direction == "fwd":
+        return geom.Cg * geom.R * geom.S <= 512 and geom.Kg <= 64
+    return geom.Kg * geom.R * geom.S <= 512 and geom.Cg <= 64 and kblock_applies_dgrad(geom)
 
 
 def _flat(geom):
@@ -145,7 +162,7 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
     elif _depthwise(geom):
         _depthwise_launch(_fwd_depthwise_s1, _fwd_depthwise, geom, out, x, w, out)
     elif _flat(geom):
-        flat_fwd(x, w, out, geom)
+        kblock_fwd(x, w, out, geom)
     else:
         _fwd_direct(x, w, out, *_geom_args(geom))
     if b is not None or activation is not None:
@@ -171,6 +188,8 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
         _col2im(col, out, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
     elif _depthwise(geom):
         _depthwise_launch(_dgrad_depthwise_s1, _dgrad_depthwise, geom, out, w, dy, out)
+    elif _flat(geom) and kblock_applies_dgrad(geom):
+        kblock_dgrad(w, dy, out, geom)
     elif _flat(geom):
         flat_dgrad(w, dy, out, geom)
     else:

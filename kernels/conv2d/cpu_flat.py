@@ -6,7 +6,8 @@ The input is zero-padded once to (N, C, Hp, Wp) with Wp = Q + (S−1)·dw, so ta
 of output (p, q) reads flat element c·Hp·Wp + (p + r·dh)·Wp + q + s·dw of the image: for
 a fixed tap that is ONE contiguous loop over the L = (P−1)·Wp + Q flat outputs (columns
 q >= Q of each row are scratch, dropped at the end), and the C·R·S taps of a whole image
-run through the fused four-tap loop of the depthwise kernels.
+run through the fused four-tap loop of the depthwise kernels. (The forward, and the
+input gradient where it is a forward conv, run register-blocked in cpu_kblock.)
 
 The input gradient scatters each tap into a padded buffer of its input plane, summing
 the K output planes four at a time through the same fused loop.
@@ -16,28 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .cpu_depthwise import _crop_plane, _crop_rows, _fwd_taps, _wgrad_taps
-
-
-@njit(parallel=True, cache=True, fastmath=True)
-def _fwd_flat(xp, w, out, dh, dw):
-    # out[n, k, p, q] = Σ_c,r,s xp[n, c, p + r·dh, q + s·dw] · w[k, c, r, s]  (xp padded).
-    # One prange iteration per output plane (n, k); the image xp[n] is shared read-only.
-    N, C, Hp, Wp = xp.shape
-    K, _, R, S = w.shape
-    P, Q = out.shape[2], out.shape[3]
-    L = (P - 1) * Wp + Q
-    offs = np.empty(C * R * S, np.int64)
-    for c in range(C):
-        for r in range(R):
-            for s in range(S):
-                offs[(c * R + r) * S + s] = c * Hp * Wp + r * dh * Wp + s * dw
-    for nk in prange(N * K):
-        n = nk // K
-        k = nk % K
-        acc = np.zeros(L, out.dtype)
-        _fwd_taps(acc, xp[n].reshape(-1), offs, w[k].reshape(-1), L)
-        _crop_rows(acc, out[n, k], Wp)
+from .cpu_depthwise import _crop_plane, _fwd_taps, _wgrad_taps
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -75,11 +55,6 @@ def pad_input(x, top, bottom, left, right):
     if top == bottom == left == right == 0:
         return np.ascontiguousarray(x)
     return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-
-
-def flat_fwd(x, w, out, geom):
-    (pt, pb, pl, pr), (dh, dw) = geom.padding, geom.dilation
-    _fwd_flat(pad_input(x, pt, pb, pl, pr), w, out, dh, dw)
 
 
 @njit(parallel=True, cache=True, fastmath=True)

@@ -1,0 +1,176 @@
+"""Stride-1 dense conv2d on flattened padded planes, register-blocked over output
+channels: the ``direct`` kernels for dense stride-1 layers (groups == 1). Same index
+notation as cpu_direct; the flat layout is that of cpu_flat: the input zero-padded to
+(N, C, Hp, Wp), tap t = (c·R + r)·S + s of output (p, q) reading flat element
+offs[t] + p·Wp + q, so each tap is one contiguous loop over the L = (P−1)·Wp + Q flat
+outputs (columns q >= Q of each row are scratch, dropped when cropping).
+
+Blocking: one prange iteration per (image n, block of four output channels). Per pass
+over an accumulator strip, four taps are fused (as in cpu_depthwise._fwd_taps) AND
+four output channels share each input load: per 16-lane vector, 4 input loads, 4
+accumulator loads and stores feed 16 FMAs (cpu_flat: 4 loads + 1 load/store per 4 FMAs).
+The four accumulator rows sit _STRIP elements apart in one buffer: a compile-time
+distance, so LLVM's runtime alias check treats them as one group (four input views plus
+one accumulator group stays under its limit of eight checks) and the loop vectorises.
+Planes longer than _STRIP flat outputs run strip by strip.
+
+The input gradient is the forward conv of dy, zero-padded by dil·(R−1) − pad, with the
+weight rotated 180° and K ↔ C swapped (cpu_winograd.flipped_transposed): same kernel.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange, uintp
+
+from .cpu_depthwise import _fwd_taps
+from .cpu_flat import pad_input
+from .cpu_winograd import flipped_transposed
+
+_STRIP = 512  # flat outputs per accumulator row: 4 rows = 8 KiB (float32), L1-resident
+
+
+@njit(inline="always")
+def _taps_k4(acc, xf, offs, wt, L):
+    # acc[j·_STRIP + i] += Σ_t wt[j, t]·xf[offs[t] + i] for j < 4, i < L.
+    # Unsigned indices: no negative-index select (see cpu_gemm), and the four rows stay
+    # constant offsets of one pointer.
+    T = offs.shape[0]
+    t = 0
+    while t + 4 <= T:
+        x0, x1, x2, x3 = xf[offs[t]:], xf[offs[t + 1]:], xf[offs[t + 2]:], xf[offs[t + 3]:]
+        w00, w01, w02, w03 = wt[0, t], wt[0, t + 1], wt[0, t + 2], wt[0, t + 3]
+        w10, w11, w12, w13 = wt[1, t], wt[1, t + 1], wt[1, t + 2], wt[1, t + 3]
+        w20, w21, w22, w23 = wt[2, t], wt[2, t + 1], wt[2, t + 2], wt[2, t + 3]
+        w30, w31, w32, w33 = wt[3, t], wt[3, t + 1], wt[3, t + 2], wt[3, t + 3]
+        for i in range(L):
+            u = uintp(i)
+            v0, v1, v2, v3 = x0[u], x1[u], x2[u], x3[u]
+            acc[u] += w00 * v0 + w01 * v1 + w02 * v2 + w03 * v3
+            acc[u + uintp(_STRIP)] += w10 * v0 + w11 * v1 + w12 * v2 + w13 * v3
+            acc[u + uintp(2 * _STRIP)] += w20 * v0 + w21 * v1 + w22 * v2 + w23 * v3
+            acc[u + uintp(3 * _STRIP)] += w30 * v0 + w31 * v1 + w32 * v2 + w33 * v3
+        t += 4
+    while t < T:
+        x0 = xf[offs[t]:]
+        w00, w10, w20, w30 = wt[0, t], wt[1, t], wt[2, t], wt[3, t]
+        for i in range(L):
+            u = uintp(i)
+            v0 = x0[u]
+            acc[u] += w00 * v0
+            acc[u + uintp(_STRIP)] += w10 * v0
+            acc[u + uintp(2 * _STRIP)] += w20 * v0
+            acc[u + uintp(3 * _STRIP)] += w30 * v0
+        t += 1
+
+
+@njit(inline="always")
+def _taps_k2(acc, xf, offs, wt, L):
+    # _taps_k4 for a block of two output channels (the K % 4 tail).
+    T = offs.shape[0]
+    t = 0
+    while t + 4 <= T:
+        x0, x1, x2, x3 = xf[offs[t]:], xf[offs[t + 1]:], xf[offs[t + 2]:], xf[offs[t + 3]:]
+        w00, w01, w02, w03 = wt[0, t], wt[0, t + 1], wt[0, t + 2], wt[0, t + 3]
+        w10, w11, w12, w13 = wt[1, t], wt[1, t + 1], wt[1, t + 2], wt[1, t + 3]
+        for i in range(L):
+            u = uintp(i)
+            v0, v1, v2, v3 = x0[u], x1[u], x2[u], x3[u]
+            acc[u] += w00 * v0 + w01 * v1 + w02 * v2 + w03 * v3
+            acc[u + uintp(_STRIP)] += w10 * v0 + w11 * v1 + w12 * v2 + w13 * v3
+        t += 4
+    while t < T:
+        x0 = xf[offs[t]:]
+        w00, w10 = wt[0, t], wt[1, t]
+        for i in range(L):
+            u = uintp(i)
+            v0 = x0[u]
+            acc[u] += w00 * v0
+            acc[u + uintp(_STRIP)] += w10 * v0
+        t += 1
+
+
+@njit(inline="always")
+def _crop_strip(row, i0, Li, Wp, dst):
+    # dst[p, q] = row[p·Wp + q − i0] for the valid outputs (q < Q) of flat range [i0, i0 + Li).
+    P, Q = dst.shape
+    p_hi = min(P, (i0 + Li - 1) // Wp + 1)
+    for p in range(i0 // Wp, p_hi):
+        q_lo = max(0, i0 - p * Wp)
+        q_hi = min(Q, i0 + Li - p * Wp)
+        drow = dst[p]
+        src = row[p * Wp - i0 + q_lo:]
+        for q in range(q_hi - q_lo):
+            drow[q_lo + q] = src[q]
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _fwd_kblock(xp, w, out, dh, dw, zero):
+    # out[n, k, p, q] = Σ_c,r,s xp[n, c, p + r·dh, q + s·dw] · w[k, c, r, s]  (xp padded).
+    # One prange iteration per (n, block of four k); the last block takes the K % 4 tail
+    # as a pair (_taps_k2) and a single channel (cpu_depthwise._fwd_taps). The image xp[n] is shared read-only.
+    N, C, Hp, Wp = xp.shape
+    K, _, R, S = w.shape
+    P, Q = out.shape[2], out.shape[3]
+    L = (P - 1) * Wp + Q
+    T = C * R * S
+    offs = np.empty(T, np.int64)
+    for c in range(C):
+        for r in range(R):
+            for s in range(S):
+                offs[(c * R + r) * S + s] = c * Hp * Wp + r * dh * Wp + s * dw
+    wf = w.reshape(K, T)
+    xall = xp.reshape(-1)
+    KB = (K + 3) // 4
+    for it in prange(N * KB):
+        n = it // KB
+        k0 = (it % KB) * 4
+        # Image n's flat view runs on to the end of the batch, so the last vector of each
+        # row strip may read past the plane into the next image (outputs i >= L, dropped
+        # by the crop): L rounded up to whole 16-lane vectors where the buffer allows, and
+        # the loops need no short remainder.
+        xn = xall[n * C * Hp * Wp:]
+        Le = min((L + 15) // 16 * 16, xn.shape[0] - offs[T - 1])
+        acc = np.empty(4 * _STRIP, out.dtype)
+        for i0 in range(0, Le, _STRIP):
+            Li = min(_STRIP, Le - i0)
+            xs = xn[i0:]
+            if k0 + 4 <= K:
+                acc[:] = zero
+                _taps_k4(acc, xs, offs, wf[k0:k0 + 4], Li)
+                for j in range(4):
+                    _crop_strip(acc[j * _STRIP:], i0, Li, Wp, out[n, k0 + j])
+            else:  # the K % 4 tail: a pair, then a single channel
+                k = k0
+                if k + 2 <= K:
+                    acc[:] = zero
+                    _taps_k2(acc, xs, offs, wf[k:k + 2], Li)
+                    for j in range(2):
+                        _crop_strip(acc[j * _STRIP:], i0, Li, Wp, out[n, k + j])
+                    k += 2
+                if k < K:
+                    acc[:Li] = zero
+                    _fwd_taps(acc, xs, offs, wf[k], Li)
+                    _crop_strip(acc, i0, Li, Wp, out[n, k])
+
+
+def kblock_fwd(x, w, out, geom):
+    (pt, pb, pl, pr), (dh, dw) = geom.padding, geom.dilation
+    _fwd_kblock(pad_input(x, pt, pb, pl, pr), np.ascontiguousarray(w), out, dh, dw, out.dtype.type(0))
+
+
+def kblock_dgrad(w, dy, out, geom):
+    """dX = conv(dY padded by dil·(R−1) − pad, W rotated 180° with K ↔ C), stride 1.
+    Padding larger than dil·(R−1) would need cropping dY from the top/left: the caller
+    keeps those layers on cpu_flat.flat_dgrad (see kblock_applies_dgrad)."""
+    (pt, pb, pl, pr), (dh, dw) = geom.padding, geom.dilation
+    fh, fw = dh * (geom.R - 1), dw * (geom.S - 1)
+    dyp = pad_input(dy, fh - pt, fh - pb, fw - pl, fw - pr)
+    _fwd_kblock(dyp, flipped_transposed(w, 1), out, dh, dw, out.dtype.type(0))
+
+
+def kblock_applies_dgrad(geom):
+    """The input gradient as a forward conv: no top/left cropping of dY, and channels
+    enough to fill a block of four (below that cpu_flat's scatter measured faster:
+    lenet_5x5_32_b128, C = 1, 0.53 vs 0.78 ms)."""
+    (pt, _, pl, _), (dh, dw) = geom.padding, geom.dilation
+    return pt <= dh * (geom.R - 1) and pl <= dw * (geom.S - 1) and geom.C >= 4
