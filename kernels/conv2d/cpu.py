@@ -3,7 +3,8 @@
 Algorithms (``algorithm=``), each in its own module:
 - ``direct`` (cpu_direct): loop nests, ``prange`` over output planes; dense stride-1
   layers use the flat-plane kernels instead: cpu_kblock (register-blocked over four
-  output channels) forward and, for C >= 4, input gradient; cpu_flat otherwise.
+  output channels) forward, weight gradient and, for C >= 4, input gradient; cpu_flat's
+  scatter for the other input gradients.
 - ``gemm`` (cpu_gemm): im2col/col2im + BLAS; 1×1 stride-1 unpadded layers skip im2col
   (the input already is the column matrix).
 - ``winograd_f2`` / ``winograd_f4`` (cpu_winograd): F(2×2, 3×3) / F(4×4, 3×3) for 3×3
@@ -26,9 +27,9 @@ from .cpu_depthwise import (
     _wgrad_depthwise_s1,
 )
 from .cpu_direct import _bias_grad, _dgrad_direct, _epilogue, _fwd_direct, _wgrad_direct
-from .cpu_flat import flat_dgrad, flat_wgrad
+from .cpu_flat import flat_dgrad
 from .cpu_gemm import _col2im, _im2col, _im2col_batch
-from .cpu_kblock import kblock_applies_dgrad, kblock_dgrad, kblock_fwd
+from .cpu_kblock import kblock_applies_dgrad, kblock_dgrad, kblock_fwd, kblock_wgrad
 from .cpu_winograd import flipped_transposed, tiles, winograd_conv
 
 # ---------------------------------------------------------------- launchers
@@ -79,7 +80,7 @@ def _choose(algorithm, geom, direction="fwd"):
         return _winograd_tile(geom)
     if algorithm != "auto":
         return algorithm
-    if direction != "bwd_weight" and _kblock_small(geom, direction):
+    if _kblock_small(geom, direction):
         return "direct"
     # Winograd where the cost model puts it at least 20% below im2col + GEMM, for layers
     # with channels enough to feed BLAS (measured: 16→16 channels 28×28 is already 1.4×
@@ -101,15 +102,15 @@ def _choose(algorithm, geom, direction="fwd"):
 
 def _kblock_small(geom, direction):
     """Small dense stride-1 layers (LeNet conv2, odd_3x3_c35_k50_19): the register-blocked
-    flat kernels of cpu_kblock beat Winograd and im2col + GEMM forward and input gradient,
-    2 threads (fwd / dgrad ms, kblock vs the previous auto: odd_3x3_c35_k50_19 0.60 / 0.60
-    vs 0.89 / 0.97; its batch-2 copy 0.20 / 0.23 vs 0.43 / 0.44; lenet_5x5_14_b128
-    0.66 / 1.16 vs 0.73 (flat) / 1.27 (gemm)). Deep reductions (ResNet, VGG) stay on BLAS."""
+    flat kernels of cpu_kblock beat Winograd and im2col + GEMM in every direction, 2
+    threads (fwd / dgrad / wgrad ms, kblock vs the previous auto: odd_3x3_c35_k50_19
+    0.60 / 0.60 / 0.78 vs 0.89 / 0.97 / 0.98; lenet_5x5_14_b128 0.56 / 1.16 / 0.87 vs
+    0.88 / 1.27 / 1.08). Deep reductions (ResNet, VGG) stay on BLAS."""
     if not _flat(geom) or geom.P * geom.Q > 400:
         return False
-    if direction == "fwd":
-        return geom.Cg * geom.R * geom.S <= 512 and geom.Kg <= 64
-    return geom.Kg * geom.R * geom.S <= 512 and geom.Cg <= 64 and kblock_applies_dgrad(geom)
+    if direction == "bwd_data":
+        return geom.Kg * geom.R * geom.S <= 512 and geom.Cg <= 64 and kblock_applies_dgrad(geom)
+    return geom.Cg * geom.R * geom.S <= 512 and geom.Kg <= 64
 
 
 def _flat(geom):
@@ -218,7 +219,7 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
     elif _depthwise(geom):
         _depthwise_launch(_wgrad_depthwise_s1, _wgrad_depthwise, geom, out, x, dy, out)
     elif _flat(geom):
-        flat_wgrad(x, dy, out, geom)
+        kblock_wgrad(x, dy, out, geom)
     else:
         _wgrad_direct(x, dy, out, *_geom_args(geom), out.dtype.type(0))
 

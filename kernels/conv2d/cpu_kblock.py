@@ -135,14 +135,16 @@ def _fwd_kblock(xp, w, out, dh, dw, zero):
             Li = min(_STRIP, Le - i0)
             xs = xn[i0:]
             if k0 + 4 <= K:
-                acc[:] = zero
+                for j in range(4):
+                    acc[j * _STRIP:j * _STRIP + Li] = zero
                 _taps_k4(acc, xs, offs, wf[k0:k0 + 4], Li)
                 for j in range(4):
                     _crop_strip(acc[j * _STRIP:], i0, Li, Wp, out[n, k0 + j])
             else:  # the K % 4 tail: a pair, then a single channel
                 k = k0
                 if k + 2 <= K:
-                    acc[:] = zero
+                    acc[:Li] = zero
+                    acc[_STRIP:_STRIP + Li] = zero
                     _taps_k2(acc, xs, offs, wf[k:k + 2], Li)
                     for j in range(2):
                         _crop_strip(acc[j * _STRIP:], i0, Li, Wp, out[n, k + j])
@@ -151,6 +153,95 @@ def _fwd_kblock(xp, w, out, dh, dw, zero):
                     acc[:Li] = zero
                     _fwd_taps(acc, xs, offs, wf[k], Li)
                     _crop_strip(acc, i0, Li, Wp, out[n, k])
+
+
+@njit(inline="always")
+def _wgrad_taps_k4(dwc, y0, y1, y2, y3, xf, offs, L, zero):
+    # dwc[j, t] += Σ_i yj[i]·xf[offs[t] + i]: four taps × four output channels, 16 dot
+    # products per pass (each input and dy load shared by four FMAs).
+    T = offs.shape[0]
+    t = 0
+    while t < T:
+        m = min(4, T - t)  # the R·S % 4 tail repeats the last tap (its sums are dropped)
+        x0, x1 = xf[offs[t]:], xf[offs[t + min(1, m - 1)]:]
+        x2, x3 = xf[offs[t + min(2, m - 1)]:], xf[offs[t + min(3, m - 1)]:]
+        s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
+        s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
+        for i in range(L):
+            v0, v1, v2, v3 = x0[i], x1[i], x2[i], x3[i]
+            a, b, c, d = y0[i], y1[i], y2[i], y3[i]
+            s00 += a * v0
+            s01 += a * v1
+            s02 += a * v2
+            s03 += a * v3
+            s10 += b * v0
+            s11 += b * v1
+            s12 += b * v2
+            s13 += b * v3
+            s20 += c * v0
+            s21 += c * v1
+            s22 += c * v2
+            s23 += c * v3
+            s30 += d * v0
+            s31 += d * v1
+            s32 += d * v2
+            s33 += d * v3
+        dwc[0, t] += s00
+        dwc[1, t] += s10
+        dwc[2, t] += s20
+        dwc[3, t] += s30
+        if m > 1:
+            dwc[0, t + 1] += s01
+            dwc[1, t + 1] += s11
+            dwc[2, t + 1] += s21
+            dwc[3, t + 1] += s31
+        if m > 2:
+            dwc[0, t + 2] += s02
+            dwc[1, t + 2] += s12
+            dwc[2, t + 2] += s22
+            dwc[3, t + 2] += s32
+        if m > 3:
+            dwc[0, t + 3] += s03
+            dwc[1, t + 3] += s13
+            dwc[2, t + 3] += s23
+            dwc[3, t + 3] += s33
+        t += 4
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _wgrad_kblock(xp, dyp, dw_out, L, dh, dw, zero):
+    # dw[k, c, r, s] = Σ_n Σ_i<L dyp[n, k, i] · xp[n, c].flat[r·dh·Wp + s·dw + i], with dyp
+    # dy padded to row width Wp (zeros in columns q >= Q; K padded to a multiple of four
+    # with zero planes). One prange iteration per (block of four k, input channel c): it
+    # owns dw[k0:k0 + 4, c] and sums over n in a fixed order (deterministic).
+    N, C, Hp, Wp = xp.shape
+    K, _, R, S = dw_out.shape
+    offs = np.empty(R * S, np.int64)
+    for r in range(R):
+        for s in range(S):
+            offs[r * S + s] = r * dh * Wp + s * dw
+    KB = (K + 3) // 4
+    for it in prange(KB * C):
+        k0 = (it // C) * 4
+        c = it % C
+        dwc = np.zeros((4, R * S), dw_out.dtype)
+        for n in range(N):
+            _wgrad_taps_k4(dwc, dyp[n, k0], dyp[n, k0 + 1], dyp[n, k0 + 2], dyp[n, k0 + 3],
+                           xp[n, c].reshape(-1), offs, L, zero)
+        for j in range(min(4, K - k0)):
+            dwk = dw_out[k0 + j, c].reshape(-1)
+            for t in range(R * S):
+                dwk[t] = dwc[j, t]
+
+
+def kblock_wgrad(x, dy, out, geom):
+    (pt, pb, pl, pr), (dh, dw) = geom.padding, geom.dilation
+    xp = pad_input(x, pt, pb, pl, pr)
+    Wp = xp.shape[3]
+    L = (geom.P - 1) * Wp + geom.Q
+    dyp = np.zeros((geom.N, (geom.K + 3) // 4 * 4, geom.P * Wp), dy.dtype)
+    dyp.reshape(geom.N, -1, geom.P, Wp)[:, :geom.K, :, :geom.Q] = dy
+    _wgrad_kblock(xp, dyp, out, L, dh, dw, out.dtype.type(0))
 
 
 def kblock_fwd(x, w, out, geom):
