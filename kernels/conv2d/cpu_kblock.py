@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange, uintp
 
-from .cpu_depthwise import _fwd_taps
+from .cpu_depthwise import _crop_plane, _fwd_taps
 from .cpu_flat import pad_input
 from .cpu_winograd import flipped_transposed
 
@@ -244,24 +244,76 @@ def kblock_wgrad(x, dy, out, geom):
     _wgrad_kblock(xp, dyp, out, L, dh, dw, out.dtype.type(0))
 
 
+@njit(parallel=True, cache=True, fastmath=True)
+def _dgrad_scatter_kblock(wt, dyp, dx, R, S, pt, pl, dh, dw, zero):
+    # dx[n, c, h, x] = Σ_k,r,s dy[n, k, p, q] · w[k, c, r, s] with h = p − pt + r·dh,
+    # x = q − pl + s·dw. dyp: dy with rows padded to Wp = pl + W + pr (zeros in q >= Q);
+    # wt[r·S + s, c, k] = w[k, c, r, s]. One prange iteration per (n, block of four c):
+    # it owns the padded planes (Hp·Wp <= _STRIP) of its four channels; tap (r, s) adds
+    # Σ_k wt[rs, c, k]·dyp[n, k] at offset r·dh·Wp + s·dw of each, through _taps_k4 with
+    # the K planes of dy as its taps (each dy load shared by four channels).
+    N, K, P, Wp = dyp.shape
+    C = wt.shape[1]
+    Q = Wp - (S - 1) * dw
+    Hp = P + (R - 1) * dh
+    L = (P - 1) * Wp + Q
+    offs = np.empty(K, np.int64)
+    for k in range(K):
+        offs[k] = k * P * Wp
+    CB = (C + 3) // 4
+    for it in prange(N * CB):
+        n = it // CB
+        c0 = (it % CB) * 4
+        yf = dyp[n].reshape(-1)
+        acc = np.zeros(4 * _STRIP, dx.dtype)
+        for r in range(R):
+            for s in range(S):
+                shift = r * dh * Wp + s * dw
+                wrs = wt[r * S + s]
+                if c0 + 4 <= C:
+                    _taps_k4(acc[shift:], yf, offs, wrs[c0:c0 + 4], L)
+                else:
+                    c = c0
+                    if c + 2 <= C:
+                        _taps_k2(acc[shift:], yf, offs, wrs[c:c + 2], L)
+                        c += 2
+                    if c < C:
+                        _fwd_taps(acc[(c - c0) * _STRIP + shift:], yf, offs, wrs[c], L)
+        for j in range(min(4, C - c0)):
+            _crop_plane(acc[j * _STRIP:j * _STRIP + Hp * Wp], Wp, pt, pl, dx[n, c0 + j], zero)
+
+
 def kblock_fwd(x, w, out, geom):
     (pt, pb, pl, pr), (dh, dw) = geom.padding, geom.dilation
     _fwd_kblock(pad_input(x, pt, pb, pl, pr), np.ascontiguousarray(w), out, dh, dw, out.dtype.type(0))
 
 
 def kblock_dgrad(w, dy, out, geom):
-    """dX = conv(dY padded by dil·(R−1) − pad, W rotated 180° with K ↔ C), stride 1.
-    Padding larger than dil·(R−1) would need cropping dY from the top/left: the caller
-    keeps those layers on cpu_flat.flat_dgrad (see kblock_applies_dgrad)."""
+    """The input gradient: scattered four input channels at a time where a padded plane
+    fits one accumulator strip; else the forward conv of dY padded by dil·(R−1) − pad
+    with W rotated 180° and K ↔ C (stride 1). Padding larger than dil·(R−1) would need
+    cropping dY from the top/left there: the caller keeps those layers on
+    cpu_flat.flat_dgrad (see kblock_applies_dgrad)."""
     (pt, pb, pl, pr), (dh, dw) = geom.padding, geom.dilation
+    if _scatter_fits(geom):
+        Wp = pl + geom.W + pr
+        wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(geom.R * geom.S, geom.C, geom.K)
+        dyp = np.pad(dy, ((0, 0), (0, 0), (0, 0), (0, Wp - geom.Q)))
+        _dgrad_scatter_kblock(wt, dyp, out, geom.R, geom.S, pt, pl, dh, dw, out.dtype.type(0))
+        return
     fh, fw = dh * (geom.R - 1), dw * (geom.S - 1)
     dyp = pad_input(dy, fh - pt, fh - pb, fw - pl, fw - pr)
     _fwd_kblock(dyp, flipped_transposed(w, 1), out, dh, dw, out.dtype.type(0))
 
 
+def _scatter_fits(geom):
+    (pt, pb, pl, pr) = geom.padding
+    return (geom.H + pt + pb) * (geom.W + pl + pr) <= _STRIP
+
+
 def kblock_applies_dgrad(geom):
-    """The input gradient as a forward conv: no top/left cropping of dY, and channels
-    enough to fill a block of four (below that cpu_flat's scatter measured faster:
-    lenet_5x5_32_b128, C = 1, 0.53 vs 0.78 ms)."""
+    """Channels enough to fill a block of four (below that cpu_flat's scatter measured
+    faster: lenet_5x5_32_b128, C = 1, 0.53 vs 0.78 ms), and, for the forward-conv form,
+    no top/left cropping of dY."""
     (pt, _, pl, _), (dh, dw) = geom.padding, geom.dilation
-    return pt <= dh * (geom.R - 1) and pl <= dw * (geom.S - 1) and geom.C >= 4
+    return geom.C >= 4 and (_scatter_fits(geom) or (pt <= dh * (geom.R - 1) and pl <= dw * (geom.S - 1)))
