@@ -54,6 +54,7 @@ CONFIGS = {
     "kblock_asymmetric_padding_dilated": ((2, 9, 9, 8), (7, 9, 3, 2), {"padding": (2, 0, 1, 2), "dilation": (2, 1)}),
     "kblock_lenet_conv2": ((3, 6, 14, 14), (16, 6, 5, 5), {}),
     "kblock_padding_over_kernel": ((2, 5, 4, 5), (6, 5, 2, 2), {"padding": 3}),
+    "kblock_image_pairs": ((9, 3, 11, 13), (13, 3, 3, 3), {"padding": 1}),  # odd N: a lone last image
 }
 ALGORITHMS = ["auto", "direct", "gemm"]
 # cpu only, 3×3 stride-1 dilation-1 layers, forward and input gradient.

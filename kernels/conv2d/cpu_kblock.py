@@ -103,11 +103,68 @@ def _crop_strip(row, i0, Li, Wp, dst):
             drow[q_lo + q] = src[q]
 
 
+@njit(inline="always")
+def _taps_k4_pair(acc, xf, xg, offs, wt, L):
+    # _taps_k4 on two images at once (rows 0-3: xf, rows 4-7: xg), each weight broadcast
+    # feeding 8 FMAs: twice the work per pass setup (alias checks, 16 broadcasts), which
+    # on short planes (LeNet: 9 vectors per pass) cost as much as the pass itself.
+    T = offs.shape[0]
+    t = 0
+    while t + 4 <= T:
+        x0, x1, x2, x3 = xf[offs[t]:], xf[offs[t + 1]:], xf[offs[t + 2]:], xf[offs[t + 3]:]
+        g0, g1, g2, g3 = xg[offs[t]:], xg[offs[t + 1]:], xg[offs[t + 2]:], xg[offs[t + 3]:]
+        w00, w01, w02, w03 = wt[0, t], wt[0, t + 1], wt[0, t + 2], wt[0, t + 3]
+        w10, w11, w12, w13 = wt[1, t], wt[1, t + 1], wt[1, t + 2], wt[1, t + 3]
+        w20, w21, w22, w23 = wt[2, t], wt[2, t + 1], wt[2, t + 2], wt[2, t + 3]
+        w30, w31, w32, w33 = wt[3, t], wt[3, t + 1], wt[3, t + 2], wt[3, t + 3]
+        for i in range(L):
+            u = uintp(i)
+            v0, v1, v2, v3 = x0[u], x1[u], x2[u], x3[u]
+            acc[u] += w00 * v0 + w01 * v1 + w02 * v2 + w03 * v3
+            acc[u + uintp(_STRIP)] += w10 * v0 + w11 * v1 + w12 * v2 + w13 * v3
+            acc[u + uintp(2 * _STRIP)] += w20 * v0 + w21 * v1 + w22 * v2 + w23 * v3
+            acc[u + uintp(3 * _STRIP)] += w30 * v0 + w31 * v1 + w32 * v2 + w33 * v3
+            v0, v1, v2, v3 = g0[u], g1[u], g2[u], g3[u]
+            acc[u + uintp(4 * _STRIP)] += w00 * v0 + w01 * v1 + w02 * v2 + w03 * v3
+            acc[u + uintp(5 * _STRIP)] += w10 * v0 + w11 * v1 + w12 * v2 + w13 * v3
+            acc[u + uintp(6 * _STRIP)] += w20 * v0 + w21 * v1 + w22 * v2 + w23 * v3
+            acc[u + uintp(7 * _STRIP)] += w30 * v0 + w31 * v1 + w32 * v2 + w33 * v3
+        t += 4
+    if t < T:  # the T % 4 tail, one image at a time
+        _taps_k4(acc, xf, offs[t:], wt[:, t:], L)
+        _taps_k4(acc[4 * _STRIP:], xg, offs[t:], wt[:, t:], L)
+
+
+@njit(inline="always")
+def _fwd_one(acc, xs, offs, wf, k0, K, i0, Li, Wp, out_n, zero):
+    # The output channels k0 .. min(k0 + 4, K) of one image over flat strip [i0, i0 + Li).
+    if k0 + 4 <= K:
+        for j in range(4):
+            acc[j * _STRIP:j * _STRIP + Li] = zero
+        _taps_k4(acc, xs, offs, wf[k0:k0 + 4], Li)
+        for j in range(4):
+            _crop_strip(acc[j * _STRIP:], i0, Li, Wp, out_n[k0 + j])
+        return
+    k = k0  # the K % 4 tail: a pair, then a single channel
+    if k + 2 <= K:
+        acc[:Li] = zero
+        acc[_STRIP:_STRIP + Li] = zero
+        _taps_k2(acc, xs, offs, wf[k:k + 2], Li)
+        for j in range(2):
+            _crop_strip(acc[j * _STRIP:], i0, Li, Wp, out_n[k + j])
+        k += 2
+    if k < K:
+        acc[:Li] = zero
+        _fwd_taps(acc, xs, offs, wf[k], Li)
+        _crop_strip(acc, i0, Li, Wp, out_n[k])
+
+
 @njit(parallel=True, cache=True, fastmath=True)
-def _fwd_kblock(xp, w, out, dh, dw, zero):
+def _fwd_kblock(xp, w, out, dh, dw, pair, zero):
     # out[n, k, p, q] = Σ_c,r,s xp[n, c, p + r·dh, q + s·dw] · w[k, c, r, s]  (xp padded).
-    # One prange iteration per (n, block of four k); the last block takes the K % 4 tail
-    # as a pair (_taps_k2) and a single channel (cpu_depthwise._fwd_taps). The image xp[n] is shared read-only.
+    # One prange iteration per (block of 1 + pair images, block of four k); the last k
+    # block takes the K % 4 tail as a pair (_taps_k2) and a single channel
+    # (cpu_depthwise._fwd_taps), one image at a time. xp is shared read-only.
     N, C, Hp, Wp = xp.shape
     K, _, R, S = w.shape
     P, Q = out.shape[2], out.shape[3]
@@ -121,38 +178,29 @@ def _fwd_kblock(xp, w, out, dh, dw, zero):
     wf = w.reshape(K, T)
     xall = xp.reshape(-1)
     KB = (K + 3) // 4
-    for it in prange(N * KB):
-        n = it // KB
+    NB = pair + 1
+    for it in prange((N + NB - 1) // NB * KB):
+        n = (it // KB) * NB
         k0 = (it % KB) * 4
+        m = min(n + NB, N)  # images n .. m − 1
         # Image n's flat view runs on to the end of the batch, so the last vector of each
         # row strip may read past the plane into the next image (outputs i >= L, dropped
-        # by the crop): L rounded up to whole 16-lane vectors where the buffer allows, and
-        # the loops need no short remainder.
-        xn = xall[n * C * Hp * Wp:]
-        Le = min((L + 15) // 16 * 16, xn.shape[0] - offs[T - 1])
-        acc = np.empty(4 * _STRIP, out.dtype)
+        # by the crop): L rounded up to whole 16-lane vectors where the buffer allows
+        # (the last image's view is the shortest), and the loops need no short remainder.
+        Le = min((L + 15) // 16 * 16, xall.shape[0] - (m - 1) * C * Hp * Wp - offs[T - 1])
+        acc = np.empty(8 * _STRIP, out.dtype)
         for i0 in range(0, Le, _STRIP):
             Li = min(_STRIP, Le - i0)
-            xs = xn[i0:]
-            if k0 + 4 <= K:
-                for j in range(4):
+            if m - n == 2 and k0 + 4 <= K:
+                for j in range(8):
                     acc[j * _STRIP:j * _STRIP + Li] = zero
-                _taps_k4(acc, xs, offs, wf[k0:k0 + 4], Li)
-                for j in range(4):
-                    _crop_strip(acc[j * _STRIP:], i0, Li, Wp, out[n, k0 + j])
-            else:  # the K % 4 tail: a pair, then a single channel
-                k = k0
-                if k + 2 <= K:
-                    acc[:Li] = zero
-                    acc[_STRIP:_STRIP + Li] = zero
-                    _taps_k2(acc, xs, offs, wf[k:k + 2], Li)
-                    for j in range(2):
-                        _crop_strip(acc[j * _STRIP:], i0, Li, Wp, out[n, k + j])
-                    k += 2
-                if k < K:
-                    acc[:Li] = zero
-                    _fwd_taps(acc, xs, offs, wf[k], Li)
-                    _crop_strip(acc, i0, Li, Wp, out[n, k])
+                _taps_k4_pair(acc, xall[n * C * Hp * Wp + i0:], xall[(n + 1) * C * Hp * Wp + i0:], offs,
+                              wf[k0:k0 + 4], Li)
+                for j in range(8):
+                    _crop_strip(acc[j * _STRIP:], i0, Li, Wp, out[n + j // 4, k0 + j % 4])
+            else:
+                for nn in range(n, m):
+                    _fwd_one(acc, xall[nn * C * Hp * Wp + i0:], offs, wf, k0, K, i0, Li, Wp, out[nn], zero)
 
 
 @njit(inline="always")
@@ -285,7 +333,14 @@ def _dgrad_scatter_kblock(wt, dyp, dx, R, S, pt, pl, dh, dw, zero):
 
 def kblock_fwd(x, w, out, geom):
     (pt, pb, pl, pr), (dh, dw) = geom.padding, geom.dilation
-    _fwd_kblock(pad_input(x, pt, pb, pl, pr), np.ascontiguousarray(w), out, dh, dw, out.dtype.type(0))
+    _fwd_kblock(pad_input(x, pt, pb, pl, pr), np.ascontiguousarray(w), out, dh, dw, _pair(geom.N, geom.K),
+                out.dtype.type(0))
+
+
+def _pair(N, K):
+    """Two images per prange iteration where that still leaves 16 or more iterations
+    (two threads; odd_3x3_c35_k50_19_b2 would get 13)."""
+    return int(N // 2 * ((K + 3) // 4) >= 16)
 
 
 def kblock_dgrad(w, dy, out, geom):
@@ -303,7 +358,7 @@ def kblock_dgrad(w, dy, out, geom):
         return
     fh, fw = dh * (geom.R - 1), dw * (geom.S - 1)
     dyp = pad_input(dy, fh - pt, fh - pb, fw - pl, fw - pr)
-    _fwd_kblock(dyp, flipped_transposed(w, 1), out, dh, dw, out.dtype.type(0))
+    _fwd_kblock(dyp, flipped_transposed(w, 1), out, dh, dw, _pair(geom.N, geom.C), out.dtype.type(0))
 
 
 def _scatter_fits(geom):
