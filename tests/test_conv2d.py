@@ -45,6 +45,16 @@ CONFIGS = {
     "odd_plane_asymmetric_padding": ((3, 4, 9, 7), (5, 4, 3, 3), {"padding": (0, 2, 1, 3)}),
     "padding_over_kernel_3x3": ((1, 2, 3, 2), (3, 2, 3, 3), {"padding": 3}),
     "same_groups_wide": ((1, 6, 5, 11), (4, 3, 3, 3), {"padding": "same", "groups": 2}),
+    # Dense stride 1 (cpu: the register-blocked kernels of cpu_kblock, blocks of four
+    # channels): K and C tails of 3 (a pair and a single), planes longer than one
+    # accumulator strip, padding past the dilated kernel on the right (the input gradient
+    # crops dY), LeNet conv2's shape.
+    "kblock_tails_dilated": ((1, 7, 13, 11), (11, 7, 3, 3), {"dilation": 2, "padding": 2}),
+    "kblock_long_plane": ((2, 5, 30, 33), (6, 5, 3, 3), {"padding": 1}),
+    "kblock_asymmetric_padding_dilated": ((2, 9, 9, 8), (7, 9, 3, 2), {"padding": (2, 0, 1, 2), "dilation": (2, 1)}),
+    "kblock_lenet_conv2": ((3, 6, 14, 14), (16, 6, 5, 5), {}),
+    "kblock_padding_over_kernel": ((2, 5, 4, 5), (6, 5, 2, 2), {"padding": 3}),
+    "kblock_image_pairs": ((9, 3, 11, 13), (13, 3, 3, 3), {"padding": 1}),  # odd N: a lone last image
 }
 ALGORITHMS = ["auto", "direct", "gemm"]
 # cpu only, 3×3 stride-1 dilation-1 layers, forward and both gradients.

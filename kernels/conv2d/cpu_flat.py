@@ -6,7 +6,9 @@ The input is zero-padded once to (N, C, Hp, Wp) with Wp = Q + (S−1)·dw, so ta
 of output (p, q) reads flat element c·Hp·Wp + (p + r·dh)·Wp + q + s·dw of the image: for
 a fixed tap that is ONE contiguous loop over the L = (P−1)·Wp + Q flat outputs (columns
 q >= Q of each row are scratch, dropped at the end), and the C·R·S taps of a whole image
-run through the fused four-tap loop of the depthwise kernels.
+run through the fused four-tap loop of the depthwise kernels. (The forward, the weight
+gradient and the input gradient where it is a forward conv run register-blocked in
+cpu_kblock; this module keeps the input-gradient scatter and pad_input.)
 
 The input gradient scatters each tap into a padded buffer of its input plane, summing
 the K output planes four at a time through the same fused loop.
@@ -16,55 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .cpu_depthwise import _crop_plane, _crop_rows, _fwd_taps, _wgrad_taps
-
-
-@njit(parallel=True, cache=True, fastmath=True)
-def _fwd_flat(xp, w, out, dh, dw):
-    # out[n, k, p, q] = Σ_c,r,s xp[n, c, p + r·dh, q + s·dw] · w[k, c, r, s]  (xp padded).
-    # One prange iteration per output plane (n, k); the image xp[n] is shared read-only.
-    N, C, Hp, Wp = xp.shape
-    K, _, R, S = w.shape
-    P, Q = out.shape[2], out.shape[3]
-    L = (P - 1) * Wp + Q
-    offs = np.empty(C * R * S, np.int64)
-    for c in range(C):
-        for r in range(R):
-            for s in range(S):
-                offs[(c * R + r) * S + s] = c * Hp * Wp + r * dh * Wp + s * dw
-    for nk in prange(N * K):
-        n = nk // K
-        k = nk % K
-        acc = np.zeros(L, out.dtype)
-        _fwd_taps(acc, xp[n].reshape(-1), offs, w[k].reshape(-1), L)
-        _crop_rows(acc, out[n, k], Wp)
-
-
-@njit(parallel=True, cache=True, fastmath=True)
-def _wgrad_flat(xp, dy, dw_out, dh, dw, zero):
-    # dw[k, c, r, s] = Σ_n Σ_i dyp[n, k, i] · xp[n, c].flat[r·dh·Wp + s·dw + i], with dy
-    # padded to row width Wp (zeros in columns q >= Q). One prange iteration per k; the
-    # sum over n runs in a fixed order (deterministic; float32 stays float32).
-    N, C, Hp, Wp = xp.shape
-    K, _, R, S = dw_out.shape
-    P, Q = dy.shape[2], dy.shape[3]
-    L = (P - 1) * Wp + Q
-    offs = np.empty(C * R * S, np.int64)
-    for c in range(C):
-        for r in range(R):
-            for s in range(S):
-                offs[(c * R + r) * S + s] = c * Hp * Wp + r * dh * Wp + s * dw
-    for k in prange(K):
-        dwk = dw_out[k].reshape(-1)
-        dwk[:] = zero
-        yb = np.zeros(L, dy.dtype)
-        for n in range(N):
-            for p in range(P):
-                yrow = yb[p * Wp:p * Wp + Q]
-                srow = dy[n, k, p]
-                for q in range(Q):
-                    yrow[q] = srow[q]
-            _wgrad_taps(dwk, yb, xp[n].reshape(-1), offs, L, zero)
+from .cpu_depthwise import _crop_plane, _fwd_taps
 
 
 def pad_input(x, top, bottom, left, right):
@@ -75,11 +29,6 @@ def pad_input(x, top, bottom, left, right):
     if top == bottom == left == right == 0:
         return np.ascontiguousarray(x)
     return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-
-
-def flat_fwd(x, w, out, geom):
-    (pt, pb, pl, pr), (dh, dw) = geom.padding, geom.dilation
-    _fwd_flat(pad_input(x, pt, pb, pl, pr), w, out, dh, dw)
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -113,8 +62,3 @@ def flat_dgrad(w, dy, out, geom):
     w_t = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
     dyp = np.pad(dy, ((0, 0), (0, 0), (0, 0), (0, pl + geom.W + pr - geom.Q)))
     _dgrad_flat(w_t, dyp, out, geom.padding[0], pl, dh, dw, out.dtype.type(0))
-
-
-def flat_wgrad(x, dy, out, geom):
-    (pt, pb, pl, pr), (dh, dw) = geom.padding, geom.dilation
-    _wgrad_flat(pad_input(x, pt, pb, pl, pr), dy, out, dh, dw, out.dtype.type(0))
