@@ -10,10 +10,10 @@ Algorithms (``algorithm=``), each in its own module:
   the weight gradient has no Winograd path (conv.py rejects it before dispatch).
 - depthwise layers (C/groups == 1) use the dedicated kernels of cpu_depthwise under
   ``direct`` and ``auto``.
-- ``phase`` (cpu_phase): weight gradient of dense layers from phase-split planes,
-  register-blocked 4 × 4 over (output channel, tap); ``auto`` takes it for strided
-  layers with few input channels and large kernels (the ResNet stem). Listed by
-  candidates(), not a public name.
+- ``phase`` (cpu_phase): forward and weight gradient of dense layers from phase-split
+  planes, register-blocked 4 × 4 over (output channel, tap); ``auto`` takes it for
+  strided layers with few input channels and large kernels (the ResNet stem). Listed
+  by candidates(), not a public name.
 All are race-free and reduce in a fixed order, so results are deterministic.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from .cpu_depthwise import (
 from .cpu_direct import _bias_grad, _dgrad_direct, _epilogue, _fwd_direct, _wgrad_direct
 from .cpu_flat import flat_dgrad, flat_fwd, flat_wgrad
 from .cpu_gemm import _col2im, _im2col, _im2col_batch
-from .cpu_phase import phase_applies, phase_wgrad
+from .cpu_phase import phase_applies, phase_fwd, phase_wgrad
 from .cpu_winograd import flipped_transposed, tiles, winograd_conv
 
 # ---------------------------------------------------------------- launchers
@@ -54,7 +54,7 @@ def candidates(direction: str, geom) -> list[str]:
     names = ["direct", "gemm"]
     if direction != "bwd_weight" and winograd_applies(geom) and not _depthwise(geom):
         names += ["winograd_f2", "winograd_f4"]
-    if direction == "bwd_weight" and phase_applies(geom):
+    if direction != "bwd_data" and phase_applies(geom):
         names.append("phase")
     return names
 
@@ -99,8 +99,8 @@ def _choose(algorithm, geom, direction="fwd"):
         return "direct"
     # Strided, few input channels, large kernel (the ResNet stem, 3 → 64 channels 7×7
     # stride 2): im2col's 147-row column matrix costs more than the GEMM; the phase
-    # kernel measured 1.5-2× faster than im2col + GEMM on the 224² stem (weight gradient).
-    if direction == "bwd_weight" and _stem_like(geom):
+    # kernels measured 1.2-2× faster than im2col + GEMM on the 224² stem (batch 1 and 8).
+    if direction != "bwd_data" and _stem_like(geom):
         return "phase"
     # GEMM pays once the reduction (C/g·R·S) is deep enough to feed BLAS;
     # depthwise and tiny-channel layers stay direct.
@@ -154,7 +154,9 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
         pt, _, pl, _ = geom.padding
         winograd_conv(x, w, b, out, pt, pl, geom.groups, 4 if chosen == "winograd_f4" else 2, activation == "relu")
         return
-    if chosen == "gemm":
+    if chosen == "phase":
+        phase_fwd(x, w, out, geom)
+    elif chosen == "gemm":
         col = _im2col_buffer(x, geom)
         w_mat = w.reshape(geom.groups, geom.Kg, geom.Cg * geom.R * geom.S)
         np.matmul(w_mat[None], col, out=out.reshape(geom.N, geom.groups, geom.Kg, geom.P * geom.Q))

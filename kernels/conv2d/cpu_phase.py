@@ -1,6 +1,6 @@
 """Dense strided conv2d with few input channels (the ResNet stem: 3 → 64 channels, 7×7,
 stride 2) on phase-split planes, register-blocked over output channels and taps: the
-``phase`` algorithm (weight gradient). Same index notation as cpu_direct.
+``phase`` algorithm (forward and weight gradient). Same index notation as cpu_direct.
 
 im2col + BLAS loses here to memory traffic: the column matrix is C·R·S = 147 rows of
 P·Q each (7.4 MB per 224² image, written and read once more by BLAS) for a GEMM whose
@@ -17,15 +17,26 @@ is a dot product of two long contiguous vectors (the scratch columns of dyf are 
 so the scratch elements they meet add nothing). A 4 × 4 tile of (k, tap) pairs runs
 as one loop with sixteen accumulators: each element of four dy planes and four tap
 windows is loaded once for sixteen FMAs, and nothing but the loads touches memory.
+
+The forward sums the same windows the other way, out[k, i] = Σ_t w[k, t]·window_t[i],
+over strips of _STRIP flat outputs: a (4, _STRIP) accumulator tile stays in L1 while
+the taps go by four at a time, so each window vector is loaded once for four output
+channels (sixteen FMAs per four window loads and four accumulator loads and stores).
+The strip length is a compile-time constant, so LLVM proves the four accumulator rows
+disjoint and needs run-time alias checks only against the four windows.
+
+Taps and output channels are padded to multiples of 4: padding taps read an all-zero
+plane (with zero weights in the forward), padding channels are dropped.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uintp
 
-from .cpu_depthwise import _split_phases
+from .cpu_direct import _column_range
 
 _TILE = 4  # output channels × taps per register tile
+_STRIP = 256  # flat outputs per forward accumulator tile (4 × 256 floats: 4 KB)
 
 
 def phase_applies(geom) -> bool:
@@ -35,18 +46,32 @@ def phase_applies(geom) -> bool:
 
 @njit(parallel=True, cache=True)
 def _split_batch(x, phases, pt, pl, sh, sw, Hph, Wph, zero):
-    # phases[n, c, bh·sw + bw, i·Wph + j] = x[n, c, i·sh + bh − pt, j·sw + bw − pl] (0 outside).
-    # One prange iteration per input plane (n, c).
-    N, C = x.shape[0], x.shape[1]
-    for nc in prange(N * C):
-        n = nc // C
-        c = nc % C
-        buf = _split_phases(x[n, c], pt, pl, sh, sw, Hph, Wph, zero)
-        for f in range(buf.shape[0]):
-            dst = phases[n, c, f]
-            src = buf[f]
-            for i in range(src.shape[0]):
-                dst[i] = src[i]
+    # phases[n, c·sh·sw + bh·sw + bw, i·Wph + j] = x[n, c, i·sh + bh − pt, j·sw + bw − pl]
+    # (0 outside x); elements past Hph·Wph and the last plane (index C·sh·sw) are 0.
+    # One prange iteration per phase row (n, c, bh, i), each writing its sw rows.
+    N, C, H, W = x.shape
+    nph = sh * sw
+    for row in prange(N * C * sh * Hph):
+        n = row // (C * sh * Hph)
+        c = (row // (sh * Hph)) % C
+        bh = (row // Hph) % sh
+        i = row % Hph
+        h = i * sh + bh - pt
+        for bw in range(sw):
+            dst = phases[n, c * nph + bh * sw + bw, i * Wph:(i + 1) * Wph]
+            if h < 0 or h >= H:
+                dst[:] = zero
+                continue
+            j_lo, j_hi = _column_range(sw, pl, bw, W, Wph)
+            j_hi = max(j_hi, j_lo)
+            dst[:j_lo] = zero
+            dst[j_hi:] = zero
+            src = x[n, c, h]
+            for j in range(j_lo, j_hi):  # j·sw + bw − pl >= 0 here
+                dst[j] = src[uintp(j * sw + bw - pl)]
+    for n in prange(N):
+        phases[n, :, Hph * Wph:] = zero
+        phases[n, C * nph] = zero
 
 
 @njit(parallel=True, cache=True)
@@ -116,42 +141,95 @@ def _wgrad_tiles(planes, dyf, tap_plane, tap_off, acc, L, first, zero):
                 row[t0 + u] = sums[j][u] if first else row[t0 + u] + sums[j][u]
 
 
+@njit(parallel=True, cache=True, fastmath=True)
+def _fwd_tiles(planes, wt, tap_plane, tap_off, out, Wph, zero):
+    # out[n, k, p, q] = Σ_t wt[k, t] · planes[n, tap_plane[t], tap_off[t] + p·Wph + q].
+    # One prange iteration per (n, block of 4 output channels); it runs the strips of
+    # the flat output i = p·Wph + q in order and alone writes its 4 planes of out.
+    N, K4, n_taps = planes.shape[0], wt.shape[0], wt.shape[1]
+    K, P, Q = out.shape[1], out.shape[2], out.shape[3]
+    L = (P - 1) * Wph + Q
+    n_blocks = K4 // 4
+    for nb in prange(N * n_blocks):
+        n = nb // n_blocks
+        k0 = 4 * (nb % n_blocks)
+        image = planes[n]
+        acc = np.empty(4 * _STRIP, wt.dtype)
+        for i0 in range(0, L, _STRIP):
+            acc[:] = zero
+            for t0 in range(0, n_taps, 4):
+                x0 = image[tap_plane[t0], tap_off[t0] + i0:]
+                x1 = image[tap_plane[t0 + 1], tap_off[t0 + 1] + i0:]
+                x2 = image[tap_plane[t0 + 2], tap_off[t0 + 2] + i0:]
+                x3 = image[tap_plane[t0 + 3], tap_off[t0 + 3] + i0:]
+                w00, w01, w02, w03 = wt[k0, t0], wt[k0, t0 + 1], wt[k0, t0 + 2], wt[k0, t0 + 3]
+                w10, w11, w12, w13 = wt[k0 + 1, t0], wt[k0 + 1, t0 + 1], wt[k0 + 1, t0 + 2], wt[k0 + 1, t0 + 3]
+                w20, w21, w22, w23 = wt[k0 + 2, t0], wt[k0 + 2, t0 + 1], wt[k0 + 2, t0 + 2], wt[k0 + 2, t0 + 3]
+                w30, w31, w32, w33 = wt[k0 + 3, t0], wt[k0 + 3, t0 + 1], wt[k0 + 3, t0 + 2], wt[k0 + 3, t0 + 3]
+                for j in range(_STRIP):
+                    v0, v1, v2, v3 = x0[j], x1[j], x2[j], x3[j]
+                    acc[j] += w00 * v0 + w01 * v1 + w02 * v2 + w03 * v3
+                    acc[_STRIP + j] += w10 * v0 + w11 * v1 + w12 * v2 + w13 * v3
+                    acc[2 * _STRIP + j] += w20 * v0 + w21 * v1 + w22 * v2 + w23 * v3
+                    acc[3 * _STRIP + j] += w30 * v0 + w31 * v1 + w32 * v2 + w33 * v3
+            # Store the strip, dropping the scratch columns q >= Q of each flat row.
+            i1 = min(i0 + _STRIP, L)
+            for u in range(min(4, K - k0)):
+                tile = acc[u * _STRIP:(u + 1) * _STRIP]
+                for p in range(i0 // Wph, (i1 - 1) // Wph + 1):
+                    q_lo, q_hi = max(i0 - p * Wph, 0), min(i1 - p * Wph, Q)
+                    orow = out[n, k0 + u, p]
+                    for q in range(q_lo, q_hi):
+                        orow[q] = tile[p * Wph + q - i0]
+
+
 def _round_up(value, multiple):
     return (value + multiple - 1) // multiple * multiple
 
 
-def _tap_table(geom, Wph, n_taps):
-    """(plane, offset) of each tap t = (c·R + r)·S + s in the (C·sh·sw, Hph·Wph) planes of
-    one image; the padding taps t >= C·R·S read plane 0 at offset 0 (results dropped)."""
-    (sh, sw), (dh, dw) = geom.stride, geom.dilation
-    tap_plane = np.zeros(n_taps, np.intp)
+def _setup(x, geom):
+    """The phase planes of every image, (N, C·sh·sw + 1, length), the last one all zero,
+    long enough for the forward's whole strips; the tap table; Wph and L."""
+    (sh, sw), (pt, _, pl, _), (dh, dw) = geom.stride, geom.padding, geom.dilation
+    C, R, S, P, Q = geom.C, geom.R, geom.S, geom.P, geom.Q
+    Hph, Wph = P + ((R - 1) * dh) // sh, Q + ((S - 1) * dw) // sw
+    n_taps = _round_up(C * R * S, _TILE)
+    # Tap t = (c·R + r)·S + s reads plane c·sh·sw + (r·dh % sh)·sw + s·dw % sw at offset
+    # (r·dh // sh)·Wph + s·dw // sw; padding taps read the zero plane at offset 0.
+    c, r, s = np.meshgrid(np.arange(C), np.arange(R), np.arange(S), indexing="ij")
+    tap_plane = np.full(n_taps, C * sh * sw, np.intp)
     tap_off = np.zeros(n_taps, np.intp)
-    for c in range(geom.C):
-        for r in range(geom.R):
-            for s in range(geom.S):
-                t = (c * geom.R + r) * geom.S + s
-                tap_plane[t] = c * sh * sw + ((r * dh) % sh) * sw + (s * dw) % sw
-                tap_off[t] = ((r * dh) // sh) * Wph + (s * dw) // sw
-    return tap_plane, tap_off
+    tap_plane[:C * R * S] = (c * sh * sw + ((r * dh) % sh) * sw + (s * dw) % sw).ravel()
+    tap_off[:C * R * S] = (((r * dh) // sh) * Wph + (s * dw) // sw).ravel()
+    L = (P - 1) * Wph + Q  # the last output row needs no scratch columns
+    length = max(Hph * Wph, int(tap_off.max()) + _round_up(L, _STRIP))
+    phases = np.empty((geom.N, C * sh * sw + 1, length), x.dtype)
+    _split_batch(x, phases, pt, pl, sh, sw, Hph, Wph, x.dtype.type(0))
+    return phases, tap_plane, tap_off, Wph, L
+
+
+def phase_fwd(x, w, out, geom):
+    """The forward into ``out`` (N, K, P, Q) for a dense layer (groups == 1), any stride."""
+    if geom.N == 0 or geom.P == 0 or geom.Q == 0:
+        return
+    phases, tap_plane, tap_off, Wph, _ = _setup(x, geom)
+    crs = geom.C * geom.R * geom.S
+    wt = np.zeros((_round_up(geom.K, _TILE), tap_plane.shape[0]), w.dtype)
+    wt[:geom.K, :crs] = w.reshape(geom.K, crs)
+    _fwd_tiles(phases, wt, tap_plane, tap_off, out, Wph, out.dtype.type(0))
 
 
 def phase_wgrad(x, dy, out, geom):
     """dW into ``out`` (K, C, R, S) for a dense layer (groups == 1), any stride."""
-    (sh, sw), (pt, _, pl, _), (dh, dw) = geom.stride, geom.padding, geom.dilation
-    N, C, K, P, Q = geom.N, geom.C, geom.K, geom.P, geom.Q
     zero = out.dtype.type(0)
-    if N == 0 or P == 0 or Q == 0:
+    if geom.N == 0 or geom.P == 0 or geom.Q == 0:
         out[...] = zero
         return
-    Hph, Wph = P + ((geom.R - 1) * dh) // sh, Q + ((geom.S - 1) * dw) // sw
-    n_taps, K4 = _round_up(C * geom.R * geom.S, _TILE), _round_up(K, _TILE)
-    tap_plane, tap_off = _tap_table(geom, Wph, n_taps)
-    phases = np.empty((N, C, sh * sw, Hph * Wph), x.dtype)
-    _split_batch(x, phases, pt, pl, sh, sw, Hph, Wph, zero)
-    dyf = np.empty((N, K4, P * Wph), x.dtype)
+    phases, tap_plane, tap_off, Wph, L = _setup(x, geom)
+    K4, crs = _round_up(geom.K, _TILE), geom.C * geom.R * geom.S
+    dyf = np.empty((geom.N, K4, geom.P * Wph), x.dtype)
     _widen_rows(dy, dyf, Wph, zero)
-    acc = np.empty((K4, n_taps), x.dtype)
-    L = (P - 1) * Wph + Q  # the last output row needs no scratch columns
-    for n in range(N):
-        _wgrad_tiles(phases[n].reshape(C * sh * sw, Hph * Wph), dyf[n], tap_plane, tap_off, acc, L, n == 0, zero)
-    out.reshape(K, C * geom.R * geom.S)[...] = acc[:K, :C * geom.R * geom.S]
+    acc = np.empty((K4, tap_plane.shape[0]), x.dtype)
+    for n in range(geom.N):
+        _wgrad_tiles(phases[n], dyf[n], tap_plane, tap_off, acc, L, n == 0, zero)
+    out.reshape(geom.K, crs)[...] = acc[:geom.K, :crs]
