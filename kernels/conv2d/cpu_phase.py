@@ -44,59 +44,76 @@ def phase_applies(geom) -> bool:
     return geom.groups == 1
 
 
+@njit(inline="always")
+def _split_row(x, phases, row, pt, pl, sh, sw, Hph, Wph, zero):
+    # Phase row ``row`` = (n, c, bh, i) of _split_batch: its sw rows (one per bw).
+    N, C, H, W = x.shape
+    n = row // (C * sh * Hph)
+    c = (row // (sh * Hph)) % C
+    bh = (row // Hph) % sh
+    i = row % Hph
+    h = i * sh + bh - pt
+    for bw in range(sw):
+        dst = phases[n, c * sh * sw + bh * sw + bw, i * Wph:(i + 1) * Wph]
+        if h < 0 or h >= H:
+            dst[:] = zero
+            continue
+        j_lo, j_hi = _column_range(sw, pl, bw, W, Wph)
+        j_hi = max(j_hi, j_lo)
+        dst[:j_lo] = zero
+        dst[j_hi:] = zero
+        # 0-based views from the first column inside x: no negative-index selects.
+        src = x[n, c, h, j_lo * sw + bw - pl:]
+        part = dst[j_lo:j_hi]
+        if sw == 2:  # a literal stride: LLVM vectorises the de-interleave
+            for u in range(part.shape[0]):
+                part[u] = src[2 * u]
+        else:
+            for u in range(part.shape[0]):
+                part[u] = src[u * sw]
+
+
+@njit(inline="always")
+def _widen_plane(dy, dyf, nk, Wph, zero):
+    # Plane nk = (n, k) of dyf: dyf[n, k, p·Wph + q] = dy[n, k, p, q] for q < Q, 0 for
+    # Q <= q < Wph and for the padding planes k >= K.
+    N, K, P, Q = dy.shape
+    n = nk // dyf.shape[1]
+    k = nk % dyf.shape[1]
+    dst = dyf[n, k]
+    if k >= K:
+        dst[:] = zero
+        return
+    for p in range(P):
+        row = dst[p * Wph:(p + 1) * Wph]
+        src = dy[n, k, p]
+        for q in range(Q):
+            row[q] = src[q]
+        for q in range(Q, Wph):
+            row[q] = zero
+
+
 @njit(parallel=True, cache=True)
 def _split_batch(x, phases, pt, pl, sh, sw, Hph, Wph, zero):
     # phases[n, c·sh·sw + bh·sw + bw, i·Wph + j] = x[n, c, i·sh + bh − pt, j·sw + bw − pl]
     # (0 outside x) for the first Hph·Wph elements of the C·sh·sw planes of each image.
     # One prange iteration per phase row (n, c, bh, i), each writing its sw rows.
-    N, C, H, W = x.shape
-    nph = sh * sw
+    N, C = x.shape[0], x.shape[1]
     for row in prange(N * C * sh * Hph):
-        n = row // (C * sh * Hph)
-        c = (row // (sh * Hph)) % C
-        bh = (row // Hph) % sh
-        i = row % Hph
-        h = i * sh + bh - pt
-        for bw in range(sw):
-            dst = phases[n, c * nph + bh * sw + bw, i * Wph:(i + 1) * Wph]
-            if h < 0 or h >= H:
-                dst[:] = zero
-                continue
-            j_lo, j_hi = _column_range(sw, pl, bw, W, Wph)
-            j_hi = max(j_hi, j_lo)
-            dst[:j_lo] = zero
-            dst[j_hi:] = zero
-            # 0-based views from the first column inside x: no negative-index selects.
-            src = x[n, c, h, j_lo * sw + bw - pl:]
-            part = dst[j_lo:j_hi]
-            if sw == 2:  # a literal stride: LLVM vectorises the de-interleave
-                for u in range(part.shape[0]):
-                    part[u] = src[2 * u]
-            else:
-                for u in range(part.shape[0]):
-                    part[u] = src[u * sw]
+        _split_row(x, phases, row, pt, pl, sh, sw, Hph, Wph, zero)
 
 
 @njit(parallel=True, cache=True)
-def _widen_rows(dy, dyf, Wph, zero):
-    # dyf[n, k, p·Wph + q] = dy[n, k, p, q] for q < Q, 0 for Q <= q < Wph and for the
-    # padding planes k >= K. One prange iteration per plane (n, k).
-    N, K, P, Q = dy.shape
-    K4 = dyf.shape[1]
-    for nk in prange(N * K4):
-        n = nk // K4
-        k = nk % K4
-        dst = dyf[n, k]
-        if k >= K:
-            dst[:] = zero
-            continue
-        for p in range(P):
-            row = dst[p * Wph:(p + 1) * Wph]
-            src = dy[n, k, p]
-            for q in range(Q):
-                row[q] = src[q]
-            for q in range(Q, Wph):
-                row[q] = zero
+def _split_and_widen(x, phases, dy, dyf, pt, pl, sh, sw, Hph, Wph, zero):
+    # _split_batch and the widened dy planes of the weight gradient in ONE parallel
+    # region (with OMP_WAIT_POLICY=PASSIVE each region costs tens of µs of wake-up):
+    # iterations below N·C·sh·Hph are phase rows, the rest one dyf plane (n, k) each.
+    rows = x.shape[0] * x.shape[1] * sh * Hph
+    for item in prange(rows + dyf.shape[0] * dyf.shape[1]):
+        if item < rows:
+            _split_row(x, phases, item, pt, pl, sh, sw, Hph, Wph, zero)
+        else:
+            _widen_plane(dy, dyf, item - rows, Wph, zero)
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -190,9 +207,10 @@ def _round_up(value, multiple):
     return (value + multiple - 1) // multiple * multiple
 
 
-def _setup(x, geom):
+def _setup(x, geom, dy=None):
     """The phase planes of every image, (N, C·sh·sw + 1, length), the last one all zero,
-    long enough for the forward's whole strips; the tap table; Wph and L."""
+    long enough for the forward's whole strips; the tap table; Wph; L; and, given dy,
+    its planes widened to rows of Wph, (N, K rounded up to 4, P·Wph)."""
     (sh, sw), (pt, _, pl, _), (dh, dw) = geom.stride, geom.padding, geom.dilation
     C, R, S, P, Q = geom.C, geom.R, geom.S, geom.P, geom.Q
     Hph, Wph = P + ((R - 1) * dh) // sh, Q + ((S - 1) * dw) // sw
@@ -207,19 +225,25 @@ def _setup(x, geom):
     L = (P - 1) * Wph + Q  # the last output row needs no scratch columns
     length = max(Hph * Wph, int(tap_off.max()) + _round_up(L, _STRIP))
     phases = np.empty((geom.N, C * sh * sw + 1, length), x.dtype)
-    _split_batch(x, phases, pt, pl, sh, sw, Hph, Wph, x.dtype.type(0))
+    zero = x.dtype.type(0)
+    if dy is None:
+        dyf = None
+        _split_batch(x, phases, pt, pl, sh, sw, Hph, Wph, zero)
+    else:
+        dyf = np.empty((geom.N, _round_up(geom.K, _TILE), P * Wph), x.dtype)
+        _split_and_widen(x, phases, dy, dyf, pt, pl, sh, sw, Hph, Wph, zero)
     # The tails and the zero plane here, not in a second parallel region: with
     # OMP_WAIT_POLICY=PASSIVE each region costs tens of µs of thread wake-up.
     phases[:, :, Hph * Wph:] = 0
     phases[:, -1] = 0
-    return phases, tap_plane, tap_off, Wph, L
+    return phases, tap_plane, tap_off, Wph, L, dyf
 
 
 def phase_fwd(x, w, out, geom):
     """The forward into ``out`` (N, K, P, Q) for a dense layer (groups == 1), any stride."""
     if geom.N == 0 or geom.P == 0 or geom.Q == 0:
         return
-    phases, tap_plane, tap_off, Wph, _ = _setup(x, geom)
+    phases, tap_plane, tap_off, Wph, _, _ = _setup(x, geom)
     crs = geom.C * geom.R * geom.S
     wt = np.zeros((_round_up(geom.K, _TILE), tap_plane.shape[0]), w.dtype)
     wt[:geom.K, :crs] = w.reshape(geom.K, crs)
@@ -232,11 +256,9 @@ def phase_wgrad(x, dy, out, geom):
     if geom.N == 0 or geom.P == 0 or geom.Q == 0:
         out[...] = zero
         return
-    phases, tap_plane, tap_off, Wph, L = _setup(x, geom)
-    K4, crs = _round_up(geom.K, _TILE), geom.C * geom.R * geom.S
-    dyf = np.empty((geom.N, K4, geom.P * Wph), x.dtype)
-    _widen_rows(dy, dyf, Wph, zero)
-    acc = np.empty((K4, tap_plane.shape[0]), x.dtype)
+    phases, tap_plane, tap_off, Wph, L, dyf = _setup(x, geom, dy)
+    crs = geom.C * geom.R * geom.S
+    acc = np.empty((dyf.shape[1], tap_plane.shape[0]), x.dtype)
     for n in range(geom.N):
         _wgrad_tiles(phases[n], dyf[n], tap_plane, tap_off, acc, L, n == 0, zero)
     out.reshape(geom.K, crs)[...] = acc[:geom.K, :crs]
