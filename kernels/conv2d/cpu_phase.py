@@ -40,8 +40,10 @@ _STRIP = 256  # flat outputs per forward accumulator tile (4 × 256 floats: 4 KB
 
 
 def phase_applies(geom) -> bool:
-    """Dense layers only (the tap index runs over one group's C·R·S)."""
-    return geom.groups == 1
+    """Dense layers (the tap index runs over one group's C·R·S) with few input channels:
+    the kernels loop over all C·R·S taps per output channel block, which only beats
+    im2col + BLAS while C·R·S is small; tune need not time them on wider layers."""
+    return geom.groups == 1 and geom.C <= 16
 
 
 @njit(inline="always")
