@@ -106,6 +106,13 @@ def _split_batch(x, phases, pt, pl, sh, sw, Hph, Wph, zero):
 
 
 @njit(parallel=True, cache=True)
+def _widen_batch(dy, dyf, Wph, zero):
+    # dyf from dy as in _widen_plane, one prange iteration per plane (n, k).
+    for nk in prange(dyf.shape[0] * dyf.shape[1]):
+        _widen_plane(dy, dyf, nk, Wph, zero)
+
+
+@njit(parallel=True, cache=True)
 def _split_and_widen(x, phases, dy, dyf, pt, pl, sh, sw, Hph, Wph, zero):
     # _split_batch and the widened dy planes of the weight gradient in ONE parallel
     # region (with OMP_WAIT_POLICY=PASSIVE each region costs tens of µs of wake-up):
@@ -212,7 +219,10 @@ def _round_up(value, multiple):
 def _setup(x, geom, dy=None):
     """The phase planes of every image, (N, C·sh·sw + 1, length), the last one all zero,
     long enough for the forward's whole strips; the tap table; Wph; L; and, given dy,
-    its planes widened to rows of Wph, (N, K rounded up to 4, P·Wph)."""
+    the planes of its FIRST image widened to rows of Wph, (1, K rounded up to 4, P·Wph):
+    the weight gradient widens one image at a time into that buffer, so it is still in
+    cache when the tiles read it (a batch-wide copy, 26 MB at the 224² stem's batch 8,
+    went out to memory and back)."""
     (sh, sw), (pt, _, pl, _), (dh, dw) = geom.stride, geom.padding, geom.dilation
     C, R, S, P, Q = geom.C, geom.R, geom.S, geom.P, geom.Q
     Hph, Wph = P + ((R - 1) * dh) // sh, Q + ((S - 1) * dw) // sw
@@ -232,8 +242,8 @@ def _setup(x, geom, dy=None):
         dyf = None
         _split_batch(x, phases, pt, pl, sh, sw, Hph, Wph, zero)
     else:
-        dyf = np.empty((geom.N, _round_up(geom.K, _TILE), P * Wph), x.dtype)
-        _split_and_widen(x, phases, dy, dyf, pt, pl, sh, sw, Hph, Wph, zero)
+        dyf = np.empty((1, _round_up(geom.K, _TILE), P * Wph), x.dtype)
+        _split_and_widen(x, phases, dy[:1], dyf, pt, pl, sh, sw, Hph, Wph, zero)
     # The tails and the zero plane here, not in a second parallel region: with
     # OMP_WAIT_POLICY=PASSIVE each region costs tens of µs of thread wake-up.
     phases[:, :, Hph * Wph:] = 0
@@ -262,5 +272,7 @@ def phase_wgrad(x, dy, out, geom):
     crs = geom.C * geom.R * geom.S
     acc = np.empty((dyf.shape[1], tap_plane.shape[0]), x.dtype)
     for n in range(geom.N):
-        _wgrad_tiles(phases[n], dyf[n], tap_plane, tap_off, acc, L, n == 0, zero)
+        if n > 0:
+            _widen_batch(dy[n:n + 1], dyf, Wph, zero)
+        _wgrad_tiles(phases[n], dyf[0], tap_plane, tap_off, acc, L, n == 0, zero)
     out.reshape(geom.K, crs)[...] = acc[:geom.K, :crs]
