@@ -30,6 +30,7 @@ CONFIGS = {
     "depthwise_stride2_unread_rows": ((1, 2, 8, 8), (2, 1, 3, 3), {"groups": 2, "stride": 2}),
     "depthwise_stride3_multiplier": ((1, 2, 10, 7), (4, 1, 3, 2), {"groups": 2, "stride": (3, 2), "padding": (2, 1)}),
     "tiny_channels_batched": ((5, 3, 8, 8), (4, 3, 5, 5), {}),
+    "stem_like_odd": ((3, 3, 17, 15), (10, 3, 7, 7), {"stride": 2, "padding": 3}),  # cpu auto: 'phase' wgrad
     "one_channel": ((3, 1, 6, 6), (13, 1, 3, 3), {"padding": 1}),
     "thirteen_to_one": ((1, 13, 5, 4), (1, 13, 3, 3), {}),
     "thirty_three_channels": ((1, 33, 4, 4), (3, 33, 3, 3), {"padding": 1}),

@@ -1,0 +1,278 @@
+"""Dense strided conv2d with few input channels (the ResNet stem: 3 → 64 channels, 7×7,
+stride 2) on phase-split planes, register-blocked over output channels and taps: the
+``phase`` algorithm (forward and weight gradient). Same index notation as cpu_direct.
+
+im2col + BLAS loses here to memory traffic: the column matrix is C·R·S = 147 rows of
+P·Q each (7.4 MB per 224² image, written and read once more by BLAS) for a GEMM whose
+reduction side is only K = 64 wide. Instead each padded input plane is split once into
+its sh·sw stride phases (cpu_depthwise's phase trick), each of width Wph, and dy is
+re-laid out with the same row width Wph (zero scratch columns q >= Q). Tap (c, r, s) of
+output element i = p·Wph + q then reads phase plane (c, r·dh % sh, s·dw % sw) at the
+fixed offset (r·dh // sh)·Wph + s·dw // sw + i: every tap is ONE contiguous stride-1
+window of a plane, and
+
+    dW[k, c, r, s] = Σ_n Σ_i dyf[n, k, i] · phase[n, c, ph(r, s)][off(r, s) + i]
+
+is a dot product of two long contiguous vectors (the scratch columns of dyf are zero,
+so the scratch elements they meet add nothing). A 4 × 4 tile of (k, tap) pairs runs
+as one loop with sixteen accumulators: each element of four dy planes and four tap
+windows is loaded once for sixteen FMAs, and nothing but the loads touches memory.
+
+The forward sums the same windows the other way, out[k, i] = Σ_t w[k, t]·window_t[i],
+over strips of _STRIP flat outputs: a (4, _STRIP) accumulator tile stays in L1 while
+the taps go by four at a time, so each window vector is loaded once for four output
+channels (sixteen FMAs per four window loads and four accumulator loads and stores).
+The strip length is a compile-time constant, so LLVM proves the four accumulator rows
+disjoint and needs run-time alias checks only against the four windows.
+
+Taps and output channels are padded to multiples of 4: padding taps read an all-zero
+plane (with zero weights in the forward), padding channels are dropped.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .cpu_direct import _column_range
+
+_TILE = 4  # output channels × taps per register tile
+_STRIP = 256  # flat outputs per forward accumulator tile (4 × 256 floats: 4 KB)
+
+
+def phase_applies(geom) -> bool:
+    """Dense layers (the tap index runs over one group's C·R·S) with few input channels:
+    the kernels loop over all C·R·S taps per output channel block, which only beats
+    im2col + BLAS while C·R·S is small; tune need not time them on wider layers."""
+    return geom.groups == 1 and geom.C <= 16
+
+
+@njit(inline="always")
+def _split_row(x, phases, row, pt, pl, sh, sw, Hph, Wph, zero):
+    # Phase row ``row`` = (n, c, bh, i) of _split_batch: its sw rows (one per bw).
+    N, C, H, W = x.shape
+    n = row // (C * sh * Hph)
+    c = (row // (sh * Hph)) % C
+    bh = (row // Hph) % sh
+    i = row % Hph
+    h = i * sh + bh - pt
+    for bw in range(sw):
+        dst = phases[n, c * sh * sw + bh * sw + bw, i * Wph:(i + 1) * Wph]
+        if h < 0 or h >= H:
+            dst[:] = zero
+            continue
+        j_lo, j_hi = _column_range(sw, pl, bw, W, Wph)
+        j_hi = max(j_hi, j_lo)
+        dst[:j_lo] = zero
+        dst[j_hi:] = zero
+        # 0-based views from the first column inside x: no negative-index selects.
+        src = x[n, c, h, j_lo * sw + bw - pl:]
+        part = dst[j_lo:j_hi]
+        if sw == 2:  # a literal stride: LLVM vectorises the de-interleave
+            for u in range(part.shape[0]):
+                part[u] = src[2 * u]
+        else:
+            for u in range(part.shape[0]):
+                part[u] = src[u * sw]
+
+
+@njit(inline="always")
+def _widen_plane(dy, dyf, nk, Wph, zero):
+    # Plane nk = (n, k) of dyf: dyf[n, k, p·Wph + q] = dy[n, k, p, q] for q < Q, 0 for
+    # Q <= q < Wph and for the padding planes k >= K.
+    N, K, P, Q = dy.shape
+    n = nk // dyf.shape[1]
+    k = nk % dyf.shape[1]
+    dst = dyf[n, k]
+    if k >= K:
+        dst[:] = zero
+        return
+    for p in range(P):
+        row = dst[p * Wph:(p + 1) * Wph]
+        src = dy[n, k, p]
+        for q in range(Q):
+            row[q] = src[q]
+        for q in range(Q, Wph):
+            row[q] = zero
+
+
+@njit(parallel=True, cache=True)
+def _split_batch(x, phases, pt, pl, sh, sw, Hph, Wph, zero):
+    # phases[n, c·sh·sw + bh·sw + bw, i·Wph + j] = x[n, c, i·sh + bh − pt, j·sw + bw − pl]
+    # (0 outside x) for the first Hph·Wph elements of the C·sh·sw planes of each image.
+    # One prange iteration per phase row (n, c, bh, i), each writing its sw rows.
+    N, C = x.shape[0], x.shape[1]
+    for row in prange(N * C * sh * Hph):
+        _split_row(x, phases, row, pt, pl, sh, sw, Hph, Wph, zero)
+
+
+@njit(parallel=True, cache=True)
+def _widen_batch(dy, dyf, Wph, zero):
+    # dyf from dy as in _widen_plane, one prange iteration per plane (n, k).
+    for nk in prange(dyf.shape[0] * dyf.shape[1]):
+        _widen_plane(dy, dyf, nk, Wph, zero)
+
+
+@njit(parallel=True, cache=True)
+def _split_and_widen(x, phases, dy, dyf, pt, pl, sh, sw, Hph, Wph, zero):
+    # _split_batch and the widened dy planes of the weight gradient in ONE parallel
+    # region (with OMP_WAIT_POLICY=PASSIVE each region costs tens of µs of wake-up):
+    # iterations below N·C·sh·Hph are phase rows, the rest one dyf plane (n, k) each.
+    rows = x.shape[0] * x.shape[1] * sh * Hph
+    for item in prange(rows + dyf.shape[0] * dyf.shape[1]):
+        if item < rows:
+            _split_row(x, phases, item, pt, pl, sh, sw, Hph, Wph, zero)
+        else:
+            _widen_plane(dy, dyf, item - rows, Wph, zero)
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _wgrad_tiles(planes, dyf, tap_plane, tap_off, acc, L, first, zero):
+    # acc[k, t] (+)= Σ_{i < L} dyf[k, i] · planes[tap_plane[t], tap_off[t] + i] for one image.
+    # One prange iteration per 4 × 4 tile (k0..k0+3, t0..t0+3): it alone writes those 16
+    # entries of acc, and the caller adds the images in order n = 0, 1, ...: a fixed
+    # reduction order. (fastmath lets LLVM vectorise each sum; its order is fixed at
+    # compile time, so results are still bitwise reproducible.)
+    K4 = dyf.shape[0]
+    n_tap_tiles = tap_plane.shape[0] // 4
+    for tile in prange((K4 // 4) * n_tap_tiles):
+        k0 = 4 * (tile // n_tap_tiles)
+        t0 = 4 * (tile % n_tap_tiles)
+        y0, y1, y2, y3 = dyf[k0], dyf[k0 + 1], dyf[k0 + 2], dyf[k0 + 3]
+        x0 = planes[tap_plane[t0], tap_off[t0]:]
+        x1 = planes[tap_plane[t0 + 1], tap_off[t0 + 1]:]
+        x2 = planes[tap_plane[t0 + 2], tap_off[t0 + 2]:]
+        x3 = planes[tap_plane[t0 + 3], tap_off[t0 + 3]:]
+        a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = zero
+        a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = zero
+        for i in range(L):
+            d0, d1, d2, d3 = y0[i], y1[i], y2[i], y3[i]
+            v0, v1, v2, v3 = x0[i], x1[i], x2[i], x3[i]
+            a00 += d0 * v0
+            a01 += d0 * v1
+            a02 += d0 * v2
+            a03 += d0 * v3
+            a10 += d1 * v0
+            a11 += d1 * v1
+            a12 += d1 * v2
+            a13 += d1 * v3
+            a20 += d2 * v0
+            a21 += d2 * v1
+            a22 += d2 * v2
+            a23 += d2 * v3
+            a30 += d3 * v0
+            a31 += d3 * v1
+            a32 += d3 * v2
+            a33 += d3 * v3
+        sums = ((a00, a01, a02, a03), (a10, a11, a12, a13), (a20, a21, a22, a23), (a30, a31, a32, a33))
+        for j in range(4):
+            row = acc[k0 + j]
+            for u in range(4):
+                row[t0 + u] = sums[j][u] if first else row[t0 + u] + sums[j][u]
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _fwd_tiles(planes, wt, tap_plane, tap_off, out, Wph, zero):
+    # out[n, k, p, q] = Σ_t wt[k, t] · planes[n, tap_plane[t], tap_off[t] + p·Wph + q].
+    # One prange iteration per (n, block of 4 output channels); it runs the strips of
+    # the flat output i = p·Wph + q in order and alone writes its 4 planes of out.
+    N, K4, n_taps = planes.shape[0], wt.shape[0], wt.shape[1]
+    K, P, Q = out.shape[1], out.shape[2], out.shape[3]
+    L = (P - 1) * Wph + Q
+    n_blocks = K4 // 4
+    for nb in prange(N * n_blocks):
+        n = nb // n_blocks
+        k0 = 4 * (nb % n_blocks)
+        image = planes[n]
+        acc = np.empty(4 * _STRIP, wt.dtype)
+        for i0 in range(0, L, _STRIP):
+            acc[:] = zero
+            for t0 in range(0, n_taps, 4):
+                x0 = image[tap_plane[t0], tap_off[t0] + i0:]
+                x1 = image[tap_plane[t0 + 1], tap_off[t0 + 1] + i0:]
+                x2 = image[tap_plane[t0 + 2], tap_off[t0 + 2] + i0:]
+                x3 = image[tap_plane[t0 + 3], tap_off[t0 + 3] + i0:]
+                w00, w01, w02, w03 = wt[k0, t0], wt[k0, t0 + 1], wt[k0, t0 + 2], wt[k0, t0 + 3]
+                w10, w11, w12, w13 = wt[k0 + 1, t0], wt[k0 + 1, t0 + 1], wt[k0 + 1, t0 + 2], wt[k0 + 1, t0 + 3]
+                w20, w21, w22, w23 = wt[k0 + 2, t0], wt[k0 + 2, t0 + 1], wt[k0 + 2, t0 + 2], wt[k0 + 2, t0 + 3]
+                w30, w31, w32, w33 = wt[k0 + 3, t0], wt[k0 + 3, t0 + 1], wt[k0 + 3, t0 + 2], wt[k0 + 3, t0 + 3]
+                for j in range(_STRIP):
+                    v0, v1, v2, v3 = x0[j], x1[j], x2[j], x3[j]
+                    acc[j] += w00 * v0 + w01 * v1 + w02 * v2 + w03 * v3
+                    acc[_STRIP + j] += w10 * v0 + w11 * v1 + w12 * v2 + w13 * v3
+                    acc[2 * _STRIP + j] += w20 * v0 + w21 * v1 + w22 * v2 + w23 * v3
+                    acc[3 * _STRIP + j] += w30 * v0 + w31 * v1 + w32 * v2 + w33 * v3
+            # Store the strip, dropping the scratch columns q >= Q of each flat row.
+            i1 = min(i0 + _STRIP, L)
+            for u in range(min(4, K - k0)):
+                tile = acc[u * _STRIP:(u + 1) * _STRIP]
+                for p in range(i0 // Wph, (i1 - 1) // Wph + 1):
+                    q_lo, q_hi = max(i0 - p * Wph, 0), min(i1 - p * Wph, Q)
+                    orow = out[n, k0 + u, p]
+                    for q in range(q_lo, q_hi):
+                        orow[q] = tile[p * Wph + q - i0]
+
+
+def _round_up(value, multiple):
+    return (value + multiple - 1) // multiple * multiple
+
+
+def _setup(x, geom, dy=None):
+    """The phase planes of every image, (N, C·sh·sw + 1, length), the last one all zero,
+    long enough for the forward's whole strips; the tap table; Wph; L; and, given dy,
+    the planes of its FIRST image widened to rows of Wph, (1, K rounded up to 4, P·Wph):
+    the weight gradient widens one image at a time into that buffer, so it is still in
+    cache when the tiles read it (a batch-wide copy, 26 MB at the 224² stem's batch 8,
+    went out to memory and back)."""
+    (sh, sw), (pt, _, pl, _), (dh, dw) = geom.stride, geom.padding, geom.dilation
+    C, R, S, P, Q = geom.C, geom.R, geom.S, geom.P, geom.Q
+    Hph, Wph = P + ((R - 1) * dh) // sh, Q + ((S - 1) * dw) // sw
+    n_taps = _round_up(C * R * S, _TILE)
+    # Tap t = (c·R + r)·S + s reads plane c·sh·sw + (r·dh % sh)·sw + s·dw % sw at offset
+    # (r·dh // sh)·Wph + s·dw // sw; padding taps read the zero plane at offset 0.
+    c, r, s = np.meshgrid(np.arange(C), np.arange(R), np.arange(S), indexing="ij")
+    tap_plane = np.full(n_taps, C * sh * sw, np.intp)
+    tap_off = np.zeros(n_taps, np.intp)
+    tap_plane[:C * R * S] = (c * sh * sw + ((r * dh) % sh) * sw + (s * dw) % sw).ravel()
+    tap_off[:C * R * S] = (((r * dh) // sh) * Wph + (s * dw) // sw).ravel()
+    L = (P - 1) * Wph + Q  # the last output row needs no scratch columns
+    length = max(Hph * Wph, int(tap_off.max()) + _round_up(L, _STRIP))
+    phases = np.empty((geom.N, C * sh * sw + 1, length), x.dtype)
+    zero = x.dtype.type(0)
+    if dy is None:
+        dyf = None
+        _split_batch(x, phases, pt, pl, sh, sw, Hph, Wph, zero)
+    else:
+        dyf = np.empty((1, _round_up(geom.K, _TILE), P * Wph), x.dtype)
+        _split_and_widen(x, phases, dy[:1], dyf, pt, pl, sh, sw, Hph, Wph, zero)
+    # The tails and the zero plane here, not in a second parallel region: with
+    # OMP_WAIT_POLICY=PASSIVE each region costs tens of µs of thread wake-up.
+    phases[:, :, Hph * Wph:] = 0
+    phases[:, -1] = 0
+    return phases, tap_plane, tap_off, Wph, L, dyf
+
+
+def phase_fwd(x, w, out, geom):
+    """The forward into ``out`` (N, K, P, Q) for a dense layer (groups == 1), any stride."""
+    if geom.N == 0 or geom.P == 0 or geom.Q == 0:
+        return
+    phases, tap_plane, tap_off, Wph, _, _ = _setup(x, geom)
+    crs = geom.C * geom.R * geom.S
+    wt = np.zeros((_round_up(geom.K, _TILE), tap_plane.shape[0]), w.dtype)
+    wt[:geom.K, :crs] = w.reshape(geom.K, crs)
+    _fwd_tiles(phases, wt, tap_plane, tap_off, out, Wph, out.dtype.type(0))
+
+
+def phase_wgrad(x, dy, out, geom):
+    """dW into ``out`` (K, C, R, S) for a dense layer (groups == 1), any stride."""
+    zero = out.dtype.type(0)
+    if geom.N == 0 or geom.P == 0 or geom.Q == 0:
+        out[...] = zero
+        return
+    phases, tap_plane, tap_off, Wph, L, dyf = _setup(x, geom, dy)
+    crs = geom.C * geom.R * geom.S
+    acc = np.empty((dyf.shape[1], tap_plane.shape[0]), x.dtype)
+    for n in range(geom.N):
+        if n > 0:
+            _widen_batch(dy[n:n + 1], dyf, Wph, zero)
+        _wgrad_tiles(phases[n], dyf[0], tap_plane, tap_off, acc, L, n == 0, zero)
+    out.reshape(geom.K, crs)[...] = acc[:geom.K, :crs]

@@ -1,0 +1,92 @@
+"""The cpu ``phase`` forward and weight-gradient kernels (cpu_phase), called through the launcher: it is a
+candidates() variant, not a public algorithm name."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import assert_matches, random, to_numpy
+
+from convcore import reference
+from convcore.conv import conv_geometry
+
+# Odd planes, strides 1-3, padding 0-3 (asymmetric too), dilation, N = 1 and 3, K and
+# C·R·S not multiples of the 4 × 4 tile, planes narrower than the kernel's reach.
+PHASE_CONFIGS = {
+    "stem_odd": ((3, 3, 17, 15), (10, 3, 7, 7), {"stride": 2, "padding": 3}),
+    "stem_b1_pad0": ((1, 3, 13, 11), (7, 3, 7, 7), {"stride": 2, "padding": 0}),
+    "stride3_pad1": ((3, 2, 14, 13), (5, 2, 5, 4), {"stride": 3, "padding": 1}),
+    "stride_2x3_pad_4tuple": ((1, 3, 12, 17), (9, 3, 3, 5), {"stride": (2, 3), "padding": (0, 2, 3, 1)}),
+    "dilated_stride2": ((3, 1, 15, 16), (6, 1, 3, 3), {"stride": 2, "dilation": 2, "padding": 2}),
+    "stride1": ((1, 4, 9, 7), (3, 4, 3, 3), {"padding": 1}),
+    "one_output_pixel": ((3, 3, 5, 5), (5, 3, 7, 7), {"stride": 2, "padding": 1}),
+}
+
+
+def _geom(config):
+    input_shape, weight_shape, kwargs = PHASE_CONFIGS[config]
+    return conv_geometry("test", input_shape, weight_shape, kwargs.get("stride", 1), kwargs.get("padding", 0),
+                         kwargs.get("dilation", 1), kwargs.get("groups", 1))
+
+
+def _phase(op, geom, *arrays, activation=None):
+    from convcore._arrays import io_for
+    from convcore._backend import lookup
+
+    io = io_for("cpu", *arrays)
+    out = io.empty(geom.output_shape if op == "conv2d" else geom.weight_shape, arrays[0].dtype)  # NaN-poisoned
+    args = [None if a is None else io.to_backend(a) for a in arrays]
+    if op == "conv2d":
+        lookup(op, "cpu")(*args, out, geom, "phase", activation)
+    else:
+        lookup(op, "cpu")(*args, out, geom, "phase")
+    return to_numpy(out)
+
+
+@pytest.mark.parametrize("config", PHASE_CONFIGS)
+def test_phase_forward(dtype, config, rng):
+    from convcore.kernels.conv2d import cpu as cpu_kernels
+
+    geom = _geom(config)
+    assert "phase" in cpu_kernels.candidates("fwd", geom)
+    assert "phase" not in cpu_kernels.candidates("bwd_data", geom)
+    x, w, b = (random(rng, shape, dtype) for shape in (geom.input_shape, geom.weight_shape, (geom.K,)))
+    kwargs = dict(stride=geom.stride, padding=geom.padding, dilation=geom.dilation, groups=1)
+    expected = reference.conv2d(x.astype(np.float64), w.astype(np.float64), None, out_hw=(geom.P, geom.Q), **kwargs)
+    first = _phase("conv2d", geom, x, w, None)
+    assert_matches(first, expected, dtype, geom.C * geom.R * geom.S, f"phase[{config}]")
+    assert _phase("conv2d", geom, x, w, None).tobytes() == first.tobytes()  # deterministic
+    fused = _phase("conv2d", geom, x, w, b, activation="relu")  # the launcher's bias + ReLU epilogue
+    assert_matches(fused, np.maximum(expected + b.astype(np.float64)[:, None, None], 0), dtype,
+                   geom.C * geom.R * geom.S + 1, f"phase+bias+relu[{config}]")
+
+
+@pytest.mark.parametrize("config", PHASE_CONFIGS)
+def test_phase_weight_gradient(dtype, config, rng):
+    from convcore.kernels.conv2d import cpu as cpu_kernels
+
+    geom = _geom(config)
+    assert "phase" in cpu_kernels.candidates("bwd_weight", geom)
+    x = random(rng, geom.input_shape, dtype)
+    dy = random(rng, geom.output_shape, dtype)
+    expected = reference.conv2d_weight(x.astype(np.float64), geom.weight_shape, dy.astype(np.float64),
+                                       stride=geom.stride, padding=geom.padding, dilation=geom.dilation, groups=1)
+    first = _phase("conv2d_weight", geom, x, dy)
+    assert_matches(first, expected, dtype, geom.N * geom.P * geom.Q, f"phase[{config}]")
+    assert _phase("conv2d_weight", geom, x, dy).tobytes() == first.tobytes()  # deterministic
+
+
+def test_phase_is_auto_only_for_stem_like_layers():
+    from convcore.kernels.conv2d import cpu as cpu_kernels
+
+    stem = conv_geometry("test", (8, 3, 224, 224), (64, 3, 7, 7), 2, 3, 1, 1)
+    assert cpu_kernels._choose("auto", stem, "bwd_weight") == "phase"
+    assert cpu_kernels._choose("auto", stem, "fwd") == "phase"
+    assert cpu_kernels._choose("auto", stem, "bwd_data") != "phase"
+    dense = conv_geometry("test", (8, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1)
+    downsample = conv_geometry("test", (8, 256, 56, 56), (512, 256, 1, 1), 2, 0, 1, 1)
+    grouped = conv_geometry("test", (2, 4, 16, 16), (8, 2, 7, 7), 2, 3, 1, 2)
+    for geom in (dense, downsample):
+        for direction in ("fwd", "bwd_weight"):
+            assert cpu_kernels._choose("auto", geom, direction) != "phase"
+    assert "phase" not in cpu_kernels.candidates("bwd_weight", grouped)
+    assert "phase" not in cpu_kernels.candidates("fwd", grouped)
