@@ -12,6 +12,7 @@ OPS = {
     "conv2d_weight": ("conv2d", "conv2d_bwd_weight"),
     "conv2d_bias": ("conv2d", "conv2d_bwd_bias"),
     "conv2d_candidates": ("conv2d", "candidates"),  # algorithms convcore.tune may time
+    "conv2d_variants": ("conv2d", "variants"),  # the backend's own algorithm names, beyond ALGORITHMS
     "max_pool2d": ("pool", "max_pool2d_fwd"),
     "max_pool2d_backward": ("pool", "max_pool2d_bwd"),
     "avg_pool2d": ("pool", "avg_pool2d_fwd"),

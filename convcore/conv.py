@@ -101,9 +101,16 @@ def conv_geometry(op, input_shape, weight_shape, stride, padding, dilation, grou
     return ConvGeometry(N, C, H, W, K, R, S, P, Q, stride, padding, dilation, groups)
 
 
-def _check_algorithm(op, algorithm):
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"{op}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+def _check_algorithm(op, algorithm, backend):
+    """One of ALGORITHMS, or one of the backend's own variant names (what ``candidates()``
+    lists and ``tune`` records, e.g. cuda's 'gemm_64x64'); the launcher then checks that
+    the variant applies to the shape."""
+    if algorithm in ALGORITHMS:
+        return
+    variants = lookup("conv2d_variants", backend)() if backend in ("cpu", "cuda") else ()
+    if algorithm not in variants:
+        extra = f" or a {backend} variant {variants}" if variants else ""
+        raise ValueError(f"{op}: algorithm must be one of {ALGORITHMS}{extra}, got {algorithm!r}")
 
 
 def _check_winograd(op, algorithm, geom, backend):
@@ -165,7 +172,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     """
     op = "conv2d"
     name = resolve(backend, input, weight, bias)
-    _check_algorithm(op, algorithm)
+    _check_algorithm(op, algorithm, name)
     if activation not in ACTIVATIONS:
         raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
     io = io_for(name, input, weight, bias)
@@ -198,7 +205,7 @@ def conv2d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation
     """
     op = "conv2d_input"
     name = resolve(backend, weight, grad_output)
-    _check_algorithm(op, algorithm)
+    _check_algorithm(op, algorithm, name)
     input_shape = _args.check_shape_tuple(input_shape, 4, "input_shape", op)
     io = io_for(name, weight, grad_output)
     w, dy = io.to_backend(weight), io.to_backend(grad_output)
@@ -228,7 +235,7 @@ def conv2d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilatio
     """
     op = "conv2d_weight"
     name = resolve(backend, input, grad_output)
-    _check_algorithm(op, algorithm)
+    _check_algorithm(op, algorithm, name)
     weight_shape = _args.check_shape_tuple(weight_shape, 4, "weight_shape", op)
     io = io_for(name, input, grad_output)
     x, dy = io.to_backend(input), io.to_backend(grad_output)

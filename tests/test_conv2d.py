@@ -424,3 +424,20 @@ def test_cuda_candidates_and_variant_names():
         cuda_kernels._choose("input", "gemm", huge)
     with pytest.raises(ValueError, match="algorithm must be one of"):
         convcore.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 1, 1)), algorithm="gemm_64x64")
+
+
+def test_cuda_variant_names_through_the_public_api(rng):
+    """What candidates() lists (and tune records) is also a valid ``algorithm=`` of the public conv
+    functions on cuda, checked against the reference; a variant that does not apply raises."""
+    x, w, b, dy, geom, kwargs = _problem(rng, np.float32, "groups2")
+    x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
+    expected = reference.conv2d(x64, w64, None, out_hw=(geom.P, geom.Q), **_ref_kwargs(geom))
+    out = convcore.conv2d(x, w, backend="cuda", algorithm="gemm_32x32", **kwargs)
+    assert_matches(out, expected, np.float32, geom.Cg * geom.R * geom.S, "conv2d[gemm_32x32]")
+    grad_weight = convcore.conv2d_weight(x, w.shape, dy, backend="cuda", algorithm="gemm_32x32", **kwargs)
+    assert_matches(grad_weight, reference.conv2d_weight(x64, w.shape, dy64, **_ref_kwargs(geom)), np.float32,
+                   geom.N * geom.P * geom.Q, "conv2d_weight[gemm_32x32]")
+    with pytest.raises(ValueError, match="'depthwise' does not apply"):
+        convcore.conv2d_input(x.shape, w, dy, backend="cuda", algorithm="depthwise", **kwargs)
+    with pytest.raises(ValueError, match=r"or a cuda variant \('gemm_64x64'.*got 'phase'"):
+        convcore.conv2d(x, w, backend="cuda", algorithm="phase", **kwargs)

@@ -1,5 +1,5 @@
-"""The cpu ``phase`` forward and weight-gradient kernels (cpu_phase), called through the launcher: it is a
-candidates() variant, not a public algorithm name."""
+"""The cpu ``phase`` forward and weight-gradient kernels (cpu_phase), called through the launcher, and the
+public API's handling of the name (a cpu variant, as cuda's 'gemm_64x64': accepted on its backend only)."""
 from __future__ import annotations
 
 import numpy as np
@@ -90,3 +90,30 @@ def test_phase_is_auto_only_for_stem_like_layers():
             assert cpu_kernels._choose("auto", geom, direction) != "phase"
     assert "phase" not in cpu_kernels.candidates("bwd_weight", grouped)
     assert "phase" not in cpu_kernels.candidates("fwd", grouped)
+
+
+def test_phase_through_the_public_api(rng):
+    """The public conv functions accept the backend's variant names (as tune records them) and
+    refuse them, before any kernel runs, where they do not apply."""
+    import convcore
+
+    input_shape, weight_shape, kwargs = PHASE_CONFIGS["stem_odd"]
+    geom = _geom("stem_odd")
+    x, w = random(rng, input_shape, np.float32), random(rng, weight_shape, np.float32)
+    dy = random(rng, geom.output_shape, np.float32)
+    x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
+    ref_kwargs = dict(stride=geom.stride, padding=geom.padding, dilation=geom.dilation, groups=1)
+    assert_matches(convcore.conv2d(x, w, backend="cpu", algorithm="phase", **kwargs),
+                   reference.conv2d(x64, w64, None, out_hw=(geom.P, geom.Q), **ref_kwargs), np.float32, 147, "phase")
+    assert_matches(convcore.conv2d_weight(x, w.shape, dy, backend="cpu", algorithm="phase", **kwargs),
+                   reference.conv2d_weight(x64, w.shape, dy64, **ref_kwargs), np.float32,
+                   geom.N * geom.P * geom.Q, "phase wgrad")
+    with pytest.raises(ValueError, match=r"algorithm='phase' does not apply to the bwd_data"):
+        convcore.conv2d_input(x.shape, w, dy, backend="cpu", algorithm="phase", **kwargs)
+    with pytest.raises(ValueError, match=r"algorithm='phase' does not apply to the fwd .* groups=2"):
+        convcore.conv2d(random(rng, (1, 4, 9, 9), np.float32), random(rng, (4, 2, 3, 3), np.float32), groups=2,
+                        backend="cpu", algorithm="phase")
+    with pytest.raises(ValueError, match=r"algorithm must be one of .* or a cpu variant \('phase',\), got 'gemm_64x64'"):
+        convcore.conv2d(x, w, backend="cpu", algorithm="gemm_64x64", **kwargs)
+    with pytest.raises(ValueError, match=r"algorithm must be one of \('auto'.*\), got 'phase'"):
+        convcore.conv2d(x, w, backend="numpy", algorithm="phase", **kwargs)

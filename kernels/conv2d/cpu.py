@@ -47,6 +47,12 @@ def winograd_applies(geom) -> bool:
     return geom.R == geom.S == 3 and geom.stride == (1, 1) and geom.dilation == (1, 1)
 
 
+def variants() -> tuple:
+    """The backend's own algorithm names, accepted by the public conv functions next to
+    conv.ALGORITHMS: 'phase' (forward and weight gradient of dense layers, cpu_phase)."""
+    return ("phase",)
+
+
 def candidates(direction: str, geom) -> list[str]:
     """Every algorithm this backend can run for ``direction`` ("fwd", "bwd_data" or
     "bwd_weight") on ``geom``, for convcore.tune to time ("direct" is the depthwise kernel
@@ -94,6 +100,9 @@ def _winograd_tile(geom, direction="fwd"):
 def _choose(algorithm, geom, direction="fwd"):
     if algorithm == "winograd":
         return _winograd_tile(geom, direction)
+    if algorithm == "phase" and (direction == "bwd_data" or not phase_applies(geom)):
+        raise ValueError(f"conv2d cpu: algorithm='phase' does not apply to the {direction} of input "
+                         f"{geom.input_shape}, weight {geom.weight_shape}, groups={geom.groups} (see candidates())")
     if algorithm != "auto":
         return algorithm
     # Weight gradient: Winograd where its GEMMs are big enough to stay near BLAS's peak

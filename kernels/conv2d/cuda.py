@@ -118,6 +118,12 @@ def _pick_tile(direction, geom):
     return "64x64" if blocks >= _SMS else "32x32"
 
 
+def variants() -> tuple:
+    """The backend's own algorithm names, accepted by the public conv functions next to
+    conv.ALGORITHMS (each launcher checks that the variant applies to the shape)."""
+    return tuple(f"gemm_{name}" for name in GEMM_TILES) + ("depthwise", "depthwise_unrolled")
+
+
 def candidates(direction, geom) -> list[str]:
     """The algorithm variants that apply to ``geom`` for ``direction`` ('forward', 'input', 'weight',
     or the op names 'conv2d', 'conv2d_input', 'conv2d_weight'), each accepted by the launchers as
