@@ -24,6 +24,7 @@ from .cpu_depthwise import (
     _wgrad_depthwise,
     _wgrad_depthwise_s1,
 )
+from . import cpu_depthwise_strips as strips
 from .cpu_direct import _bias_grad, _dgrad_direct, _epilogue, _fwd_direct, _wgrad_direct
 from .cpu_flat import flat_dgrad, flat_fwd, flat_wgrad
 from .cpu_gemm import _col2im, _im2col, _im2col_batch
@@ -142,6 +143,9 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
         col = _im2col_buffer(x, geom)
         w_mat = w.reshape(geom.groups, geom.Kg, geom.Cg * geom.R * geom.S)
         np.matmul(w_mat[None], col, out=out.reshape(geom.N, geom.groups, geom.Kg, geom.P * geom.Q))
+    elif _depthwise(geom) and strips.applies(geom):
+        strips.launch_fwd(x, w, b, out, geom, activation == "relu")  # bias and ReLU fused
+        return
     elif _depthwise(geom):
         _depthwise_launch(_fwd_depthwise_s1, _fwd_depthwise, geom, out, x, w, out)
     elif _flat(geom):
@@ -169,6 +173,8 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
             return
         col = np.matmul(w_mat.transpose(0, 2, 1)[None], dy_mat)
         _col2im(col, out, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
+    elif _depthwise(geom) and strips.applies(geom):
+        strips.launch_dgrad(w, dy, out, geom)
     elif _depthwise(geom):
         _depthwise_launch(_dgrad_depthwise_s1, _dgrad_depthwise, geom, out, w, dy, out)
     elif _flat(geom):
@@ -196,6 +202,8 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
         np.matmul(dy_mat.reshape(geom.groups, geom.Kg, geom.N * pq),
                   col.reshape(geom.groups, crs, geom.N * pq).transpose(0, 2, 1),
                   out=out.reshape(geom.groups, geom.Kg, crs))
+    elif _depthwise(geom) and strips.applies(geom):
+        strips.launch_wgrad(x, dy, out, geom)
     elif _depthwise(geom):
         _depthwise_launch(_wgrad_depthwise_s1, _wgrad_depthwise, geom, out, x, dy, out)
     elif _flat(geom):
