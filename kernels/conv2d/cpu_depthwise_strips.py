@@ -24,10 +24,13 @@ sums w[r, s]·dY[i − rs, j − cs] over the taps of that phase, a stride-1 loo
 offset] per tap over the same strips: dot products, accumulated per channel in a fixed
 order (images, then strips, then the vector lanes' fixed reduction), so deterministic.
 
-Taps are grouped into passes of up to three taps sharing a column shift (so one mask
-per pass, and few enough read streams that LLVM's runtime alias checks stay under its
-limit and the loop vectorises); a missing third tap has weight 0. The pass table is
-built once per geometry in Python (``plan``).
+Taps are grouped into blocks of up to 3 rows × 3 columns: the taps of one output phase
+that read one input phase column bw, i.e. up to three row offsets (base pointers) times
+up to three column shifts, each shift with its own mask bit. One block is one fused loop
+(up to nine loads and FMAs per store); more independent base pointers than that and
+LLVM's runtime alias checks pass its limit and the loop stays scalar. The loops are
+generated for every (rows, columns) shape below, and the block table is built once
+per geometry in Python (``plan``).
 """
 from __future__ import annotations
 
@@ -35,78 +38,110 @@ from functools import lru_cache
 
 import numpy as np
 from numba import get_num_threads, njit, prange, uintp
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 # Strip sizing: the input phase rows, output rows and masks of one strip fit in this many
 # bytes (L1 is 32-48 KiB on current x86 cores).
 STRIP_BYTES = 24 * 1024
-# Chunks of planes per thread: each chunk allocates its buffer once.
-CHUNKS_PER_THREAD = 4
+# Work is cut into this many chunks per thread (of planes, or of channels for the weight
+# gradient), handed out dynamically (see _next_chunk).
+CHUNKS_PER_THREAD = 32
 
-# Pass table columns.
-OUT_PH, MASK, FIRST, SHIFT, T0 = 0, 1, 2, 3, 4  # then (in_phase, row_shift, tap) x 3
-NCOL = T0 + 9
-
-
-def applies(geom) -> bool:
-    """The layers these kernels compute: depthwise with the right edge padded enough."""
-    return geom.Cg == 1 and geom.W <= geom.Q * geom.stride[1]
+# Block table columns: output phase, first-writer flag, rows, columns, then three
+# (input phase, row offset) bases, three (column shift, mask bit) columns, nine taps
+# (row-major, -1 = none).
+OUT_PH, FIRST, NR, NC, BASE, SHIFT, TAP = 0, 1, 2, 3, 4, 10, 16
+NCOL = TAP + 9
+ALWAYS = 0x80  # the mask bit every column has (unmasked shifts); 7 bits remain for shifts
 
 
 def _split(v, stride):
     return v // stride, v % stride  # floor division: (shift, phase)
 
 
-@lru_cache(maxsize=256)
-def plan(direction, R, S, sh, sw, pt, pl, dh, dw, P, Q, out_rows, itemsize):
-    """(passes, masks, d_min, d_span, strip_rows, empty_out_phases) for one geometry; a
-    pass's row shifts are counted from d_min (the strip buffer's first row).
+def _column_shifts(S, sw, pl, dw, Q):
+    return sorted({cs for cs in (_split(s * dw - pl, sw)[0] for s in range(S)) if cs and -Q < cs < Q})
 
-    direction "fwd"/"wgrad": output rows p read input phase rows p + rs of phase (bh, bw);
-    "dgrad": dX phase rows i (phase (bh, bw)) read dY rows i − rs. ``out_rows`` is the
-    number of rows of the strip-mined output (P, or ceil(H / sh) dX phase rows)."""
-    taps = []  # (out_phase, in_phase, row_shift d, column shift, tap index)
+
+def applies(geom) -> bool:
+    """The layers these kernels compute: depthwise, the right edge padded at least as much
+    as 'same' pads it (W <= Q·sw), at most 7 distinct column shifts (S <= 7 taps wide)."""
+    (sh, sw), (pt, _, pl, _), (dh, dw) = geom.stride, geom.padding, geom.dilation
+    return geom.Cg == 1 and geom.W <= geom.Q * sw and len(_column_shifts(geom.S, sw, pl, dw, geom.Q)) <= 7
+
+
+@lru_cache(maxsize=256)
+def plan(direction, R, S, sh, sw, pt, pl, dh, dw, Q, out_rows, itemsize):
+    """(blocks, masks, d_min, d_span, strip_rows, empty_out_phases) for one geometry.
+
+    direction "fwd"/"wgrad": output rows p read input phase rows p + rs of phase (bh, bw)
+    at column q + cs; "dgrad": dX phase (bh, bw) rows i read dY rows i − rs at column
+    j − cs. A block's row offsets are counted from d_min (the strip buffer's first row).
+    ``out_rows`` is the number of rows of the strip-mined output (P, or ceil(H / sh)
+    dX phase rows); ``masks[u]`` has bit b set where column u % Q + shift_b is inside
+    [0, Q), and ALWAYS."""
+    dgrad = direction == "dgrad"
+    row_keys = {}  # r -> (bh, d)
+    col_keys = {}  # s -> (bw, shift)
     for r in range(R):
         rs, bh = _split(r * dh - pt, sh)
-        for s in range(S):
-            cs, bw = _split(s * dw - pl, sw)
-            ph = bh * sw + bw
-            if direction == "dgrad":
-                out_ph, in_ph, d, shift = ph, 0, -rs, -cs
-            else:
-                out_ph, in_ph, d, shift = 0, ph, rs, cs
-            if not -Q < shift < Q:
-                continue  # every output column reads padding
-            taps.append((out_ph, in_ph, d, shift, r * S + s))
-    n_out = sh * sw if direction == "dgrad" else 1
-    n_in = 1 if direction == "dgrad" else sh * sw
-    d_vals = [t[2] for t in taps] or [0]
+        row_keys[r] = (bh, -rs if dgrad else rs)
+    for s in range(S):
+        cs, bw = _split(s * dw - pl, sw)
+        if -Q < cs < Q:  # else every output column reads padding
+            col_keys[s] = (bw, -cs if dgrad else cs)
+    n_in, n_out = (1, sh * sw) if dgrad else (sh * sw, 1)
+    d_vals = [d for _, d in row_keys.values()]
     d_min, d_span = min(d_vals), max(d_vals) - min(d_vals)
-    shifts = sorted({t[3] for t in taps if t[3] != 0})
-    # Strip rows: input phase rows + output rows (+ masks, 1 byte a column) within STRIP_BYTES.
-    per_row = Q * (itemsize * (n_in + n_out) + len(shifts))
+    shifts = sorted({c for _, c in col_keys.values() if c})
+    assert len(shifts) <= 7, "applies() admits at most 7 column shifts"
+    bits = {0: ALWAYS, **{c: 1 << b for b, c in enumerate(shifts)}}
+    # Strip rows: input phase rows + output rows + the mask (a byte a column) within STRIP_BYTES.
+    per_row = Q * (itemsize * (n_in + n_out) + 1)
     rows = max(1, min(out_rows, STRIP_BYTES // per_row - d_span))
-    masks = np.ones((max(len(shifts), 1), rows * Q), np.uint8)
     q = np.arange(rows * Q) % Q
-    for m, shift in enumerate(shifts):
-        masks[m] = (q + shift >= 0) & (q + shift < Q)
-    passes = []
-    seen = set()
+    masks = np.full(rows * Q, ALWAYS, np.uint8)
+    for c in shifts:
+        masks |= np.where((q + c >= 0) & (q + c < Q), bits[c], 0).astype(np.uint8)
+    # Group the taps: fwd/wgrad by input column phase bw (output phase 0, input phase
+    # (bh, bw)); dgrad by output phase (bh, bw) (input phase 0). Each group is a full grid
+    # of its rows × its columns, cut into blocks of <= 3 × 3.
     groups = {}
-    for t in taps:
-        groups.setdefault((t[0], t[3]), []).append(t)
-    for (out_ph, shift), members in sorted(groups.items()):
-        for g in range(0, len(members), 3):
-            chunk = members[g:g + 3]
-            row = [out_ph, shifts.index(shift) if shift else -1, out_ph not in seen, shift]
-            seen.add(out_ph)
-            for t in chunk:
-                row += [t[1], t[2] - d_min, t[4]]
-            for _ in range(3 - len(chunk)):
-                row += [chunk[0][1], chunk[0][2] - d_min, -1]  # weight 0, a valid offset
-            passes.append(row)
-    passes = np.array(passes, np.int64).reshape(-1, NCOL)
+    for r, (bh, d) in row_keys.items():
+        for s, (bw, c) in col_keys.items():
+            if dgrad:
+                key, base = bh * sw + bw, (0, d - d_min)
+            else:
+                key, base = bw, (bh * sw + bw, d - d_min)
+            g = groups.setdefault(key, ({}, {}))
+            g[0].setdefault(base, []).append(r)
+            g[1].setdefault(c, s)
+    blocks, seen = [], set()
+    for key in sorted(groups):
+        bases, cols = groups[key]
+        out_ph = key if dgrad else 0
+        base_list = sorted(bases)
+        col_list = sorted(cols)
+        for i in range(0, len(base_list), 3):
+            for j in range(0, len(col_list), 3):
+                bl, cl = base_list[i:i + 3], col_list[j:j + 3]
+                row = [out_ph, out_ph not in seen, len(bl), len(cl)]
+                seen.add(out_ph)
+                for k in range(3):
+                    row += list(bl[min(k, len(bl) - 1)])
+                for k in range(3):
+                    c = cl[min(k, len(cl) - 1)]
+                    row += [c, bits[c]]
+                taps = [-1] * 9
+                for a, bkey in enumerate(bl):
+                    r = bases[bkey][0]
+                    for b, c in enumerate(cl):
+                        taps[a * 3 + b] = r * S + cols[c]
+                blocks.append(row + taps)
+    blocks = np.array(blocks, np.int64).reshape(-1, NCOL)
     empty = np.array([ph for ph in range(n_out) if ph not in seen], np.int64)
-    return passes, masks, d_min, d_span, rows, empty
+    return blocks, masks, d_min, d_span, rows, empty
 
 
 # ---------------------------------------------------------------- strip producers / consumers
@@ -200,49 +235,120 @@ def _store_phase_rows(obuf, dxf, dbase, H, W, i0, nrows, sh, sw, Q, oplane):
                         dxf[uintp(drow + j * sw + bw)] = obuf[uintp(s + j)]
 
 
-# ---------------------------------------------------------------- the passes
-@njit(inline="always")
-def _tap_base(passes, pi, t, Q, plane):
-    return Q + passes[pi, T0 + 3 * t] * plane + passes[pi, T0 + 3 * t + 1] * Q + passes[pi, SHIFT]
+# ---------------------------------------------------------------- the blocks
+# One fused loop per block shape (rows nr, columns nc <= 3), generated: an output loop
+# acc[ob + i] (=|+=) Σ_c sel(mask has k_c, Σ_r w_rc·buf[b_r + s_c + i]) and a dot-product
+# loop Σ_i sel(mask has k_c, y[i])·buf[b_r + s_c + i] for every (r, c).
+_W = ", ".join(f"w{r}{c}" for r in range(3) for c in range(3))
+
+
+def _block_source(nr, nc):
+    def col(c):
+        return " + ".join(f"w{r}{c} * buf[uintp(b{r} + s{c} + i)]" for r in range(nr))
+
+    v = " + ".join(f"(({col(c)}) if m & k{c} else zero)" for c in range(nc))
+    sums = [f"a{r}{c}" if r < nr and c < nc else "zero" for r in range(3) for c in range(3)]
+    dots = "\n".join(f"        a{r}{c} += y{c} * buf[uintp(b{r} + s{c} + i)]" for r in range(nr) for c in range(nc))
+    ys = "\n".join(f"        y{c} = y if m & k{c} else zero" for c in range(nc))
+    init = " = ".join(f"a{r}{c}" for r in range(nr) for c in range(nc))
+    return f"""
+def _out_{nr}{nc}(acc, ob, buf, b0, b1, b2, s0, s1, s2, k0, k1, k2, mf, {_W}, L, first, zero):
+    if first:
+        for i in range(L):
+            m = mf[uintp(i)]
+            acc[uintp(ob + i)] = {v}
+    else:
+        for i in range(L):
+            m = mf[uintp(i)]
+            acc[uintp(ob + i)] += {v}
+
+
+def _dot_{nr}{nc}(buf, yf, yb, b0, b1, b2, s0, s1, s2, k0, k1, k2, mf, L, zero):
+    {init} = zero
+    for i in range(L):
+        m = mf[uintp(i)]
+        y = yf[uintp(yb + i)]
+{ys}
+{dots}
+    return ({", ".join(sums)})
+"""
+
+
+def _dispatch_source(kind, args):
+    lines = [f"def _{kind}_block(nr, nc, {args}):"]
+    for nr in range(1, 4):
+        for nc in range(1, 4):
+            lines.append(f"    {'if' if (nr, nc) == (1, 1) else 'elif'} nr == {nr} and nc == {nc}:")
+            lines.append(f"        return _{kind}_{nr}{nc}({args})")
+    lines.append(f"    return _{kind}_33({args})")
+    return "\n".join(lines) + "\n"
+
+
+def _build_blocks():
+    namespace = {"uintp": uintp}
+    source = "".join(_block_source(nr, nc) for nr in range(1, 4) for nc in range(1, 4))
+    exec(compile(source, "<cpu_depthwise_strips blocks>", "exec"), namespace)
+    for name in list(namespace):
+        if name.startswith(("_out_", "_dot_")):
+            namespace[name] = njit(fastmath=True)(namespace[name])
+    out_args = f"acc, ob, buf, b0, b1, b2, s0, s1, s2, k0, k1, k2, mf, {_W}, L, first, zero"
+    dot_args = "buf, yf, yb, b0, b1, b2, s0, s1, s2, k0, k1, k2, mf, L, zero"
+    exec(compile(_dispatch_source("out", out_args) + _dispatch_source("dot", dot_args),
+                 "<cpu_depthwise_strips dispatch>", "exec"), namespace)
+    return njit(inline="always")(namespace["_out_block"]), njit(inline="always")(namespace["_dot_block"])
+
+
+_out_block, _dot_block = _build_blocks()
 
 
 @njit(inline="always")
-def _tap_weight(passes, pi, t, wf, wbase, zero):
-    tap = passes[pi, T0 + 3 * t + 2]
+def _base(blocks, bi, t, Q, plane):
+    return Q + blocks[bi, BASE + 2 * t] * plane + blocks[bi, BASE + 2 * t + 1] * Q
+
+
+@njit(inline="always")
+def _tap_weight(blocks, bi, t, wf, wbase, zero):
+    tap = blocks[bi, TAP + t]
     return wf[wbase + tap] if tap >= 0 else zero
 
 
 @njit(inline="always")
-def _run_passes(acc, abase, oplane, buf, plane, Q, passes, masks, wf, wbase, L, accumulate, zero):
-    """acc[abase + out_ph·oplane + u] (+)= Σ over the passes' taps of w·buf[tap base + u],
-    for u in [0, L)."""
-    mlen = masks.shape[1]
-    mf = masks.reshape(-1)
-    for pi in range(passes.shape[0]):
-        ob = abase + passes[pi, OUT_PH] * oplane
-        b0, b1, b2 = _tap_base(passes, pi, 0, Q, plane), _tap_base(passes, pi, 1, Q, plane), _tap_base(passes, pi, 2, Q, plane)
-        w0 = _tap_weight(passes, pi, 0, wf, wbase, zero)
-        w1 = _tap_weight(passes, pi, 1, wf, wbase, zero)
-        w2 = _tap_weight(passes, pi, 2, wf, wbase, zero)
-        first = passes[pi, FIRST] != 0 and not accumulate
-        mk = passes[pi, MASK]
-        if mk < 0:
-            if first:
-                for i in range(L):
-                    acc[uintp(ob + i)] = w0 * buf[uintp(b0 + i)] + w1 * buf[uintp(b1 + i)] + w2 * buf[uintp(b2 + i)]
-            else:
-                for i in range(L):
-                    acc[uintp(ob + i)] += w0 * buf[uintp(b0 + i)] + w1 * buf[uintp(b1 + i)] + w2 * buf[uintp(b2 + i)]
-        else:
-            mb = mk * mlen
-            if first:
-                for i in range(L):
-                    v = w0 * buf[uintp(b0 + i)] + w1 * buf[uintp(b1 + i)] + w2 * buf[uintp(b2 + i)]
-                    acc[uintp(ob + i)] = v if mf[uintp(mb + i)] else zero
-            else:
-                for i in range(L):
-                    v = w0 * buf[uintp(b0 + i)] + w1 * buf[uintp(b1 + i)] + w2 * buf[uintp(b2 + i)]
-                    acc[uintp(ob + i)] += v if mf[uintp(mb + i)] else zero
+def _run_blocks(acc, abase, oplane, buf, plane, Q, blocks, mf, wf, wbase, L, accumulate, zero):
+    """acc[abase + out_ph·oplane + u] (+)= the blocks' taps for u in [0, L)."""
+    for bi in range(blocks.shape[0]):
+        _out_block(blocks[bi, NR], blocks[bi, NC], acc, abase + blocks[bi, OUT_PH] * oplane, buf,
+                   _base(blocks, bi, 0, Q, plane), _base(blocks, bi, 1, Q, plane), _base(blocks, bi, 2, Q, plane),
+                   blocks[bi, SHIFT], blocks[bi, SHIFT + 2], blocks[bi, SHIFT + 4],
+                   blocks[bi, SHIFT + 1], blocks[bi, SHIFT + 3], blocks[bi, SHIFT + 5], mf,
+                   _tap_weight(blocks, bi, 0, wf, wbase, zero), _tap_weight(blocks, bi, 1, wf, wbase, zero),
+                   _tap_weight(blocks, bi, 2, wf, wbase, zero), _tap_weight(blocks, bi, 3, wf, wbase, zero),
+                   _tap_weight(blocks, bi, 4, wf, wbase, zero), _tap_weight(blocks, bi, 5, wf, wbase, zero),
+                   _tap_weight(blocks, bi, 6, wf, wbase, zero), _tap_weight(blocks, bi, 7, wf, wbase, zero),
+                   _tap_weight(blocks, bi, 8, wf, wbase, zero),
+                   L, blocks[bi, FIRST] != 0 and not accumulate, zero)
+
+
+# ---------------------------------------------------------------- scheduling
+# Numba's OpenMP prange splits the iterations statically, so a call lasts as long as its
+# slowest thread: with OMP_WAIT_POLICY=PASSIVE (convcore's default) a worker thread takes
+# 0.05-0.2 ms to wake up on a small VM, as long as the whole of a 14x14 layer. So each
+# thread (one prange iteration per thread) takes chunks from a shared atomic counter
+# until none are left: the threads that start first do more of them. Every output
+# element (or weight-gradient channel) is computed by one chunk in a fixed order,
+# whichever thread runs it, so the results do not depend on the schedule. (The counter
+# comes from the caller: an array allocated inside the parallel function is not shared.)
+@intrinsic
+def _next_chunk(typingctx, counter):
+    """Atomically counter[0] += 1; returns the old value."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64 and counter.ndim == 1):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [context.get_constant(types.intp, 0)])
+        return builder.atomic_rmw("add", ptr, context.get_constant(types.int64, 1), "seq_cst")
+
+    return types.int64(counter), codegen
 
 
 @njit(inline="always")
@@ -252,7 +358,7 @@ def _chunk(c, nchunks, total):
 
 # ---------------------------------------------------------------- forward
 @njit(parallel=True, cache=True, fastmath=True)
-def fwd(x, w, out, bias, has_bias, relu, sh, sw, passes, masks, d_min, d_span, rows, nthreads, zero):
+def fwd(x, w, out, bias, has_bias, relu, sh, sw, blocks, masks, d_min, d_span, rows, counter, nthreads, zero):
     # One chunk of output planes (n, k) per prange iteration; strips of ``rows`` output rows,
     # computed in place in the output plane, the bias and ReLU applied while in cache.
     N, C, H, W = x.shape
@@ -263,36 +369,40 @@ def fwd(x, w, out, bias, has_bias, relu, sh, sw, passes, masks, d_min, d_span, r
     plane = (rows + d_span) * Q + Q  # one phase plane of the strip, with a row of margin
     total = N * K
     nchunks = min(total, CHUNKS_PER_THREAD * nthreads)
-    for ch in prange(nchunks):
-        lo, hi = _chunk(ch, nchunks, total)
+    for _ in prange(nthreads):
         buf = np.zeros(Q + sh * sw * plane, x.dtype)
-        for nk in range(lo, hi):
-            n = nk // K
-            k = nk % K
-            sbase = (n * C + k // M) * H * W
-            b = bias[k] if has_bias else zero
-            for p0 in range(0, P, rows):
-                pb = min(rows, P - p0)
-                L = pb * Q
-                ob = nk * P * Q + p0 * Q
-                _load_phase_rows(xf, sbase, H, W, buf, p0 + d_min, pb + d_span, sh, sw, Q, plane, zero)
-                _run_passes(of, ob, 0, buf, plane, Q, passes, masks, wf, k * R * S, L, False, zero)
-                if passes.shape[0] == 0:
-                    _fill(of, ob, L, zero)
-                if has_bias and relu:
-                    for i in range(L):
-                        of[uintp(ob + i)] = max(of[uintp(ob + i)] + b, zero)
-                elif has_bias:
-                    for i in range(L):
-                        of[uintp(ob + i)] += b
-                elif relu:
-                    for i in range(L):
-                        of[uintp(ob + i)] = max(of[uintp(ob + i)], zero)
+        while True:
+            ch = _next_chunk(counter)
+            if ch >= nchunks:
+                break
+            lo, hi = _chunk(ch, nchunks, total)
+            for nk in range(lo, hi):
+                n = nk // K
+                k = nk % K
+                sbase = (n * C + k // M) * H * W
+                b = bias[k] if has_bias else zero
+                for p0 in range(0, P, rows):
+                    pb = min(rows, P - p0)
+                    L = pb * Q
+                    ob = nk * P * Q + p0 * Q
+                    _load_phase_rows(xf, sbase, H, W, buf, p0 + d_min, pb + d_span, sh, sw, Q, plane, zero)
+                    _run_blocks(of, ob, 0, buf, plane, Q, blocks, masks, wf, k * R * S, L, False, zero)
+                    if blocks.shape[0] == 0:
+                        _fill(of, ob, L, zero)
+                    if has_bias and relu:
+                        for i in range(L):
+                            of[uintp(ob + i)] = max(of[uintp(ob + i)] + b, zero)
+                    elif has_bias:
+                        for i in range(L):
+                            of[uintp(ob + i)] += b
+                    elif relu:
+                        for i in range(L):
+                            of[uintp(ob + i)] = max(of[uintp(ob + i)], zero)
 
 
 # ---------------------------------------------------------------- input gradient
 @njit(parallel=True, cache=True, fastmath=True)
-def dgrad(w, dy, dx, sh, sw, passes, masks, d_min, d_span, rows, empty, nthreads, zero):
+def dgrad(w, dy, dx, sh, sw, blocks, masks, d_min, d_span, rows, empty, counter, nthreads, zero):
     # One chunk of input planes (n, c) per prange iteration; strips of ``rows`` dX phase
     # rows; the M output planes of c accumulate in a fixed order.
     N, C, H, W = dx.shape
@@ -306,32 +416,37 @@ def dgrad(w, dy, dx, sh, sw, passes, masks, d_min, d_span, rows, empty, nthreads
     direct = sh == 1 and sw == 1 and W == Q  # dX rows are the phase rows: accumulate in place
     total = N * C
     nchunks = min(total, CHUNKS_PER_THREAD * nthreads)
-    for ch in prange(nchunks):
-        lo, hi = _chunk(ch, nchunks, total)
+    for _ in prange(nthreads):
         buf = np.zeros(Q + plane, dy.dtype)
         obuf = np.zeros(1 if direct else sh * sw * oplane, dy.dtype)
-        for nc in range(lo, hi):
-            n = nc // C
-            c = nc % C
-            dbase = nc * H * W
-            for i0 in range(0, Hph, rows):
-                ib = min(rows, Hph - i0)
-                L = ib * Q
-                acc = dxf if direct else obuf
-                abase = dbase + i0 * Q if direct else 0
-                for m in range(M):
-                    k = c * M + m
-                    _load_phase_rows(dyf, (n * K + k) * P * Q, P, Q, buf, i0 + d_min, ib + d_span, 1, 1, Q, plane, zero)
-                    _run_passes(acc, abase, oplane, buf, plane, Q, passes, masks, wf, k * R * S, L, m > 0, zero)
-                for e in range(empty.shape[0]):
-                    _fill(acc, abase + empty[e] * oplane, L, zero)
-                if not direct:
-                    _store_phase_rows(obuf, dxf, dbase, H, W, i0, ib, sh, sw, Q, oplane)
+        while True:
+            ch = _next_chunk(counter)
+            if ch >= nchunks:
+                break
+            lo, hi = _chunk(ch, nchunks, total)
+            for nc in range(lo, hi):
+                n = nc // C
+                c = nc % C
+                dbase = nc * H * W
+                for i0 in range(0, Hph, rows):
+                    ib = min(rows, Hph - i0)
+                    L = ib * Q
+                    acc = dxf if direct else obuf
+                    abase = dbase + i0 * Q if direct else 0
+                    for m in range(M):
+                        k = c * M + m
+                        _load_phase_rows(dyf, (n * K + k) * P * Q, P, Q, buf, i0 + d_min, ib + d_span, 1, 1, Q, plane,
+                                         zero)
+                        _run_blocks(acc, abase, oplane, buf, plane, Q, blocks, masks, wf, k * R * S, L, m > 0, zero)
+                    for e in range(empty.shape[0]):
+                        _fill(acc, abase + empty[e] * oplane, L, zero)
+                    if not direct:
+                        _store_phase_rows(obuf, dxf, dbase, H, W, i0, ib, sh, sw, Q, oplane)
 
 
 # ---------------------------------------------------------------- weight gradient
 @njit(parallel=True, cache=True, fastmath=True)
-def wgrad(x, dy, dw_out, sh, sw, passes, masks, d_min, d_span, rows, nthreads, zero):
+def wgrad(x, dy, dw_out, sh, sw, blocks, masks, d_min, d_span, rows, counter, nthreads, zero):
     # One chunk of output channels k per prange iteration; per tap a dot product over
     # images and strips in a fixed order (deterministic), summed in float64.
     N, C, H, W = x.shape
@@ -339,47 +454,38 @@ def wgrad(x, dy, dw_out, sh, sw, passes, masks, d_min, d_span, rows, nthreads, z
     P, Q = dy.shape[2], dy.shape[3]
     M = K // C
     xf, dyf = x.reshape(-1), dy.reshape(-1)
-    mlen = masks.shape[1]
-    mf = masks.reshape(-1)
     plane = (rows + d_span) * Q + Q
     nchunks = min(K, CHUNKS_PER_THREAD * nthreads)
-    for ch in prange(nchunks):
-        lo, hi = _chunk(ch, nchunks, K)
+    for _ in prange(nthreads):
         buf = np.zeros(Q + sh * sw * plane, x.dtype)
         tot = np.zeros(R * S, np.float64)
-        for k in range(lo, hi):
-            c = k // M
-            tot[:] = 0.0
-            for n in range(N):
-                sbase = (n * C + c) * H * W
-                for p0 in range(0, P, rows):
-                    pb = min(rows, P - p0)
-                    L = pb * Q
-                    yb = (n * K + k) * P * Q + p0 * Q
-                    _load_phase_rows(xf, sbase, H, W, buf, p0 + d_min, pb + d_span, sh, sw, Q, plane, zero)
-                    for pi in range(passes.shape[0]):
-                        b0, b1, b2 = _tap_base(passes, pi, 0, Q, plane), _tap_base(passes, pi, 1, Q, plane), _tap_base(passes, pi, 2, Q, plane)
-                        s0 = s1 = s2 = zero
-                        mk = passes[pi, MASK]
-                        if mk < 0:
-                            for i in range(L):
-                                v = dyf[uintp(yb + i)]
-                                s0 += v * buf[uintp(b0 + i)]
-                                s1 += v * buf[uintp(b1 + i)]
-                                s2 += v * buf[uintp(b2 + i)]
-                        else:
-                            mb = mk * mlen
-                            for i in range(L):
-                                v = dyf[uintp(yb + i)] if mf[uintp(mb + i)] else zero
-                                s0 += v * buf[uintp(b0 + i)]
-                                s1 += v * buf[uintp(b1 + i)]
-                                s2 += v * buf[uintp(b2 + i)]
-                        for t, sv in ((0, s0), (1, s1), (2, s2)):
-                            tap = passes[pi, T0 + 3 * t + 2]
-                            if tap >= 0:
-                                tot[tap] += sv
-            for t in range(R * S):
-                dw_out[k, 0, t // S, t % S] = tot[t]
+        while True:
+            ch = _next_chunk(counter)
+            if ch >= nchunks:
+                break
+            lo, hi = _chunk(ch, nchunks, K)
+            for k in range(lo, hi):
+                c = k // M
+                tot[:] = 0.0
+                for n in range(N):
+                    sbase = (n * C + c) * H * W
+                    for p0 in range(0, P, rows):
+                        pb = min(rows, P - p0)
+                        L = pb * Q
+                        _load_phase_rows(xf, sbase, H, W, buf, p0 + d_min, pb + d_span, sh, sw, Q, plane, zero)
+                        for bi in range(blocks.shape[0]):
+                            sums = _dot_block(blocks[bi, NR], blocks[bi, NC], buf, dyf, (n * K + k) * P * Q + p0 * Q,
+                                              _base(blocks, bi, 0, Q, plane), _base(blocks, bi, 1, Q, plane),
+                                              _base(blocks, bi, 2, Q, plane),
+                                              blocks[bi, SHIFT], blocks[bi, SHIFT + 2], blocks[bi, SHIFT + 4],
+                                              blocks[bi, SHIFT + 1], blocks[bi, SHIFT + 3], blocks[bi, SHIFT + 5],
+                                              masks, L, zero)
+                            for t in range(9):
+                                tap = blocks[bi, TAP + t]
+                                if tap >= 0:
+                                    tot[tap] += sums[t]
+                for t in range(R * S):
+                    dw_out[k, 0, t // S, t % S] = tot[t]
 
 
 # ---------------------------------------------------------------- launchers
@@ -390,24 +496,26 @@ def _geom(geom):
 
 def launch_fwd(x, w, b, out, geom, relu):
     sh, sw, pt, pl, dh, dw = _geom(geom)
-    passes, masks, d_min, d_span, rows, _ = plan("fwd", geom.R, geom.S, sh, sw, pt, pl, dh, dw,
-                                                geom.P, geom.Q, geom.P, out.dtype.itemsize)
+    blocks, masks, d_min, d_span, rows, _ = plan("fwd", geom.R, geom.S, sh, sw, pt, pl, dh, dw,
+                                                geom.Q, geom.P, out.dtype.itemsize)
     zero = out.dtype.type(0)
     has_bias = b is not None
-    fwd(x, w, out, b if has_bias else out.reshape(-1)[:1], has_bias, relu, sh, sw, passes, masks,
-        d_min, d_span, rows, get_num_threads(), zero)
+    fwd(x, w, out, b if has_bias else out.reshape(-1)[:1], has_bias, relu, sh, sw, blocks, masks,
+        d_min, d_span, rows, np.zeros(1, np.int64), get_num_threads(), zero)
 
 
 def launch_dgrad(w, dy, dx, geom):
     sh, sw, pt, pl, dh, dw = _geom(geom)
     hph = -(-geom.H // sh)
-    passes, masks, d_min, d_span, rows, empty = plan("dgrad", geom.R, geom.S, sh, sw, pt, pl, dh, dw,
-                                                     geom.P, geom.Q, hph, dx.dtype.itemsize)
-    dgrad(w, dy, dx, sh, sw, passes, masks, d_min, d_span, rows, empty, get_num_threads(), dx.dtype.type(0))
+    blocks, masks, d_min, d_span, rows, empty = plan("dgrad", geom.R, geom.S, sh, sw, pt, pl, dh, dw,
+                                                     geom.Q, hph, dx.dtype.itemsize)
+    dgrad(w, dy, dx, sh, sw, blocks, masks, d_min, d_span, rows, empty, np.zeros(1, np.int64), get_num_threads(),
+          dx.dtype.type(0))
 
 
 def launch_wgrad(x, dy, dw_out, geom):
     sh, sw, pt, pl, dh, dw = _geom(geom)
-    passes, masks, d_min, d_span, rows, _ = plan("wgrad", geom.R, geom.S, sh, sw, pt, pl, dh, dw,
-                                                geom.P, geom.Q, geom.P, dw_out.dtype.itemsize)
-    wgrad(x, dy, dw_out, sh, sw, passes, masks, d_min, d_span, rows, get_num_threads(), dw_out.dtype.type(0))
+    blocks, masks, d_min, d_span, rows, _ = plan("wgrad", geom.R, geom.S, sh, sw, pt, pl, dh, dw,
+                                                geom.Q, geom.P, dw_out.dtype.itemsize)
+    wgrad(x, dy, dw_out, sh, sw, blocks, masks, d_min, d_span, rows, np.zeros(1, np.int64),
+          get_num_threads(), dw_out.dtype.type(0))
