@@ -38,6 +38,7 @@ from functools import lru_cache
 
 import numpy as np
 from numba import get_num_threads, njit, prange, uintp
+import llvmlite.ir as ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
@@ -144,6 +145,38 @@ def plan(direction, R, S, sh, sw, pt, pl, dh, dw, Q, out_rows, itemsize):
     return blocks, masks, d_min, d_span, rows, empty
 
 
+# Software prefetch distance, in elements ahead of the row being read: the hardware
+# prefetchers alone reached 13 GB/s reading phase-split rows on one core of a 2-core VM,
+# 33 GB/s with prefetches 2048 elements (8 KiB of float32) ahead.
+PREFETCH = 2048
+
+
+@intrinsic
+def _prefetch(typingctx, arr, index):
+    """Prefetch arr[index] into all cache levels (no fault if out of range)."""
+    if not isinstance(arr, types.Array) or arr.ndim != 1 or not isinstance(index, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]])  # no bounds check: a prefetch never faults
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, types.intp), codegen
+
+
+@njit(inline="always")
+def _prefetch_range(a, start, n):
+    # One prefetch per 64-byte line of a[start:start + n].
+    step = max(64 // a.itemsize, 1)
+    for j in range(0, n, step):
+        _prefetch(a, start + j)
+
+
 # ---------------------------------------------------------------- strip producers / consumers
 # Everything below indexes flat arrays with unsigned (uintp) indices: array views made in
 # the hot loops cost a reference count each, and signed indices a negative-index select.
@@ -154,10 +187,10 @@ def _fill(buf, start, n, zero):
 
 
 @njit(inline="always")
-def _load_phase_rows(xf, sbase, H, W, buf, row0, nrows, sh, sw, Q, plane, zero):
+def _load_phase_rows(xf, sbase, H, W, buf, row0, nrows, sh, sw, Q, plane, ahead, zero):
     """Phase (bh, bw) rows t in [0, nrows) of a strip: buf[Q + ph·plane + t·Q + j] =
     src[(row0 + t)·sh + bh, j·sw + bw] for j in [0, Q), 0 outside src, where src is the
-    H×W plane at xf[sbase:]."""
+    H×W plane at xf[sbase:]. Prefetches what lies ``ahead`` elements past each row read."""
     if sh == 1 and sw == 1 and W == Q:
         # The strip's rows are contiguous in src and in buf: one flat copy.
         t_lo = min(max(-row0, 0), nrows)
@@ -166,6 +199,7 @@ def _load_phase_rows(xf, sbase, H, W, buf, row0, nrows, sh, sw, Q, plane, zero):
         _fill(buf, Q + t_hi * Q, (nrows - t_hi) * Q, zero)
         d = Q + t_lo * Q
         s = sbase + (row0 + t_lo) * W
+        _prefetch_range(xf, s + ahead, (t_hi - t_lo) * W)
         for i in range((t_hi - t_lo) * W):
             buf[uintp(d + i)] = xf[uintp(s + i)]
         return
@@ -177,6 +211,7 @@ def _load_phase_rows(xf, sbase, H, W, buf, row0, nrows, sh, sw, Q, plane, zero):
                     _fill(buf, Q + (bh * sw + bw) * plane + t * Q, Q, zero)
                 continue
             srow = sbase + h * W
+            _prefetch_range(xf, srow + ahead, W)
             if sw == 1:
                 n = min(W, Q)
                 d = Q + bh * plane + t * Q
@@ -385,7 +420,7 @@ def fwd(x, w, out, bias, has_bias, relu, sh, sw, blocks, masks, d_min, d_span, r
                     pb = min(rows, P - p0)
                     L = pb * Q
                     ob = nk * P * Q + p0 * Q
-                    _load_phase_rows(xf, sbase, H, W, buf, p0 + d_min, pb + d_span, sh, sw, Q, plane, zero)
+                    _load_phase_rows(xf, sbase, H, W, buf, p0 + d_min, pb + d_span, sh, sw, Q, plane, PREFETCH, zero)
                     _run_blocks(of, ob, 0, buf, plane, Q, blocks, masks, wf, k * R * S, L, False, zero)
                     if blocks.shape[0] == 0:
                         _fill(of, ob, L, zero)
@@ -436,7 +471,7 @@ def dgrad(w, dy, dx, sh, sw, blocks, masks, d_min, d_span, rows, empty, counter,
                     for m in range(M):
                         k = c * M + m
                         _load_phase_rows(dyf, (n * K + k) * P * Q, P, Q, buf, i0 + d_min, ib + d_span, 1, 1, Q, plane,
-                                         zero)
+                                         PREFETCH, zero)
                         _run_blocks(acc, abase, oplane, buf, plane, Q, blocks, masks, wf, k * R * S, L, m > 0, zero)
                     for e in range(empty.shape[0]):
                         _fill(acc, abase + empty[e] * oplane, L, zero)
@@ -472,7 +507,11 @@ def wgrad(x, dy, dw_out, sh, sw, blocks, masks, d_min, d_span, rows, counter, nt
                     for p0 in range(0, P, rows):
                         pb = min(rows, P - p0)
                         L = pb * Q
-                        _load_phase_rows(xf, sbase, H, W, buf, p0 + d_min, pb + d_span, sh, sw, Q, plane, zero)
+                        # Prefetch this channel's next strip of x (further down, or in the next
+                        # image). (Prefetching dY too made small planes 3x slower.)
+                        last = p0 + rows >= P
+                        x_ahead = (C * H * W - p0 * sh * W) if last else rows * sh * W
+                        _load_phase_rows(xf, sbase, H, W, buf, p0 + d_min, pb + d_span, sh, sw, Q, plane, x_ahead, zero)
                         for bi in range(blocks.shape[0]):
                             sums = _dot_block(blocks[bi, NR], blocks[bi, NC], buf, dyf, (n * K + k) * P * Q + p0 * Q,
                                               _base(blocks, bi, 0, Q, plane), _base(blocks, bi, 1, Q, plane),
