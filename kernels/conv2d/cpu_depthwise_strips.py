@@ -392,6 +392,19 @@ def _chunk(c, nchunks, total):
 
 
 # ---------------------------------------------------------------- forward
+@njit(cache=True)
+def _epilogue_strip(of, ob, L, b, relu, zero):
+    # Bias and ReLU on a strip still in cache. Not fastmath (its own function, so its own
+    # flags): ReLU must keep NaN (NaN < 0 is false), as torch.relu and cpu_direct do.
+    if relu:
+        for i in range(L):
+            v = of[uintp(ob + i)] + b
+            of[uintp(ob + i)] = zero if v < zero else v
+    else:
+        for i in range(L):
+            of[uintp(ob + i)] += b
+
+
 @njit(parallel=True, cache=True, fastmath=True)
 def fwd(x, w, out, bias, has_bias, relu, sh, sw, blocks, masks, d_min, d_span, rows, counter, nthreads, zero):
     # One chunk of output planes (n, k) per prange iteration; strips of ``rows`` output rows,
@@ -424,15 +437,8 @@ def fwd(x, w, out, bias, has_bias, relu, sh, sw, blocks, masks, d_min, d_span, r
                     _run_blocks(of, ob, 0, buf, plane, Q, blocks, masks, wf, k * R * S, L, False, zero)
                     if blocks.shape[0] == 0:
                         _fill(of, ob, L, zero)
-                    if has_bias and relu:
-                        for i in range(L):
-                            of[uintp(ob + i)] = max(of[uintp(ob + i)] + b, zero)
-                    elif has_bias:
-                        for i in range(L):
-                            of[uintp(ob + i)] += b
-                    elif relu:
-                        for i in range(L):
-                            of[uintp(ob + i)] = max(of[uintp(ob + i)], zero)
+                    if has_bias or relu:
+                        _epilogue_strip(of, ob, L, b, relu, zero)
 
 
 # ---------------------------------------------------------------- input gradient
