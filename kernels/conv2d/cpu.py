@@ -8,14 +8,17 @@ Algorithms (``algorithm=``), each in its own module:
 - ``winograd_f2`` / ``winograd_f4`` (cpu_winograd): F(2×2, 3×3) / F(4×4, 3×3) for 3×3
   stride-1 dilation-1 layers, forward and input gradient (``winograd`` picks the tile);
   the weight gradient has no Winograd path (conv.py rejects it before dispatch).
-- depthwise layers (C/groups == 1) use the dedicated kernels of cpu_depthwise under
-  ``direct`` and ``auto``.
+- depthwise layers (C/groups == 1) use dedicated kernels under ``direct`` and ``auto``:
+  cpu_depthwise_strips (L1-sized row strips of phase planes, fused tap blocks, bias and
+  ReLU fused into the forward) where the right edge is padded at least as much as 'same'
+  pads it (W <= Q·sw: every MobileNet-style layer), else cpu_depthwise.
 All are race-free and reduce in a fixed order, so results are deterministic.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from . import cpu_depthwise_strips as strips
 from .cpu_depthwise import (
     _dgrad_depthwise,
     _dgrad_depthwise_s1,
@@ -24,7 +27,6 @@ from .cpu_depthwise import (
     _wgrad_depthwise,
     _wgrad_depthwise_s1,
 )
-from . import cpu_depthwise_strips as strips
 from .cpu_direct import _bias_grad, _dgrad_direct, _epilogue, _fwd_direct, _wgrad_direct
 from .cpu_flat import flat_dgrad, flat_fwd, flat_wgrad
 from .cpu_gemm import _col2im, _im2col, _im2col_batch

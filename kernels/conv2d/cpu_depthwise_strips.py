@@ -3,7 +3,9 @@
 Same index notation as cpu_direct. A depthwise layer does 2·R·S flops per byte moved, so
 it is bound by memory: these kernels read each input plane once and write each output
 plane once, with everything in between in a per-thread buffer of a few KiB, allocated
-once per chunk of planes (not per plane) outside the hot loops.
+once per thread (not per plane) outside the hot loops, and prefetch the input rows
+ahead in software. Threads take chunks of planes from a shared counter (see
+_next_chunk), so a thread that starts late does less of the work.
 
 Phase planes of width Q. Tap (r, s) of output (p, q) reads input row p·sh + r·dh − pt and
 column q·sw + s·dw − pl. Writing r·dh − pt = rs·sh + bh and s·dw − pl = cs·sw + bw
@@ -36,9 +38,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import llvmlite.ir as ir
 import numpy as np
 from numba import get_num_threads, njit, prange, uintp
-import llvmlite.ir as ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
@@ -68,7 +70,7 @@ def _column_shifts(S, sw, pl, dw, Q):
 def applies(geom) -> bool:
     """The layers these kernels compute: depthwise, the right edge padded at least as much
     as 'same' pads it (W <= Q·sw), at most 7 distinct column shifts (S <= 7 taps wide)."""
-    (sh, sw), (pt, _, pl, _), (dh, dw) = geom.stride, geom.padding, geom.dilation
+    sw, pl, dw = geom.stride[1], geom.padding[2], geom.dilation[1]
     return geom.Cg == 1 and geom.W <= geom.Q * sw and len(_column_shifts(geom.S, sw, pl, dw, geom.Q)) <= 7
 
 
