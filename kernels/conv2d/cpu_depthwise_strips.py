@@ -490,8 +490,10 @@ def dgrad(w, dy, dx, sh, sw, blocks, masks, d_min, d_span, rows, empty, counter,
 # ---------------------------------------------------------------- weight gradient
 @njit(parallel=True, cache=True, fastmath=True)
 def wgrad(x, dy, dw_out, sh, sw, blocks, masks, d_min, d_span, rows, counter, nthreads, zero):
-    # One chunk of output channels k per prange iteration; per tap a dot product over
-    # images and strips in a fixed order (deterministic), summed in float64.
+    # One chunk of output channels k at a time; per tap a dot product over images and
+    # strips in a fixed order (images, then strips: deterministic), summed in float64.
+    # Images outermost within a chunk, so the planes x[n, c] and dY[n, k] of a chunk are
+    # read in memory order (the prefetcher's and _load_phase_rows' prefetch ahead).
     N, C, H, W = x.shape
     K, _, R, S = dw_out.shape
     P, Q = dy.shape[2], dy.shape[3]
@@ -499,27 +501,25 @@ def wgrad(x, dy, dw_out, sh, sw, blocks, masks, d_min, d_span, rows, counter, nt
     xf, dyf = x.reshape(-1), dy.reshape(-1)
     plane = (rows + d_span) * Q + Q
     nchunks = min(K, CHUNKS_PER_THREAD * nthreads)
+    RS = R * S
     for _ in prange(nthreads):
         buf = np.zeros(Q + sh * sw * plane, x.dtype)
-        tot = np.zeros(R * S, np.float64)
+        tot = np.zeros((K // nchunks + 1) * RS, np.float64)
         while True:
             ch = _next_chunk(counter)
             if ch >= nchunks:
                 break
             lo, hi = _chunk(ch, nchunks, K)
-            for k in range(lo, hi):
-                c = k // M
-                tot[:] = 0.0
-                for n in range(N):
-                    sbase = (n * C + c) * H * W
+            tot[:] = 0.0
+            for n in range(N):
+                for k in range(lo, hi):
+                    sbase = (n * C + k // M) * H * W
+                    tb = (k - lo) * RS
                     for p0 in range(0, P, rows):
                         pb = min(rows, P - p0)
                         L = pb * Q
-                        # Prefetch this channel's next strip of x (further down, or in the next
-                        # image). (Prefetching dY too made small planes 3x slower.)
-                        last = p0 + rows >= P
-                        x_ahead = (C * H * W - p0 * sh * W) if last else rows * sh * W
-                        _load_phase_rows(xf, sbase, H, W, buf, p0 + d_min, pb + d_span, sh, sw, Q, plane, x_ahead, zero)
+                        _load_phase_rows(xf, sbase, H, W, buf, p0 + d_min, pb + d_span, sh, sw, Q, plane, PREFETCH,
+                                         zero)
                         for bi in range(blocks.shape[0]):
                             sums = _dot_block(blocks[bi, NR], blocks[bi, NC], buf, dyf, (n * K + k) * P * Q + p0 * Q,
                                               _base(blocks, bi, 0, Q, plane), _base(blocks, bi, 1, Q, plane),
@@ -530,9 +530,10 @@ def wgrad(x, dy, dw_out, sh, sw, blocks, masks, d_min, d_span, rows, counter, nt
                             for t in range(9):
                                 tap = blocks[bi, TAP + t]
                                 if tap >= 0:
-                                    tot[tap] += sums[t]
-                for t in range(R * S):
-                    dw_out[k, 0, t // S, t % S] = tot[t]
+                                    tot[tb + tap] += sums[t]
+            for k in range(lo, hi):
+                for t in range(RS):
+                    dw_out[k, 0, t // S, t % S] = tot[(k - lo) * RS + t]
 
 
 # ---------------------------------------------------------------- launchers
