@@ -426,10 +426,9 @@ def fwd(x, w, out, bias, has_bias, relu, sh, sw, blocks, masks, d_min, d_span, r
             if ch >= nchunks:
                 break
             lo, hi = _chunk(ch, nchunks, total)
+            n, k = lo // K, lo % K  # then stepped, not divided, per plane
             for nk in range(lo, hi):
-                n = nk // K
-                k = nk % K
-                sbase = (n * C + k // M) * H * W
+                sbase = (n * C + (k if M == 1 else k // M)) * H * W
                 b = bias[k] if has_bias else zero
                 for p0 in range(0, P, rows):
                     pb = min(rows, P - p0)
@@ -441,6 +440,9 @@ def fwd(x, w, out, bias, has_bias, relu, sh, sw, blocks, masks, d_min, d_span, r
                         _fill(of, ob, L, zero)
                     if has_bias or relu:
                         _epilogue_strip(of, ob, L, b, relu, zero)
+                k += 1
+                if k == K:
+                    n, k = n + 1, 0
 
 
 # ---------------------------------------------------------------- input gradient
@@ -467,9 +469,8 @@ def dgrad(w, dy, dx, sh, sw, blocks, masks, d_min, d_span, rows, empty, counter,
             if ch >= nchunks:
                 break
             lo, hi = _chunk(ch, nchunks, total)
+            n, c = lo // C, lo % C  # then stepped, not divided, per plane
             for nc in range(lo, hi):
-                n = nc // C
-                c = nc % C
                 dbase = nc * H * W
                 for i0 in range(0, Hph, rows):
                     ib = min(rows, Hph - i0)
@@ -485,6 +486,9 @@ def dgrad(w, dy, dx, sh, sw, blocks, masks, d_min, d_span, rows, empty, counter,
                         _fill(acc, abase + empty[e] * oplane, L, zero)
                     if not direct:
                         _store_phase_rows(obuf, dxf, dbase, H, W, i0, ib, sh, sw, Q, oplane)
+                c += 1
+                if c == C:
+                    n, c = n + 1, 0
 
 
 # ---------------------------------------------------------------- weight gradient
