@@ -351,7 +351,7 @@ def test_cuda_gemm_tile_rules():
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_depthwise_weight_gradient_is_deterministic(stride, rng):
-    # The cpu depthwise kernels (stride 1: padded flat planes; else: row loops).
+    # The cpu depthwise kernels (cpu_depthwise_strips for these 'same'-padded layers).
     x = random(rng, (3, 6, 11, 10), np.float32)
     dy = random(rng, (3, 6, 11 // stride + (stride == 2), 10 // stride), np.float32)
     runs = [to_numpy(convcore.conv2d_weight(x, (6, 1, 3, 3), dy, stride=stride, padding=1, groups=6, backend="cpu"))
@@ -359,8 +359,93 @@ def test_depthwise_weight_gradient_is_deterministic(stride, rng):
     assert runs[0].tobytes() == runs[1].tobytes()
 
 
+# Depthwise layers for the cpu strip kernels (cpu_depthwise_strips): channel counts of
+# no particular multiple, 1×1 and odd planes, odd planes at stride 2, padding 0 (not
+# 'same' on the right: the older kernels), 2 (more than 'same'), dilation 2, channel
+# multipliers, 1×1 / 5×5 / 7×7 kernels, strided 1×1 kernels (dX phases no tap reaches),
+# planes cut into several row strips, asymmetric and odd strides.
+STRIP_CONFIGS = {
+    "c7_14x14": ((3, 7, 14, 14), (7, 1, 3, 3), {"padding": 1}),
+    "plane_1x1": ((2, 3, 1, 1), (3, 1, 3, 3), {"padding": 1}),
+    "odd_plane": ((2, 5, 13, 11), (5, 1, 3, 3), {"padding": 1}),
+    "stride2_odd": ((2, 4, 9, 13), (4, 1, 3, 3), {"padding": 1, "stride": 2}),
+    "stride2_plane_1x1": ((2, 3, 1, 1), (3, 1, 3, 3), {"padding": 1, "stride": 2}),
+    "padding0": ((2, 3, 9, 8), (3, 1, 3, 3), {}),
+    "padding0_stride2": ((2, 3, 9, 8), (3, 1, 3, 3), {"stride": 2}),
+    "padding2": ((1, 3, 8, 7), (3, 1, 3, 3), {"padding": 2}),
+    "dilation2": ((2, 3, 10, 9), (3, 1, 3, 3), {"padding": 2, "dilation": 2}),
+    "dilation2_stride2": ((2, 3, 11, 10), (3, 1, 3, 3), {"padding": 2, "dilation": 2, "stride": 2}),
+    "multiplier2": ((2, 3, 8, 8), (6, 1, 3, 3), {"padding": 1, "groups": 3}),
+    "multiplier3_stride2": ((1, 2, 9, 10), (6, 1, 3, 3), {"padding": 1, "groups": 2, "stride": 2}),
+    "kernel1x1": ((2, 4, 5, 6), (4, 1, 1, 1), {}),
+    "kernel1x1_stride2": ((2, 3, 7, 8), (3, 1, 1, 1), {"stride": 2}),
+    "kernel5x5_stride2": ((2, 3, 17, 15), (3, 1, 5, 5), {"padding": 2, "stride": 2}),
+    "kernel7x7": ((1, 2, 12, 12), (2, 1, 7, 7), {"padding": 3}),
+    "kernel2x2_same": ((1, 2, 6, 7), (2, 1, 2, 2), {"padding": "same"}),
+    "strips": ((1, 2, 64, 100), (2, 1, 3, 3), {"padding": 1}),
+    "strips_stride2": ((1, 2, 67, 101), (2, 1, 3, 3), {"padding": 1, "stride": 2}),
+    "stride3x2": ((1, 2, 10, 9), (2, 1, 3, 3), {"padding": 1, "stride": (3, 2)}),
+    "stride1x2_asymmetric": ((2, 3, 7, 9), (3, 1, 3, 2), {"padding": (1, 0, 2, 1), "stride": (1, 2)}),
+}
+
+
+@pytest.mark.parametrize("config", STRIP_CONFIGS)
+def test_cpu_depthwise_strips(dtype, config, rng):
+    """Forward (plain, bias, bias + ReLU), input and weight gradient of the cpu depthwise
+    layers against the reference, through the strip kernels where they apply."""
+    from convcore.kernels.conv2d import cpu_depthwise_strips as strips
+
+    input_shape, weight_shape, kwargs = STRIP_CONFIGS[config]
+    geom = conv_geometry("test", input_shape, weight_shape, kwargs.get("stride", 1), kwargs.get("padding", 0),
+                         kwargs.get("dilation", 1), kwargs.get("groups", input_shape[1]))
+    kwargs = {"groups": input_shape[1], **kwargs}
+    assert strips.applies(geom) == (not config.startswith("padding0"))
+    x, w, b = random(rng, input_shape, dtype), random(rng, weight_shape, dtype), random(rng, (weight_shape[0],), dtype)
+    dy = random(rng, geom.output_shape, dtype)
+    x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
+    terms = geom.R * geom.S
+    for bias in (None, b):
+        expected = reference.conv2d(x64, w64, None if bias is None else bias.astype(np.float64),
+                                    out_hw=(geom.P, geom.Q), **_ref_kwargs(geom))
+        assert_matches(convcore.conv2d(x, w, bias, backend="cpu", **kwargs), expected, dtype, terms, "conv2d")
+        relu = convcore.conv2d(x, w, bias, backend="cpu", activation="relu", **kwargs)
+        assert_matches(relu, np.maximum(expected, 0.0), dtype, terms, "conv2d relu")
+    assert_matches(convcore.conv2d_input(x.shape, w, dy, backend="cpu", **kwargs),
+                   reference.conv2d_input(x.shape, w64, dy64, **_ref_kwargs(geom)), dtype, geom.Kg * terms,
+                   "conv2d_input")
+    assert_matches(convcore.conv2d_weight(x, w.shape, dy, backend="cpu", **kwargs),
+                   reference.conv2d_weight(x64, w.shape, dy64, **_ref_kwargs(geom)), dtype,
+                   geom.N * geom.P * geom.Q, "conv2d_weight")
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_cpu_depthwise_strips_bitwise_across_threads(stride, rng):
+    """The strip kernels hand chunks to threads dynamically; every result is still the same
+    bits on 1 thread and on all, and from run to run (the weight gradient's sums included)."""
+    x = random(rng, (3, 40, 30, 29), np.float32)
+    w = random(rng, (40, 1, 3, 3), np.float32)
+    kwargs = dict(stride=stride, padding=1, groups=40, backend="cpu")
+    dy = random(rng, convcore.conv2d(x, w, **kwargs).shape, np.float32)
+
+    def run():
+        return [to_numpy(convcore.conv2d(x, w, **kwargs)), to_numpy(convcore.conv2d_input(x.shape, w, dy, **kwargs)),
+                to_numpy(convcore.conv2d_weight(x, w.shape, dy, **kwargs))]
+
+    threads = convcore.get_num_threads()
+    try:
+        results = [run(), run()]
+        convcore.set_num_threads(1)
+        results.append(run())
+    finally:
+        convcore.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert a.tobytes() == b.tobytes()
+
+
 @pytest.mark.parametrize("algorithm", ["direct", "gemm"])
-@pytest.mark.parametrize("config", ["asymmetric", "groups2", "one_by_one_input_padded"])
+@pytest.mark.parametrize("config", ["asymmetric", "groups2", "one_by_one_input_padded", "depthwise",
+                                    "depthwise_multiplier"])
 def test_fused_bias_relu(backend, algorithm, config, dtype, rng):
     x, w, b, _, geom, kwargs = _problem(rng, dtype, config)
     x[0, 0, 0, 0] = np.nan  # NaN must survive the fused ReLU (as torch.relu)

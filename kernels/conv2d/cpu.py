@@ -10,18 +10,21 @@ Algorithms (``algorithm=``), each in its own module:
 - ``winograd_f2`` / ``winograd_f4`` (cpu_winograd): F(2×2, 3×3) / F(4×4, 3×3) for 3×3
   stride-1 dilation-1 layers, forward, input gradient and (cpu_winograd_wgrad) weight
   gradient (``winograd`` picks the tile).
-- depthwise layers (C/groups == 1) use the dedicated kernels of cpu_depthwise under
-  ``direct`` and ``auto``.
+- depthwise layers (C/groups == 1) use dedicated kernels under ``direct`` and ``auto``:
+  cpu_depthwise_strips (L1-sized row strips of phase planes, fused tap blocks, bias and
+  ReLU fused into the forward) where the right edge is padded at least as much as 'same'
+  pads it (W <= Q·sw: every MobileNet-style layer), else cpu_depthwise.
 - ``phase`` (cpu_phase): forward and weight gradient of dense layers from phase-split
   planes, register-blocked 4 × 4 over (output channel, tap); ``auto`` takes it for
-  strided layers with few input channels and large kernels (the ResNet stem). Listed
-  by candidates(), not a public name.
+  strided layers with few input channels and large kernels (the ResNet stem). A cpu
+  variant name (variants()).
 All are race-free and reduce in a fixed order, so results are deterministic.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from . import cpu_depthwise_strips as strips
 from .cpu_depthwise import (
     _dgrad_depthwise,
     _dgrad_depthwise_s1,
@@ -207,6 +210,9 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
         col = _im2col_buffer(x, geom)
         w_mat = w.reshape(geom.groups, geom.Kg, geom.Cg * geom.R * geom.S)
         np.matmul(w_mat[None], col, out=out.reshape(geom.N, geom.groups, geom.Kg, geom.P * geom.Q))
+    elif _depthwise(geom) and strips.applies(geom):
+        strips.launch_fwd(x, w, b, out, geom, activation == "relu")  # bias and ReLU fused
+        return
     elif _depthwise(geom):
         _depthwise_launch(_fwd_depthwise_s1, _fwd_depthwise, geom, out, x, w, out)
     elif _flat(geom):
@@ -234,6 +240,8 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
             return
         col = np.matmul(w_mat.transpose(0, 2, 1)[None], dy_mat)
         _col2im(col, out, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
+    elif _depthwise(geom) and strips.applies(geom):
+        strips.launch_dgrad(w, dy, out, geom)
     elif _depthwise(geom):
         _depthwise_launch(_dgrad_depthwise_s1, _dgrad_depthwise, geom, out, w, dy, out)
     elif _flat(geom) and kblock_applies_dgrad(geom):
@@ -267,6 +275,8 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
                   out=out.reshape(geom.groups, geom.Kg, crs))
     elif chosen == "phase":
         phase_wgrad(x, dy, out, geom)
+    elif _depthwise(geom) and strips.applies(geom):
+        strips.launch_wgrad(x, dy, out, geom)
     elif _depthwise(geom):
         _depthwise_launch(_wgrad_depthwise_s1, _wgrad_depthwise, geom, out, x, dy, out)
     elif _flat(geom):
