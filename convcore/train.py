@@ -169,13 +169,14 @@ def add_parser(commands):
 
 
 def run(args) -> int:
-    import os
 
     # Numba's OpenMP threads spin-wait between kernels by default. This net's kernels are tiny,
     # so on a busy machine the spinning threads steal the cores the next kernel needs: measured
     # on 2 loaded cores, 2 epochs took 9.8 s spinning and 2.2 s with passive waiting. Set before
     # the first parallel kernel starts the thread pool; an explicit setting is respected.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from ._backend import openmp_waiting_defaults
+
+    openmp_waiting_defaults()  # also GOMP_SPINCOUNT: see convcore._backend
     import convcore
 
     from . import nn, optim

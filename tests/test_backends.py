@@ -86,19 +86,22 @@ def test_cuda_device_arrays_in_device_arrays_out(rng):
     assert is_device_array(auto)
 
 
-def test_cpu_kernels_ask_for_passive_openmp_waiting_unless_told(monkeypatch):
+def test_cpu_kernels_ask_for_short_passive_openmp_waiting_unless_told(monkeypatch):
     from convcore import _backend
 
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    for name in _backend.OPENMP_WAITING:
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(_backend, "_resolved", {})
     _backend.lookup("relu", "numpy")
-    assert "OMP_WAIT_POLICY" not in os.environ  # only the Numba CPU kernels start OpenMP
+    assert not set(_backend.OPENMP_WAITING) & set(os.environ)  # only the Numba CPU kernels start OpenMP
     _backend.lookup("relu", "cpu")
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and os.environ["GOMP_SPINCOUNT"] == "10000"
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.delenv("GOMP_SPINCOUNT")
     monkeypatch.setattr(_backend, "_resolved", {})
     _backend.lookup("relu", "cpu")
-    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # the user's choice stays
+    assert os.environ["GOMP_SPINCOUNT"] == "10000"  # each variable on its own
 
 
 def test_numpy_row_stack_alias_is_restored_for_numba_cuda(monkeypatch):

@@ -11,6 +11,7 @@ import platform
 import numpy as np
 
 from .. import _openblas
+from .._backend import OPENMP_WAITING, openmp_waiting_defaults
 from .ops import OP_SPECS
 from .shapes import SUITES, suite
 
@@ -111,9 +112,8 @@ def run(args) -> int:
     if args.repeats < 1 or args.numpy_repeats < 0:
         raise SystemExit("convcore bench: --repeats must be at least 1 and --numpy-repeats at least 0")
     # Before PyTorch (whose libgomp Numba then shares) and Numba's thread pool load: see
-    # convcore._backend._prepare_cpu_threads. The same policy applies to both contenders.
-    omp_policy_set_here = "OMP_WAIT_POLICY" not in os.environ
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # convcore._backend.openmp_waiting_defaults. The same settings apply to both contenders.
+    set_here = openmp_waiting_defaults()
     if args.plot:
         report.require_matplotlib()  # fail before the benchmark, not after
     names, skipped = select_backends(args.backend)
@@ -127,7 +127,8 @@ def run(args) -> int:
             raise SystemExit(f"convcore bench: --cases {args.cases!r} matches no layer of suite {args.suite!r}")
     peers = Peers(use_torch=not args.no_torch)
     machine = machine_info(skipped, peers.torch, names, sgemm_size=256 if args.suite == "test" else 2048)
-    machine["omp_wait_policy"] = os.environ["OMP_WAIT_POLICY"] + (" (set by convcore bench)" if omp_policy_set_here else "")
+    machine["omp_wait_policy"] = ", ".join(f"{name}={os.environ[name]}" for name in OPENMP_WAITING) + (
+        f" ({', '.join(set_here)} set by convcore bench)" if set_here else "")
     machine["openblas"] = _openblas.describe()
     print(report.format_machine(machine), flush=True)
     if not names:

@@ -56,7 +56,7 @@ def format_machine(machine: dict) -> str:
                      + (f"; GPU device copy {machine['gpu_copy_gbps']:.0f} GB/s" if machine.get("gpu_copy_gbps") else ""))
     if machine.get("omp_wait_policy"):
         alike = ", for convcore's and PyTorch's OpenMP alike" if machine.get("torch") else ""
-        lines.append(f"threads: OMP_WAIT_POLICY={machine['omp_wait_policy']}{alike}")
+        lines.append(f"threads: {machine['omp_wait_policy']}{alike}")
     if machine.get("openblas"):
         lines.append(f"blas: {machine['openblas']} (NumPy's OpenBLAS: convcore's GEMMs, not PyTorch's)")
     for name, reason in machine["skipped_backends"].items():
