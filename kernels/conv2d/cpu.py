@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..gemm.cpu import matmul
 from . import cpu_depthwise_strips as strips
 from .cpu_depthwise import (
     _dgrad_depthwise,
@@ -209,7 +210,7 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
     elif chosen == "gemm":
         col = _im2col_buffer(x, geom)
         w_mat = w.reshape(geom.groups, geom.Kg, geom.Cg * geom.R * geom.S)
-        np.matmul(w_mat[None], col, out=out.reshape(geom.N, geom.groups, geom.Kg, geom.P * geom.Q))
+        matmul(w_mat[None], col, out=out.reshape(geom.N, geom.groups, geom.Kg, geom.P * geom.Q))
     elif _depthwise(geom) and strips.applies(geom):
         strips.launch_fwd(x, w, b, out, geom, activation == "relu")  # bias and ReLU fused
         return
@@ -236,9 +237,9 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
         w_mat = w.reshape(geom.groups, geom.Kg, geom.Cg * geom.R * geom.S)
         dy_mat = dy.reshape(geom.N, geom.groups, geom.Kg, geom.P * geom.Q)
         if _pointwise(geom):  # dX is the product itself: no col2im
-            np.matmul(w_mat.transpose(0, 2, 1)[None], dy_mat, out=out.reshape(geom.N, geom.groups, geom.Cg, geom.P * geom.Q))
+            matmul(w_mat.transpose(0, 2, 1)[None], dy_mat, out=out.reshape(geom.N, geom.groups, geom.Cg, geom.P * geom.Q))
             return
-        col = np.matmul(w_mat.transpose(0, 2, 1)[None], dy_mat)
+        col = matmul(w_mat.transpose(0, 2, 1)[None], dy_mat)
         _col2im(col, out, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
     elif _depthwise(geom) and strips.applies(geom):
         strips.launch_dgrad(w, dy, out, geom)
@@ -270,7 +271,7 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
             col = np.empty((geom.groups, crs, geom.N, pq), dtype=x.dtype)
             _im2col_batch(x, col, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
         dy_mat = np.ascontiguousarray(dy.reshape(geom.N, geom.groups, geom.Kg, pq).transpose(1, 2, 0, 3))
-        np.matmul(dy_mat.reshape(geom.groups, geom.Kg, geom.N * pq),
+        matmul(dy_mat.reshape(geom.groups, geom.Kg, geom.N * pq),
                   col.reshape(geom.groups, crs, geom.N * pq).transpose(0, 2, 1),
                   out=out.reshape(geom.groups, geom.Kg, crs))
     elif chosen == "phase":

@@ -1,6 +1,6 @@
-"""conv2d as im2col/col2im + BLAS: a parallel im2col/col2im written here, and the matrix
-product by BLAS (``np.matmul`` from the launcher, outside any ``prange``, so BLAS threads
-are not nested). Same index notation as cpu_direct.
+"""conv2d as im2col/col2im + GEMM: a parallel im2col/col2im written here, and the matrix
+product by ``kernels.gemm.cpu.matmul`` (convcore's AVX-512 GEMM for float32, else BLAS)
+from the launcher, outside any ``prange``, so threads are not nested. Same index notation as cpu_direct.
 
 Indexing: the inner copy loops index 1-D row views with ``uintp`` indices. Numba adds a
 negative-index wraparound select to every signed index it cannot prove non-negative

@@ -7,10 +7,10 @@
     per group, T = N·TH·TW tiles, TH = ⌈P/m⌉, TW = ⌈Q/m⌉.
 
 Four steps: weight transform (prange over k) → input transform (prange over blocks of
-input planes (n, c)) → one batched ``np.matmul`` (BLAS, outside any prange so BLAS
-threads are not nested) → output transform (prange over blocks of output planes (n, k))
+input planes (n, c)) → one batched product (``kernels.gemm.cpu.matmul``: convcore's
+AVX-512 GEMM, or BLAS; outside any prange so threads are not nested) → output transform (prange over blocks of output planes (n, k))
 with the bias and ReLU fused. Edge tiles read zeros beyond the input and write only the P×Q valid outputs.
-Deterministic: every sum runs in a fixed order (BLAS's order is fixed for given shapes).
+Deterministic: every sum runs in a fixed order (the GEMM's order is fixed for given shapes and threads).
 
 Time goes (1 thread, 8×64×56²→64, F(4×4)): GEMM 10 ms, input transform 7, output 5,
 weights 0.1. With 2 threads on 2 cores, each hand-off between Numba's OpenMP pool and
@@ -30,6 +30,8 @@ import contextvars
 
 import numpy as np
 from numba import njit, prange
+
+from ..gemm.cpu import matmul
 
 # G (α×3); cast to the data dtype per call.
 _G = {
@@ -246,7 +248,7 @@ def winograd_conv(x, w, b, out, pad_top, pad_left, groups, m, relu=False):
     _input_transform(x, V, pad_top, pad_left, m, TH, TW, cst)
     M = np.empty((a2, K, T), dtype=dtype)
     Kg = K // groups
-    np.matmul(U.reshape(a2, groups, Kg, Cg), V.reshape(a2, groups, Cg, T), out=M.reshape(a2, groups, Kg, T))
+    matmul(U.reshape(a2, groups, Kg, Cg), V.reshape(a2, groups, Cg, T), out=M.reshape(a2, groups, Kg, T))
     has_bias = b is not None
     _output_transform(M, out, b if has_bias else cst, has_bias, relu, m, TH, TW, cst)
 

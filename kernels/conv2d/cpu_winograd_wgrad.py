@@ -11,7 +11,7 @@ products per tile and (k, c) pair instead of 9·m² = 36 or 144, and no im2col m
 direct GEMM path builds C·9 × N·P·Q of it). Edge tiles read zero gradient beyond P×Q.
 
 Steps: V by cpu_winograd's input transform (the forward's, same padding) → Ŷ (prange over
-blocks of gradient planes (n, k)) → one batched ``np.matmul`` (BLAS, outside any prange) →
+blocks of gradient planes (n, k)) → one batched product (``kernels.gemm.cpu.matmul``, outside any prange) →
 the inverse weight transform (prange over k). Deterministic: fixed order everywhere.
 Index names as in cpu_winograd; A is α×m (the forward's Aᵀ transposed).
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..gemm.cpu import matmul
 from .cpu_winograd import _BLOCKS, _FAST, _G, _input_transform
 
 # A (α×m): Ŷ = A dy Aᵀ. Entries are small integers: exact in float32.
@@ -124,5 +125,5 @@ def winograd_wgrad(x, dy, out, pad_top, pad_left, groups, m):
     Y = np.empty((a2, K, T), dtype=dtype)
     _grad_output_transform(dy, Y, _A[m].astype(dtype), TH, TW)
     Kg = K // groups
-    dU = np.matmul(Y.reshape(a2, groups, Kg, T), V.reshape(a2, groups, Cg, T).transpose(0, 1, 3, 2))
+    dU = matmul(Y.reshape(a2, groups, Kg, T), V.reshape(a2, groups, Cg, T).transpose(0, 1, 3, 2))
     _inverse_weight_transform(dU.reshape(a2, K, Cg), _G[m].astype(dtype), out)

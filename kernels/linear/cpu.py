@@ -3,16 +3,17 @@
 Index names: m row (all leading axes of the input together), n output feature,
 k input feature.
 
-The three matrix products go to BLAS (``np.matmul`` with ``out=``, called from the
-launcher, outside any ``prange`` so BLAS threads are not nested): a multithreaded
-vendor GEMM is far faster than a Numba loop nest for every layer shape that matters,
-and it is deterministic for a fixed thread count. The bias add and the bias gradient
+The three matrix products go to ``kernels.gemm.cpu.matmul`` (convcore's blocked AVX-512
+GEMM for float32, BLAS otherwise; called from the launcher, outside any ``prange``, so
+threads are not nested): a packed, register-blocked GEMM is far faster than a Numba loop
+nest for every layer shape that matters, and it is deterministic for a fixed thread count. The bias add and the bias gradient
 (a column sum) are hand-written Numba kernels below.
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit, prange
+
+from ..gemm.cpu import matmul
 
 _COLUMNS = 64  # columns per prange iteration of the bias gradient
 
@@ -42,7 +43,7 @@ def _sum_rows(dy, db):
 
 def linear_fwd(x, w, b, out):
     # out = x · wᵀ (+ b)
-    np.matmul(x, w.T, out=out)
+    matmul(x, w.T, out=out)
     if b is not None:
         _add_bias(out, b)
 
@@ -50,8 +51,8 @@ def linear_fwd(x, w, b, out):
 def linear_bwd(dy, x, w, grad_input, grad_weight, grad_bias):
     # dX = dY · W;  dW = dYᵀ · X;  db = Σ_m dY[m, :]
     if grad_input.size:
-        np.matmul(dy, w, out=grad_input)
+        matmul(dy, w, out=grad_input)
     if grad_weight.size:
-        np.matmul(dy.T, x, out=grad_weight)
+        matmul(dy.T, x, out=grad_weight)
     if grad_bias.size:
         _sum_rows(dy, grad_bias)

@@ -1,0 +1,338 @@
+"""float32 matrix product C = A·B on the CPU: a GotoBLAS/BLIS-style blocked GEMM around a
+12×32 register-tile micro-kernel written with explicit 16-lane vectors (kernels.gemm.simd).
+
+Why convcore carries its own: NumPy's OpenBLAS picks its kernels at run time and may be
+held to narrower ones than the CPU has (``OPENBLAS_CORETYPE``, old builds); this one is
+compiled by Numba for the host CPU, so on an AVX-512 machine it always runs 512-bit FMAs.
+On other hosts ``matmul`` leaves the product to BLAS (see ``enabled``).
+
+Index names: C is M×N, A is M×K, B is K×N; i row of C, j column, p the reduced index.
+
+Blocking (the loops of the Goto algorithm): for each NC-column panel of B and KC-deep
+slice, B is packed into 32-column slivers (kc×32, contiguous: one sliver stays in L1 while
+the micro-kernel sweeps the A block); for each MC-row block of A, A is packed into 12-row
+slivers (kc×12, the A block stays in L2). The micro-kernel keeps the 12×32 tile of C in 24
+zmm accumulators across the whole kc loop: per step it loads two vectors of B, broadcasts
+12 values of A and issues 24 FMAs. Slivers are zero-padded, so edge tiles run the same
+kernel into a local tile and only the valid part is added to C.
+
+Threads: one ``prange`` iteration per task, a task being one matrix of the batch, an M×N
+block of it, and (split-K, when the batch and blocks are too few) a slice of the reduced
+index whose partial product goes to its own buffer, summed in a fixed order afterwards
+(deterministic for a given thread count). Each task packs into its own buffers.
+"""
+# ruff: noqa: E702 -- the micro-kernel writes its 12×2 register tile one row per line
+from __future__ import annotations
+
+import functools
+import logging
+import os
+
+import numpy as np
+from llvmlite import binding as llvm
+from numba import get_num_threads, njit, prange, types
+
+from .simd import load_at, store_at, vadd, vbroadcast_load, vfma, vload, vstore, vzero
+
+log = logging.getLogger("convcore.gemm")
+
+MR, NR = 12, 32   # register tile: 12 rows × 2 vectors of 16 lanes
+KC = 192          # reduced-index depth of one packed slice: a B sliver is 24 KB (L1: 48 KB)
+MC = 192          # rows of one packed A block: 144 KB (L2: 1 MB)
+NC = 2048         # columns of one packed B panel: 1.5 MB
+
+
+@njit(inline="always")
+def _micro(ap, a0, bp, b0, kc, c, c0, ldc, accumulate):
+    # c[c0 + i·ldc + j] (+)= Σ_p ap[a0 + p·MR + i] · bp[b0 + p·NR + j], i < 12, j < 32.
+    x00 = vzero(); x01 = vzero(); x10 = vzero(); x11 = vzero(); x20 = vzero(); x21 = vzero()
+    x30 = vzero(); x31 = vzero(); x40 = vzero(); x41 = vzero(); x50 = vzero(); x51 = vzero()
+    x60 = vzero(); x61 = vzero(); x70 = vzero(); x71 = vzero(); x80 = vzero(); x81 = vzero()
+    x90 = vzero(); x91 = vzero(); xa0 = vzero(); xa1 = vzero(); xb0 = vzero(); xb1 = vzero()
+    for p in range(kc):
+        u = b0 + p * NR
+        v0 = vload(bp, u)
+        v1 = vload(bp, u + 16)
+        o = a0 + p * MR
+        a = vbroadcast_load(ap, o); x00 = vfma(a, v0, x00); x01 = vfma(a, v1, x01)
+        a = vbroadcast_load(ap, o + 1); x10 = vfma(a, v0, x10); x11 = vfma(a, v1, x11)
+        a = vbroadcast_load(ap, o + 2); x20 = vfma(a, v0, x20); x21 = vfma(a, v1, x21)
+        a = vbroadcast_load(ap, o + 3); x30 = vfma(a, v0, x30); x31 = vfma(a, v1, x31)
+        a = vbroadcast_load(ap, o + 4); x40 = vfma(a, v0, x40); x41 = vfma(a, v1, x41)
+        a = vbroadcast_load(ap, o + 5); x50 = vfma(a, v0, x50); x51 = vfma(a, v1, x51)
+        a = vbroadcast_load(ap, o + 6); x60 = vfma(a, v0, x60); x61 = vfma(a, v1, x61)
+        a = vbroadcast_load(ap, o + 7); x70 = vfma(a, v0, x70); x71 = vfma(a, v1, x71)
+        a = vbroadcast_load(ap, o + 8); x80 = vfma(a, v0, x80); x81 = vfma(a, v1, x81)
+        a = vbroadcast_load(ap, o + 9); x90 = vfma(a, v0, x90); x91 = vfma(a, v1, x91)
+        a = vbroadcast_load(ap, o + 10); xa0 = vfma(a, v0, xa0); xa1 = vfma(a, v1, xa1)
+        a = vbroadcast_load(ap, o + 11); xb0 = vfma(a, v0, xb0); xb1 = vfma(a, v1, xb1)
+    r = c0
+    if accumulate:
+        x00 = vadd(x00, vload(c, r)); x01 = vadd(x01, vload(c, r + 16)); r += ldc
+        x10 = vadd(x10, vload(c, r)); x11 = vadd(x11, vload(c, r + 16)); r += ldc
+        x20 = vadd(x20, vload(c, r)); x21 = vadd(x21, vload(c, r + 16)); r += ldc
+        x30 = vadd(x30, vload(c, r)); x31 = vadd(x31, vload(c, r + 16)); r += ldc
+        x40 = vadd(x40, vload(c, r)); x41 = vadd(x41, vload(c, r + 16)); r += ldc
+        x50 = vadd(x50, vload(c, r)); x51 = vadd(x51, vload(c, r + 16)); r += ldc
+        x60 = vadd(x60, vload(c, r)); x61 = vadd(x61, vload(c, r + 16)); r += ldc
+        x70 = vadd(x70, vload(c, r)); x71 = vadd(x71, vload(c, r + 16)); r += ldc
+        x80 = vadd(x80, vload(c, r)); x81 = vadd(x81, vload(c, r + 16)); r += ldc
+        x90 = vadd(x90, vload(c, r)); x91 = vadd(x91, vload(c, r + 16)); r += ldc
+        xa0 = vadd(xa0, vload(c, r)); xa1 = vadd(xa1, vload(c, r + 16)); r += ldc
+        xb0 = vadd(xb0, vload(c, r)); xb1 = vadd(xb1, vload(c, r + 16))
+        r = c0
+    vstore(c, r, x00); vstore(c, r + 16, x01); r += ldc
+    vstore(c, r, x10); vstore(c, r + 16, x11); r += ldc
+    vstore(c, r, x20); vstore(c, r + 16, x21); r += ldc
+    vstore(c, r, x30); vstore(c, r + 16, x31); r += ldc
+    vstore(c, r, x40); vstore(c, r + 16, x41); r += ldc
+    vstore(c, r, x50); vstore(c, r + 16, x51); r += ldc
+    vstore(c, r, x60); vstore(c, r + 16, x61); r += ldc
+    vstore(c, r, x70); vstore(c, r + 16, x71); r += ldc
+    vstore(c, r, x80); vstore(c, r + 16, x81); r += ldc
+    vstore(c, r, x90); vstore(c, r + 16, x91); r += ldc
+    vstore(c, r, xa0); vstore(c, r + 16, xa1); r += ldc
+    vstore(c, r, xb0); vstore(c, r + 16, xb1)
+
+
+def _pack_a(a, ap):
+    # All of A, packed once: for matrix t, slice pc (KC deep), 12-row sliver s:
+    # ap[t, pc·Mp + s·kc·MR + p·MR + i] = a[t, s·MR + i, pc + p], rows past M zero
+    # (Mp = M rounded up to MR). Offsets from the strides, so any layout reads directly;
+    # the inner loop runs along whichever index of a is contiguous.
+    batch, M, K = a.shape
+    Mp = ap.shape[1] // K
+    slivers = Mp // MR
+    slices = (K + KC - 1) // KC
+    s0, s1 = a.strides[1] // 4, a.strides[2] // 4
+    zero = np.float32(0)
+    for task in prange(batch * slices * slivers):
+        s = task % slivers
+        pc = (task // slivers) % slices * KC
+        t = task // (slivers * slices)
+        kc = min(KC, K - pc)
+        rows = min(MR, M - s * MR)
+        src, dst = a[t], ap[t]
+        base = pc * Mp + s * kc * MR
+        first = s * MR * s0 + pc * s1
+        if s1 == 1:
+            for i in range(rows):
+                for p in range(kc):
+                    store_at(dst, base + p * MR + i, load_at(src, first + i * s0 + p))
+        else:
+            for p in range(kc):
+                for i in range(rows):
+                    store_at(dst, base + p * MR + i, load_at(src, first + i * s0 + p * s1))
+        for p in range(kc):
+            for i in range(rows, MR):
+                store_at(dst, base + p * MR + i, zero)
+
+
+@njit(inline="always")
+def _pack_b(b, p0, kc, j0, nc, bp):
+    # bp[(j // NR)·kc·NR + p·NR + j % NR] = b[p0 + p, j0 + j], columns past nc zero; full
+    # slivers of a row-major b copy two vectors per row.
+    s0, s1 = b.strides[0] // 4, b.strides[1] // 4
+    zero = np.float32(0)
+    for s in range((nc + NR - 1) // NR):
+        base = s * kc * NR
+        cols = min(NR, nc - s * NR)
+        first = p0 * s0 + (j0 + s * NR) * s1
+        if s1 == 1 and cols == NR:
+            for p in range(kc):
+                vstore(bp, base + p * NR, vload(b, first + p * s0))
+                vstore(bp, base + p * NR + 16, vload(b, first + p * s0 + 16))
+            continue
+        if s1 == 1:
+            for p in range(kc):
+                for j in range(cols):
+                    store_at(bp, base + p * NR + j, load_at(b, first + p * s0 + j))
+        else:
+            for j in range(cols):
+                for p in range(kc):
+                    store_at(bp, base + p * NR + j, load_at(b, first + p * s0 + j * s1))
+        for p in range(kc):
+            for j in range(cols, NR):
+                store_at(bp, base + p * NR + j, zero)
+
+
+@njit(inline="always")
+def _block(ap, Mp, b, c, i0, i1, j0, j1, p0, p1, bp, tile):
+    # c[i0:i1, j0:j1] = A[i0:i1, p0:p1] · b[p0:p1, j0:j1], A packed by _pack_a into ap (one
+    # matrix), i0 and p0 multiples of MR and KC; c has unit column stride.
+    ldc = c.strides[0] // 4
+    for jc in range(j0, j1, NC):
+        nc = min(NC, j1 - jc)
+        for pc in range(p0, p1, KC):
+            kc = min(KC, p1 - pc)
+            _pack_b(b, pc, kc, jc, nc, bp)
+            for ic in range(i0, i1, MC):
+                mc = min(MC, i1 - ic)
+                for jr in range(0, nc, NR):
+                    cols = min(NR, nc - jr)
+                    for ir in range(0, mc, MR):
+                        rows = min(MR, mc - ir)
+                        a0 = pc * Mp + (ic + ir) * kc
+                        if rows == MR and cols == NR:
+                            _micro(ap, a0, bp, jr * kc, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
+                        else:
+                            _micro(ap, a0, bp, jr * kc, kc, tile, 0, NR, False)
+                            for i in range(rows):
+                                for j in range(cols):
+                                    if pc > p0:
+                                        c[ic + ir + i, jc + jr + j] += tile[i * NR + j]
+                                    else:
+                                        c[ic + ir + i, jc + jr + j] = tile[i * NR + j]
+
+
+def _gemm(ap, Mp, b, c, m_block, n_block, k_block, partial):
+    # c[t] = A[t % len(ap)] · b[t % len(b)] for every t < len(c), A packed in ap. Task =
+    # (t, row block, column block, k slice); k slice s > 0 writes partial[s − 1, t], summed
+    # into c[t] below in slice order.
+    batch, M, N = c.shape
+    K = b.shape[1]
+    mt = (M + m_block - 1) // m_block
+    nt = (N + n_block - 1) // n_block
+    k_split = (K + k_block - 1) // k_block
+    for task in prange(batch * mt * nt * k_split):
+        s = task % k_split
+        rest = task // k_split
+        j = rest % nt
+        i = (rest // nt) % mt
+        t = rest // (nt * mt)
+        bp = np.empty(min(NC, n_block + NR) * KC, dtype=np.float32)
+        tile = np.empty(MR * NR, dtype=np.float32)
+        target = c[t] if s == 0 else partial[s - 1, t]
+        _block(ap[t % ap.shape[0]], Mp, b[t % b.shape[0]], target, i * m_block, min(M, (i + 1) * m_block),
+               j * n_block, min(N, (j + 1) * n_block), s * k_block, min(K, (s + 1) * k_block), bp, tile)
+    if k_split > 1:
+        for row in prange(batch * M):
+            t = row // M
+            i = row % M
+            for s in range(k_split - 1):
+                for j in range(N):
+                    c[t, i, j] += partial[s, t, i, j]
+
+
+def _split(batch, M, N, K, threads):
+    # Row/column blocks (multiples of the register tile) and k slices giving at least
+    # 2·threads tasks when the product is big enough to share; blocks stay as large as
+    # possible, since each task packs its own operands.
+    want = 2 * threads if threads > 1 else 1
+    m_block, n_block, k_split = M, N, 1
+    while batch * _cdiv(M, m_block) * _cdiv(N, n_block) < want:
+        if n_block >= 2 * NR and n_block >= m_block:
+            n_block = _round_up(_cdiv(n_block, 2), NR)
+        elif m_block >= 2 * MR:
+            m_block = _round_up(_cdiv(m_block, 2), MR)
+        else:
+            break
+    tasks = batch * _cdiv(M, m_block) * _cdiv(N, n_block)
+    while tasks * k_split < want and K // (2 * k_split) >= 4 * KC:
+        k_split *= 2
+    return m_block, n_block, k_split
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def _round_up(a, b):
+    return _cdiv(a, b) * b
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled():
+    # One specialisation for every operand layout: generic-layout 3-D float32 arrays (a
+    # C-contiguous array converts to it), compiled on first use, not at import.
+    f2c = types.Array(types.float32, 2, "C")
+    f3 = types.Array(types.float32, 3, "A")
+    f4c = types.Array(types.float32, 4, "C")
+    pack = njit([types.void(f3, f2c)], parallel=True, cache=True)(_pack_a)
+    gemm = njit([types.void(f2c, types.intp, f3, f3, types.intp, types.intp, types.intp, f4c)],
+                parallel=True, cache=True)(_gemm)
+    return pack, gemm
+
+
+def _host_has_avx512():
+    return bool(llvm.get_host_cpu_features().get("avx512f", False))
+
+
+@functools.lru_cache(maxsize=None)
+def enabled() -> bool:
+    """Whether ``matmul`` uses this GEMM for float32: on hosts with AVX-512, unless
+    ``CONVCORE_CPU_GEMM=blas``. ``CONVCORE_CPU_GEMM=convcore`` forces it on any host."""
+    choice = os.environ.get("CONVCORE_CPU_GEMM", "auto").strip().lower()
+    if choice not in ("auto", "convcore", "blas"):
+        raise ValueError(f"CONVCORE_CPU_GEMM={choice!r}: expected 'auto', 'convcore' or 'blas'")
+    if choice == "blas":
+        log.info("float32 GEMMs go to NumPy's BLAS (CONVCORE_CPU_GEMM=blas)")
+        return False
+    if choice == "auto" and not _host_has_avx512():
+        log.info("float32 GEMMs go to NumPy's BLAS: the host CPU has no AVX-512 for convcore's 16-lane kernel")
+        return False
+    return True
+
+
+def describe() -> str:
+    return ("convcore AVX-512 12x32 micro-kernel (float32), BLAS for float64" if enabled()
+            else "NumPy's BLAS (np.matmul)")
+
+
+def sgemm(a, b, out, blocks=None):
+    """out[t] = a[t % len(a)] @ b[t % len(b)] for float32 3-D arrays (any strides for a and b;
+    out with unit column stride). Shapes are the caller's to check. ``blocks`` (rows,
+    columns, k slices per task) overrides ``_split``; rows and columns round up to the tile."""
+    batch, M, N = out.shape
+    K = a.shape[2]
+    if M == 0 or N == 0:
+        return out
+    if K == 0:
+        out[...] = 0
+        return out
+    m_block, n_block, k_split = blocks or _split(batch, M, N, K, get_num_threads())
+    if blocks:
+        m_block, n_block = min(_round_up(m_block, MR), _round_up(M, MR)), _round_up(n_block, NR)
+    k_block = _round_up(_cdiv(K, k_split), KC)
+    k_split = _cdiv(K, k_block)
+    partial = np.empty((k_split - 1, batch, M, N) if k_split > 1 else (0, 1, 1, 1), dtype=np.float32)
+    Mp = _round_up(M, MR)
+    ap = np.empty((a.shape[0], Mp * K), dtype=np.float32)
+    pack, gemm = _compiled()
+    pack(a, ap)
+    gemm(ap, Mp, b, out, m_block, n_block, k_block, partial)
+    return out
+
+
+def matmul(a, b, out=None):
+    """``np.matmul(a, b, out=out)`` for the products convcore's CPU kernels issue: float32
+    goes to ``sgemm`` when ``enabled()`` and the batch dimensions of ``a`` and ``b`` are a
+    trailing part of ``out``'s (leading ones broadcast), everything else to NumPy."""
+    if out is None:
+        out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]),
+                       dtype=np.result_type(a, b))
+    if not (a.dtype == b.dtype == out.dtype == np.float32 and enabled() and out.ndim >= 2
+            and (out.strides[-1] == 4 or out.shape[-1] == 1)):
+        return np.matmul(a, b, out=out)
+    batch_shape = out.shape[:-2]
+    a3, b3, out3 = _as_batch(a, batch_shape), _as_batch(b, batch_shape), _as_batch(out, batch_shape)
+    if a3 is None or b3 is None or out3 is None or out3.strides[-1] not in (4, 0):
+        return np.matmul(a, b, out=out)  # a batch layout the 3-D driver can't index: same result by BLAS
+    sgemm(a3, b3, out3)
+    return out
+
+
+def _as_batch(x, batch_shape):
+    # x as (B, rows, cols) where t % B indexes x's batch for the flat batch index t of
+    # batch_shape; None when x's batch shape isn't a trailing part (after leading ones).
+    own = x.shape[:-2]
+    while own and own[0] == 1:
+        own = own[1:]
+    if own and tuple(batch_shape[len(batch_shape) - len(own):]) != own:
+        return None
+    view = x.view()
+    try:
+        view.shape = (int(np.prod(own)),) + x.shape[-2:]  # raises rather than copy
+    except AttributeError:
+        return None
+    return view

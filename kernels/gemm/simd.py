@@ -1,0 +1,133 @@
+"""Explicit SIMD vectors for Numba CPU kernels: a ``float32x16`` value type and the few
+operations a GEMM micro-kernel needs (load, store, broadcast, fused multiply-add, add).
+
+Why: LLVM's loop vectoriser keeps a register tile of accumulators in memory when they
+live in an array, so a Numba loop nest cannot hold the 24 vector accumulators a GEMM
+micro-kernel needs. A value of this type is an LLVM ``<16 x float>`` SSA value: local
+variables of it live in registers (zmm on AVX-512; on narrower hosts LLVM splits each
+into 2 or 4 registers, still correct).
+
+Loads and stores take an array and a flat element offset from its data pointer (any
+layout, any rank: the caller computes the offset from the strides); they are unaligned
+and unchecked, like every raw index in a kernel.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+LANES = 16
+_VEC = ir.VectorType(ir.FloatType(), LANES)
+
+
+class Float32x16(types.Type):
+    def __init__(self):
+        super().__init__(name="float32x16")
+
+
+float32x16 = Float32x16()
+
+
+@register_model(Float32x16)
+class _Float32x16Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VEC)
+
+
+def _vector_pointer(context, builder, array_type, array, offset):
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.bitcast(builder.gep(data, [offset]), _VEC.as_pointer())
+
+
+@intrinsic
+def vload(typingctx, array, offset):
+    """The 16 float32 at ``array``'s data pointer + ``offset`` elements."""
+    def codegen(context, builder, signature, args):
+        return builder.load(_vector_pointer(context, builder, signature.args[0], *args), align=4)
+
+    return float32x16(array, offset), codegen
+
+
+@intrinsic
+def vstore(typingctx, array, offset, vector):
+    """Write ``vector`` to the 16 float32 at ``array``'s data pointer + ``offset``."""
+    def codegen(context, builder, signature, args):
+        builder.store(args[2], _vector_pointer(context, builder, signature.args[0], args[0], args[1]), align=4)
+        return context.get_dummy_value()
+
+    return types.void(array, offset, vector), codegen
+
+
+@intrinsic
+def load_at(typingctx, array, offset):
+    """The float32 at ``array``'s data pointer + ``offset`` elements (raw: any layout, no
+    wraparound code for a signed offset, no bounds check)."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.load(builder.gep(data, [args[1]]), align=4)
+
+    return types.float32(array, offset), codegen
+
+
+@intrinsic
+def store_at(typingctx, array, offset, value):
+    """Write the float32 ``value`` at ``array``'s data pointer + ``offset`` elements."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        builder.store(args[2], builder.gep(data, [args[1]]), align=4)
+        return context.get_dummy_value()
+
+    return types.void(array, offset, types.float32), codegen
+
+
+@intrinsic
+def vzero(typingctx):
+    def codegen(context, builder, signature, args):
+        return ir.Constant(_VEC, [0.0] * LANES)
+
+    return float32x16(), codegen
+
+
+@intrinsic
+def vbroadcast(typingctx, value):
+    """All 16 lanes set to the float32 ``value``."""
+    def codegen(context, builder, signature, args):
+        one = builder.insert_element(ir.Constant(_VEC, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0))
+        lanes = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+        return builder.shuffle_vector(one, ir.Constant(_VEC, ir.Undefined), lanes)
+
+    return float32x16(types.float32), codegen
+
+
+@intrinsic
+def vbroadcast_load(typingctx, array, offset):
+    """All 16 lanes set to the float32 at ``array``'s data pointer + ``offset`` (one
+    ``vbroadcastss`` from memory: no index wraparound code, no scalar register)."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        value = builder.load(builder.gep(data, [args[1]]), align=4)
+        one = builder.insert_element(ir.Constant(_VEC, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+        lanes = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+        return builder.shuffle_vector(one, ir.Constant(_VEC, ir.Undefined), lanes)
+
+    return float32x16(array, offset), codegen
+
+
+@intrinsic
+def vfma(typingctx, a, b, c):
+    """a·b + c lane by lane, one rounding (llvm.fma)."""
+    def codegen(context, builder, signature, args):
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3), "llvm.fma.v16f32")
+        return builder.call(fma, args)
+
+    return float32x16(float32x16, float32x16, float32x16), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    def codegen(context, builder, signature, args):
+        return builder.fadd(args[0], args[1])
+
+    return float32x16(float32x16, float32x16), codegen

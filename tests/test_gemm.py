@@ -1,0 +1,130 @@
+"""convcore's float32 GEMM (kernels.gemm.cpu) against a float64 NumPy product: every
+blocking edge (register tile 12×32, KC/MC/NC blocks, row/column/k splits), operand layouts
+(transposed views, broadcast batches) and the switch between it and BLAS."""
+import numpy as np
+import pytest
+
+from convcore.kernels.gemm import cpu as gemm
+
+RTOL = 2e-6  # relative to max |C|: float32 accumulation over up to a few thousand terms
+
+
+def _check(a, b, out):
+    ref = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    scale = max(np.abs(ref).max(), 1.0)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=RTOL * scale * np.sqrt(a.shape[-1]))
+
+
+def _operands(rng, a_shape, b_shape):
+    return (rng.standard_normal(a_shape).astype(np.float32), rng.standard_normal(b_shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("batch,a_batch,M,K,N", [
+    (1, 1, 1, 1, 1),
+    (3, 3, 13, 7, 33),      # tails in every direction, K shorter than one FMA loop unroll
+    (2, 1, 31, 200, 65),    # broadcast A, K across two KC slices (accumulate path)
+    (1, 1, 193, 385, 31),   # M across an MC block, K across three slices, N under one sliver
+    (4, 1, 25, 5, 500),
+    (1, 1, 12, 64, 2080),   # N across an NC panel, exact 12-row tile
+])
+def test_sgemm_matches_float64_product(rng, batch, a_batch, M, K, N):
+    a, b = _operands(rng, (a_batch, M, K), (batch, K, N))
+    out = np.full((batch, M, N), np.nan, np.float32)
+    gemm.sgemm(a, b, out)
+    _check(a, b, out)
+
+
+@pytest.mark.parametrize("blocks", [(12, 32, 1), (24, 64, 2), (36, 40, 3), (13, 33, 1)])
+def test_sgemm_forced_splits(rng, blocks):
+    # Row and column blocks (tasks packing their own B) and split-K with partial buffers;
+    # (13, 33) is rounded up to tile multiples.
+    a, b = _operands(rng, (1, 50, 1000), (2, 1000, 70))
+    out = np.full((2, 50, 70), np.nan, np.float32)
+    gemm.sgemm(a, b, out, blocks=blocks)
+    _check(a, b, out)
+
+
+def test_split_gives_enough_tasks_for_the_threads():
+    m_block, n_block, k_split = gemm._split(1, 64, 576, 401408, 2)
+    tasks = -(-64 // m_block) * -(-576 // n_block) * k_split
+    assert tasks >= 4
+    assert m_block in (64,) or m_block % gemm.MR == 0  # one block, or tile multiples
+    assert n_block in (576,) or n_block % gemm.NR == 0
+    assert gemm._split(8, 256, 196, 1024, 2) == (256, 196, 1)  # the batch alone is enough
+    m_block, n_block, k_split = gemm._split(1, 5, 20, 3000, 2)  # too small to split rows/columns
+    assert (m_block, n_block) == (5, 20) and k_split == 2
+
+
+def test_matmul_transposed_and_broadcast_operands(rng):
+    # The conv kernels' products: Wᵀ views, a broadcast weight batch, a transposed B
+    # (the weight gradient's col matrix), 2-D operands (linear).
+    w = rng.standard_normal((3, 20, 45)).astype(np.float32)
+    x = rng.standard_normal((4, 3, 20, 37)).astype(np.float32)
+    out = np.full((4, 3, 45, 37), np.nan, np.float32)
+    gemm.matmul(w.transpose(0, 2, 1)[None], x, out=out)
+    _check(w.transpose(0, 2, 1)[None], x, out)
+    col = rng.standard_normal((3, 50, 300)).astype(np.float32)
+    dy = rng.standard_normal((3, 7, 300)).astype(np.float32)
+    got = gemm.matmul(dy, col.transpose(0, 2, 1))
+    _check(dy, col.transpose(0, 2, 1), got)
+    a, b = _operands(rng, (17, 40), (29, 40))
+    got = gemm.matmul(a, b.T)
+    assert got.shape == (17, 29)
+    _check(a, b.T, got)
+
+
+def test_matmul_sends_float32_to_sgemm_and_float64_to_numpy(rng, monkeypatch):
+    calls = []
+    real = gemm.sgemm
+    monkeypatch.setattr(gemm, "sgemm", lambda *args, **kw: calls.append(args[2].shape) or real(*args, **kw))
+    monkeypatch.setattr(gemm, "enabled", lambda: True)
+    a, b = _operands(rng, (6, 9), (9, 5))
+    gemm.matmul(a, b)
+    assert calls == [(1, 6, 5)]
+    got = gemm.matmul(a.astype(np.float64), b.astype(np.float64))
+    assert calls == [(1, 6, 5)] and got.dtype == np.float64
+    _check(a, b, got)
+
+
+def test_conv2d_gemm_algorithm_goes_through_sgemm(rng, monkeypatch):
+    import convcore
+
+    calls = []
+    real = gemm.sgemm
+    monkeypatch.setattr(gemm, "sgemm", lambda *args, **kw: calls.append(1) or real(*args, **kw))
+    monkeypatch.setattr(gemm, "enabled", lambda: True)
+    x = rng.standard_normal((2, 5, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
+    y = convcore.conv2d(x, w, padding=1, algorithm="gemm", backend="cpu")
+    assert calls
+    ref = convcore.conv2d(x.astype(np.float64), w.astype(np.float64), padding=1, backend="numpy")
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("value,expected", [("blas", False), ("convcore", True), ("BLAS ", False)])
+def test_cpu_gemm_environment_switch(monkeypatch, value, expected):
+    monkeypatch.setenv("CONVCORE_CPU_GEMM", value)
+    gemm.enabled.cache_clear()
+    try:
+        assert gemm.enabled() is expected
+    finally:
+        gemm.enabled.cache_clear()
+
+
+def test_cpu_gemm_environment_switch_rejects_unknown(monkeypatch):
+    monkeypatch.setenv("CONVCORE_CPU_GEMM", "mkl")
+    gemm.enabled.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="CONVCORE_CPU_GEMM='mkl'"):
+            gemm.enabled()
+    finally:
+        gemm.enabled.cache_clear()
+
+
+def test_auto_follows_the_host_cpu(monkeypatch):
+    monkeypatch.delenv("CONVCORE_CPU_GEMM", raising=False)
+    for has_avx512 in (False, True):
+        monkeypatch.setattr(gemm, "_host_has_avx512", lambda v=has_avx512: v)
+        gemm.enabled.cache_clear()
+        assert gemm.enabled() is has_avx512
+    gemm.enabled.cache_clear()
