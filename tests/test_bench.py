@@ -226,6 +226,18 @@ def test_goals_classify_rows():
     assert "5 of 7 goals met" not in format_goals(goals, summary) and "4 of 7 goals met" in format_goals(goals, summary)
 
 
+def test_sgemm_goal_uses_the_faster_gemm():
+    from convcore.bench.goals import check
+    from convcore.bench.runner import Row
+
+    rows = [Row("full", "resnet50_3x3_56", "", "conv2d", "cpu", "gflops", throughput=150.0, vs_torch=1.5, verified=True)]
+    for convcore_gemm, met in ((None, True), (120.0, True), (200.0, False)):
+        goals, _ = check({"sgemm_gflops": 100.0, "convcore_sgemm_gflops": convcore_gemm}, rows)
+        sgemm = [g for g in goals if g.measure == "vs SGEMM"]
+        assert [g.met for g in sgemm] == [met]
+        assert sgemm[0].value == 150.0 / max(100.0, convcore_gemm or 0.0)
+
+
 def test_numpy_repeats_zero_still_verifies_but_times_no_numpy_peer(tmp_path, monkeypatch):
     """--numpy-repeats 0 (GPU runs): every row is still checked against the reference, but NumPy is not timed."""
     from convcore.bench import runner

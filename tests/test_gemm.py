@@ -3,7 +3,6 @@ blocking edge (register tile 12×32, KC/MC/NC blocks, row/column/k splits), oper
 (transposed views, broadcast batches) and the switch between it and BLAS."""
 import numpy as np
 import pytest
-
 from convcore.kernels.gemm import cpu as gemm
 
 RTOL = 2e-6  # relative to max |C|: float32 accumulation over up to a few thousand terms

@@ -81,6 +81,7 @@ def machine_info(skipped, torch, backends_run, sgemm_size=2048) -> dict:
     import numba
 
     from .._backend import backends
+    from ..kernels.gemm import cpu as gemm
     from .runner import copy_gbps, gpu_copy_gbps, sgemm_gflops, torch_gpu_sgemm_gflops
 
     return {
@@ -97,6 +98,8 @@ def machine_info(skipped, torch, backends_run, sgemm_size=2048) -> dict:
         "skipped_backends": skipped,
         "sgemm_size": sgemm_size,
         "sgemm_gflops": sgemm_gflops(sgemm_size),
+        "gemm": gemm.describe(),
+        "convcore_sgemm_gflops": sgemm_gflops(sgemm_size, matmul=gemm.matmul) if gemm.enabled() else None,
         "gpu_sgemm_gflops": torch_gpu_sgemm_gflops(torch) if "cuda" in backends_run else None,
         "copy_gbps": copy_gbps(16 if sgemm_size < 1024 else 256),
         "gpu_copy_gbps": gpu_copy_gbps() if "cuda" in backends_run else None,

@@ -49,6 +49,8 @@ def format_machine(machine: dict) -> str:
     lines = [(f"machine: {machine['platform']}, {machine['cpu_count']} CPUs, Numba {machine['numba']} "
              f"({machine['numba_threads']} threads), NumPy {machine['numpy']}, PyTorch {machine['torch'] or 'not installed'}")]
     lines.append(f"roofline: np.matmul float32 {machine['sgemm_size']}^3 = {machine['sgemm_gflops']:.1f} GFLOP/s"
+                 + (f"; convcore's GEMM {machine['convcore_sgemm_gflops']:.1f} GFLOP/s"
+                    if machine.get("convcore_sgemm_gflops") else "")
                  + (f"; cuBLAS float32 (TF32 off) = {machine['gpu_sgemm_gflops']:.0f} GFLOP/s"
                     if machine.get("gpu_sgemm_gflops") else ""))
     if machine.get("copy_gbps"):
@@ -57,8 +59,10 @@ def format_machine(machine: dict) -> str:
     if machine.get("omp_wait_policy"):
         alike = ", for convcore's and PyTorch's OpenMP alike" if machine.get("torch") else ""
         lines.append(f"threads: {machine['omp_wait_policy']}{alike}")
+    if machine.get("gemm"):
+        lines.append(f"gemm: convcore's float32 products use {machine['gemm']}")
     if machine.get("openblas"):
-        lines.append(f"blas: {machine['openblas']} (NumPy's OpenBLAS: convcore's GEMMs, not PyTorch's)")
+        lines.append(f"blas: {machine['openblas']} (NumPy's OpenBLAS, not PyTorch's)")
     for name, reason in machine["skipped_backends"].items():
         lines.append(f"skipped backend {name}: {reason}")
     lines.append("ratios are peer time / convcore time (above 1: convcore is faster); "

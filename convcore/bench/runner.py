@@ -198,16 +198,18 @@ def run_op(case, op: str, backends: list[str], suite: str, peers: Peers, repeats
     return out
 
 
-def sgemm_gflops(size: int = 2048, repeats: int = 3) -> float:
-    """The machine's float32 matmul rate (np.matmul, size³): the roofline the conv numbers sit under."""
+def sgemm_gflops(size: int = 2048, repeats: int = 3, matmul=np.matmul) -> float:
+    """A float32 matmul rate (size³; np.matmul unless given convcore's): the roofline the conv
+    numbers sit under."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size), dtype=np.float32)
     b = rng.standard_normal((size, size), dtype=np.float32)
-    a @ b
+    out = np.empty((size, size), dtype=np.float32)
+    matmul(a, b, out=out)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        a @ b
+        matmul(a, b, out=out)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
 
