@@ -33,11 +33,18 @@ def test_sgemm_matches_float64_product(rng, batch, a_batch, M, K, N):
     _check(a, b, out)
 
 
+@pytest.mark.parametrize("a_layout,prepack_limit", [("rows", gemm._PREPACK_LIMIT), ("columns", gemm._PREPACK_LIMIT),
+                                                     ("columns", 0)])
 @pytest.mark.parametrize("blocks", [(12, 32, 1), (24, 64, 2), (36, 40, 3), (13, 33, 1)])
-def test_sgemm_forced_splits(rng, blocks):
+def test_sgemm_forced_splits(rng, monkeypatch, blocks, a_layout, prepack_limit):
     # Row and column blocks (tasks packing their own B) and split-K with partial buffers;
-    # (13, 33) is rounded up to tile multiples.
+    # (13, 33) is rounded up to tile multiples. A row-major A is read in place (its last 2
+    # rows packed); a column-major one is packed once up front, or (limit 0) block by block
+    # inside every task.
+    monkeypatch.setattr(gemm, "_PREPACK_LIMIT", prepack_limit)
     a, b = _operands(rng, (1, 50, 1000), (2, 1000, 70))
+    if a_layout == "columns":
+        a = np.ascontiguousarray(a.transpose(0, 2, 1)).transpose(0, 2, 1)
     out = np.full((2, 50, 70), np.nan, np.float32)
     gemm.sgemm(a, b, out, blocks=blocks)
     _check(a, b, out)

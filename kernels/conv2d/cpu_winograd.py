@@ -8,9 +8,10 @@
 
 Four steps: weight transform (prange over k) → input transform (prange over blocks of
 input planes (n, c)) → one batched product (``kernels.gemm.cpu.matmul``: convcore's
-AVX-512 GEMM, or BLAS; outside any prange so threads are not nested) → output transform (prange over blocks of output planes (n, k))
-with the bias and ReLU fused. Edge tiles read zeros beyond the input and write only the P×Q valid outputs.
-Deterministic: every sum runs in a fixed order (the GEMM's order is fixed for given shapes and threads).
+AVX-512 GEMM, or BLAS; outside any prange so threads are not nested) → output transform
+(prange over blocks of output planes (n, k)) with the bias and ReLU fused. Edge tiles read
+zeros beyond the input and write only the P×Q valid outputs. Deterministic: every sum runs
+in a fixed order (the GEMM's order is fixed for given shapes and threads).
 
 Time goes (1 thread, 8×64×56²→64, F(4×4)): GEMM 10 ms, input transform 7, output 5,
 weights 0.1. With 2 threads on 2 cores, each hand-off between Numba's OpenMP pool and

@@ -40,11 +40,14 @@ MR, NR = 12, 32   # register tile: 12 rows × 2 vectors of 16 lanes
 KC = 192          # reduced-index depth of one packed slice: a B sliver is 24 KB (L1: 48 KB)
 MC = 192          # rows of one packed A block: 144 KB (L2: 1 MB)
 NC = 2048         # columns of one packed B panel: 1.5 MB
+_PREPACK_LIMIT = 2**21  # floats (8 MB) of A packed up front at most
 
 
 @njit(inline="always")
-def _micro(ap, a0, bp, b0, kc, c, c0, ldc, accumulate):
-    # c[c0 + i·ldc + j] (+)= Σ_p ap[a0 + p·MR + i] · bp[b0 + p·NR + j], i < 12, j < 32.
+def _micro(ap, a0, rs, ps, bp, b0, kc, c, c0, ldc, accumulate):
+    # c[c0 + i·ldc + j] (+)= Σ_p ap[a0 + i·rs + p·ps] · bp[b0 + p·NR + j], i < 12, j < 32.
+    # A packed: (rs, ps) = (1, MR); A read in place from a row-major matrix: (lda, 1). Both
+    # are passed as constants where they are, so LLVM folds them after inlining.
     x00 = vzero(); x01 = vzero(); x10 = vzero(); x11 = vzero(); x20 = vzero(); x21 = vzero()
     x30 = vzero(); x31 = vzero(); x40 = vzero(); x41 = vzero(); x50 = vzero(); x51 = vzero()
     x60 = vzero(); x61 = vzero(); x70 = vzero(); x71 = vzero(); x80 = vzero(); x81 = vzero()
@@ -53,19 +56,19 @@ def _micro(ap, a0, bp, b0, kc, c, c0, ldc, accumulate):
         u = b0 + p * NR
         v0 = vload(bp, u)
         v1 = vload(bp, u + 16)
-        o = a0 + p * MR
+        o = a0 + p * ps
         a = vbroadcast_load(ap, o); x00 = vfma(a, v0, x00); x01 = vfma(a, v1, x01)
-        a = vbroadcast_load(ap, o + 1); x10 = vfma(a, v0, x10); x11 = vfma(a, v1, x11)
-        a = vbroadcast_load(ap, o + 2); x20 = vfma(a, v0, x20); x21 = vfma(a, v1, x21)
-        a = vbroadcast_load(ap, o + 3); x30 = vfma(a, v0, x30); x31 = vfma(a, v1, x31)
-        a = vbroadcast_load(ap, o + 4); x40 = vfma(a, v0, x40); x41 = vfma(a, v1, x41)
-        a = vbroadcast_load(ap, o + 5); x50 = vfma(a, v0, x50); x51 = vfma(a, v1, x51)
-        a = vbroadcast_load(ap, o + 6); x60 = vfma(a, v0, x60); x61 = vfma(a, v1, x61)
-        a = vbroadcast_load(ap, o + 7); x70 = vfma(a, v0, x70); x71 = vfma(a, v1, x71)
-        a = vbroadcast_load(ap, o + 8); x80 = vfma(a, v0, x80); x81 = vfma(a, v1, x81)
-        a = vbroadcast_load(ap, o + 9); x90 = vfma(a, v0, x90); x91 = vfma(a, v1, x91)
-        a = vbroadcast_load(ap, o + 10); xa0 = vfma(a, v0, xa0); xa1 = vfma(a, v1, xa1)
-        a = vbroadcast_load(ap, o + 11); xb0 = vfma(a, v0, xb0); xb1 = vfma(a, v1, xb1)
+        a = vbroadcast_load(ap, o + 1 * rs); x10 = vfma(a, v0, x10); x11 = vfma(a, v1, x11)
+        a = vbroadcast_load(ap, o + 2 * rs); x20 = vfma(a, v0, x20); x21 = vfma(a, v1, x21)
+        a = vbroadcast_load(ap, o + 3 * rs); x30 = vfma(a, v0, x30); x31 = vfma(a, v1, x31)
+        a = vbroadcast_load(ap, o + 4 * rs); x40 = vfma(a, v0, x40); x41 = vfma(a, v1, x41)
+        a = vbroadcast_load(ap, o + 5 * rs); x50 = vfma(a, v0, x50); x51 = vfma(a, v1, x51)
+        a = vbroadcast_load(ap, o + 6 * rs); x60 = vfma(a, v0, x60); x61 = vfma(a, v1, x61)
+        a = vbroadcast_load(ap, o + 7 * rs); x70 = vfma(a, v0, x70); x71 = vfma(a, v1, x71)
+        a = vbroadcast_load(ap, o + 8 * rs); x80 = vfma(a, v0, x80); x81 = vfma(a, v1, x81)
+        a = vbroadcast_load(ap, o + 9 * rs); x90 = vfma(a, v0, x90); x91 = vfma(a, v1, x91)
+        a = vbroadcast_load(ap, o + 10 * rs); xa0 = vfma(a, v0, xa0); xa1 = vfma(a, v1, xa1)
+        a = vbroadcast_load(ap, o + 11 * rs); xb0 = vfma(a, v0, xb0); xb1 = vfma(a, v1, xb1)
     r = c0
     if accumulate:
         x00 = vadd(x00, vload(c, r)); x01 = vadd(x01, vload(c, r + 16)); r += ldc
@@ -95,37 +98,44 @@ def _micro(ap, a0, bp, b0, kc, c, c0, ldc, accumulate):
     vstore(c, r, xb0); vstore(c, r + 16, xb1)
 
 
+@njit(inline="always")
+def _pack_a_slivers(src, row0, mc, p0, kc, dst, base):
+    # dst[base + s·kc·MR + p·MR + i] = src[row0 + s·MR + i, p0 + p] for the ⌈mc/MR⌉ slivers s
+    # of rows row0..row0+mc (rows past mc zero). Offsets from the strides, so any layout
+    # reads directly; the inner loop runs along whichever index of src is contiguous.
+    s0, s1 = src.strides[0] // 4, src.strides[1] // 4
+    zero = np.float32(0)
+    for s in range((mc + MR - 1) // MR):
+        rows = min(MR, mc - s * MR)
+        out = base + s * kc * MR
+        first = (row0 + s * MR) * s0 + p0 * s1
+        if s1 == 1:
+            for i in range(rows):
+                for p in range(kc):
+                    store_at(dst, out + p * MR + i, load_at(src, first + i * s0 + p))
+        else:
+            for p in range(kc):
+                for i in range(rows):
+                    store_at(dst, out + p * MR + i, load_at(src, first + i * s0 + p * s1))
+        for p in range(kc):
+            for i in range(rows, MR):
+                store_at(dst, out + p * MR + i, zero)
+
+
 def _pack_a(a, ap):
-    # All of A, packed once: for matrix t, slice pc (KC deep), 12-row sliver s:
-    # ap[t, pc·Mp + s·kc·MR + p·MR + i] = a[t, s·MR + i, pc + p], rows past M zero
-    # (Mp = M rounded up to MR). Offsets from the strides, so any layout reads directly;
-    # the inner loop runs along whichever index of a is contiguous.
+    # All of A, packed once (when several tasks share it): for matrix t, slice pc (KC deep),
+    # sliver s: ap[t, pc·Mp + s·kc·MR + p·MR + i] = a[t, s·MR + i, pc + p] (Mp = M rounded
+    # up to MR). One prange iteration per (t, slice, sliver).
     batch, M, K = a.shape
     Mp = ap.shape[1] // K
     slivers = Mp // MR
     slices = (K + KC - 1) // KC
-    s0, s1 = a.strides[1] // 4, a.strides[2] // 4
-    zero = np.float32(0)
     for task in prange(batch * slices * slivers):
         s = task % slivers
         pc = (task // slivers) % slices * KC
         t = task // (slivers * slices)
         kc = min(KC, K - pc)
-        rows = min(MR, M - s * MR)
-        src, dst = a[t], ap[t]
-        base = pc * Mp + s * kc * MR
-        first = s * MR * s0 + pc * s1
-        if s1 == 1:
-            for i in range(rows):
-                for p in range(kc):
-                    store_at(dst, base + p * MR + i, load_at(src, first + i * s0 + p))
-        else:
-            for p in range(kc):
-                for i in range(rows):
-                    store_at(dst, base + p * MR + i, load_at(src, first + i * s0 + p * s1))
-        for p in range(kc):
-            for i in range(rows, MR):
-                store_at(dst, base + p * MR + i, zero)
+        _pack_a_slivers(a[t], s * MR, min(MR, M - s * MR), pc, kc, ap[t], pc * Mp + s * kc * MR)
 
 
 @njit(inline="always")
@@ -157,10 +167,13 @@ def _pack_b(b, p0, kc, j0, nc, bp):
 
 
 @njit(inline="always")
-def _block(ap, Mp, b, c, i0, i1, j0, j1, p0, p1, bp, tile):
-    # c[i0:i1, j0:j1] = A[i0:i1, p0:p1] · b[p0:p1, j0:j1], A packed by _pack_a into ap (one
-    # matrix), i0 and p0 multiples of MR and KC; c has unit column stride.
+def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile):
+    # c[i0:i1, j0:j1] = a[i0:i1, p0:p1] · b[p0:p1, j0:j1]; i0 and p0 multiples of MR and KC;
+    # c has unit column stride. A comes packed by _pack_a in ap when prepacked, else each
+    # MC×KC block is packed here into al (read once, straight into L2).
     ldc = c.strides[0] // 4
+    lda = a.strides[0] // 4
+    direct = not prepacked and a.strides[1] == 4  # row-major A: the micro-kernel reads it in place
     for jc in range(j0, j1, NC):
         nc = min(NC, j1 - jc)
         for pc in range(p0, p1, KC):
@@ -168,25 +181,37 @@ def _block(ap, Mp, b, c, i0, i1, j0, j1, p0, p1, bp, tile):
             _pack_b(b, pc, kc, jc, nc, bp)
             for ic in range(i0, i1, MC):
                 mc = min(MC, i1 - ic)
+                full = mc - mc % MR if direct else 0  # rows read in place; the rest is packed
+                if not prepacked and full < mc:
+                    _pack_a_slivers(a, ic + full, mc - full, pc, kc, al, full * kc)
+                packed = ap if prepacked else al
                 for jr in range(0, nc, NR):
                     cols = min(NR, nc - jr)
                     for ir in range(0, mc, MR):
                         rows = min(MR, mc - ir)
-                        a0 = pc * Mp + (ic + ir) * kc
-                        if rows == MR and cols == NR:
-                            _micro(ap, a0, bp, jr * kc, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
+                        at = (ic + ir) * lda + pc * 1
+                        a0 = pc * Mp + (ic + ir) * kc if prepacked else ir * kc
+                        if cols == NR and ir < full:
+                            _micro(a, at, lda, 1, bp, jr * kc, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
+                            continue
+                        if cols == NR and rows == MR:
+                            _micro(packed, a0, 1, MR, bp, jr * kc, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
+                            continue
+                        if ir < full:
+                            _micro(a, at, lda, 1, bp, jr * kc, kc, tile, 0, NR, False)
                         else:
-                            _micro(ap, a0, bp, jr * kc, kc, tile, 0, NR, False)
-                            for i in range(rows):
-                                for j in range(cols):
-                                    if pc > p0:
-                                        c[ic + ir + i, jc + jr + j] += tile[i * NR + j]
-                                    else:
-                                        c[ic + ir + i, jc + jr + j] = tile[i * NR + j]
+                            _micro(packed, a0, 1, MR, bp, jr * kc, kc, tile, 0, NR, False)
+                        for i in range(rows):
+                            for j in range(cols):
+                                if pc > p0:
+                                    c[ic + ir + i, jc + jr + j] += tile[i * NR + j]
+                                else:
+                                    c[ic + ir + i, jc + jr + j] = tile[i * NR + j]
 
 
-def _gemm(ap, Mp, b, c, m_block, n_block, k_block, partial):
-    # c[t] = A[t % len(ap)] · b[t % len(b)] for every t < len(c), A packed in ap. Task =
+def _gemm(a, ap, Mp, prepacked, b, c, m_block, n_block, k_block, partial):
+    # c[t] = a[t % len(a)] · b[t % len(b)] for every t < len(c) (A packed in ap when
+    # prepacked). Task =
     # (t, row block, column block, k slice); k slice s > 0 writes partial[s − 1, t], summed
     # into c[t] below in slice order.
     batch, M, N = c.shape
@@ -201,10 +226,12 @@ def _gemm(ap, Mp, b, c, m_block, n_block, k_block, partial):
         i = (rest // nt) % mt
         t = rest // (nt * mt)
         bp = np.empty(min(NC, n_block + NR) * KC, dtype=np.float32)
+        al = np.empty(0 if prepacked else MC * KC, dtype=np.float32)
         tile = np.empty(MR * NR, dtype=np.float32)
         target = c[t] if s == 0 else partial[s - 1, t]
-        _block(ap[t % ap.shape[0]], Mp, b[t % b.shape[0]], target, i * m_block, min(M, (i + 1) * m_block),
-               j * n_block, min(N, (j + 1) * n_block), s * k_block, min(K, (s + 1) * k_block), bp, tile)
+        _block(a[t % a.shape[0]], ap[t % ap.shape[0]], Mp, prepacked, b[t % b.shape[0]], target,
+               i * m_block, min(M, (i + 1) * m_block), j * n_block, min(N, (j + 1) * n_block),
+               s * k_block, min(K, (s + 1) * k_block), al, bp, tile)
     if k_split > 1:
         for row in prange(batch * M):
             t = row // M
@@ -249,7 +276,7 @@ def _compiled():
     f3 = types.Array(types.float32, 3, "A")
     f4c = types.Array(types.float32, 4, "C")
     pack = njit([types.void(f3, f2c)], parallel=True, cache=True)(_pack_a)
-    gemm = njit([types.void(f2c, types.intp, f3, f3, types.intp, types.intp, types.intp, f4c)],
+    gemm = njit([types.void(f3, f2c, types.intp, types.boolean, f3, f3, types.intp, types.intp, types.intp, f4c)],
                 parallel=True, cache=True)(_gemm)
     return pack, gemm
 
@@ -297,10 +324,17 @@ def sgemm(a, b, out, blocks=None):
     k_split = _cdiv(K, k_block)
     partial = np.empty((k_split - 1, batch, M, N) if k_split > 1 else (0, 1, 1, 1), dtype=np.float32)
     Mp = _round_up(M, MR)
-    ap = np.empty((a.shape[0], Mp * K), dtype=np.float32)
+    # A with unit column stride is read in place (no packing: for a short N, packing A
+    # cost half as much as the product). Otherwise A is packed once up front when several
+    # tasks read the same matrix (a weight broadcast over the batch, or split columns) and
+    # it is small enough to stay in cache, else block by block inside each task.
+    shared = batch // a.shape[0] * _cdiv(N, n_block) > 1
+    prepacked = shared and a.strides[2] != 4 and a.shape[0] * Mp * K <= _PREPACK_LIMIT
+    ap = np.empty((a.shape[0], Mp * K) if prepacked else (1, 1), dtype=np.float32)
     pack, gemm = _compiled()
-    pack(a, ap)
-    gemm(ap, Mp, b, out, m_block, n_block, k_block, partial)
+    if prepacked:
+        pack(a, ap)
+    gemm(a, ap, Mp, prepacked, b, out, m_block, n_block, k_block, partial)
     return out
 
 
