@@ -345,15 +345,29 @@ def matmul(a, b, out=None):
     if out is None:
         out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]),
                        dtype=np.result_type(a, b))
-    if not (a.dtype == b.dtype == out.dtype == np.float32 and enabled() and out.ndim >= 2
-            and (out.strides[-1] == 4 or out.shape[-1] == 1)):
+    if not (a.dtype == b.dtype == out.dtype == np.float32 and enabled()):
+        return np.matmul(a, b, out=out)  # float64, or BLAS chosen (enabled() logged why)
+    if out.ndim < 2 or not (out.strides[-1] == 4 or out.shape[-1] == 1):
+        _log_once(f"float32 product into out of shape {out.shape}, strides {out.strides} goes to NumPy's BLAS: "
+                  "convcore's GEMM writes rows with unit stride")
         return np.matmul(a, b, out=out)
     batch_shape = out.shape[:-2]
     a3, b3, out3 = _as_batch(a, batch_shape), _as_batch(b, batch_shape), _as_batch(out, batch_shape)
     if a3 is None or b3 is None or out3 is None or out3.strides[-1] not in (4, 0):
-        return np.matmul(a, b, out=out)  # a batch layout the 3-D driver can't index: same result by BLAS
+        _log_once(f"float32 product {a.shape} @ {b.shape} -> {out.shape} goes to NumPy's BLAS: "
+                  "a batch layout convcore's GEMM does not index")
+        return np.matmul(a, b, out=out)
     sgemm(a3, b3, out3)
     return out
+
+
+_LOGGED = set()
+
+
+def _log_once(message):
+    if message not in _LOGGED:
+        _LOGGED.add(message)
+        log.info(message)
 
 
 def _as_batch(x, batch_shape):
