@@ -40,7 +40,7 @@ MR, NR = 12, 32   # register tile: 12 rows × 2 vectors of 16 lanes
 KC = 192          # reduced-index depth of one packed slice: a B sliver is 24 KB (L1: 48 KB)
 MC = 192          # rows of one packed A block: 144 KB (L2: 1 MB)
 NC = 2048         # columns of one packed B panel: 1.5 MB
-_PREPACK_LIMIT = 2**21  # floats (8 MB) of A packed up front at most
+_PREPACK_LIMIT = 2**23  # floats (32 MB) of A packed up front at most (the 3x3 512-channel dgrad Wᵀ is 2.4 M)
 
 
 @njit(inline="always")
