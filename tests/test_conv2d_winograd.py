@@ -94,13 +94,13 @@ def test_candidates():
 
 
 def test_tile_choice():
-    # (N, plane, 'winograd' picks, 'auto' picks) by the cost model α²·(tiles + 64) vs 9·N·P·Q
-    # (auto: Winograd only when 20% cheaper): big planes F(4×4); 7×7 at N = 8 F(2×2) (thin
-    # F(4×4) GEMMs, 2.25× the weight transform) but only 13% cheaper than gemm, which auto
-    # keeps; 14×14 at N = 2 F(2×2); tiny problems gemm.
-    for n, size, tile, auto in [(8, 56, "winograd_f4", "winograd_f4"), (8, 14, "winograd_f4", "winograd_f4"),
-                                (8, 7, "winograd_f2", "gemm"), (2, 14, "winograd_f2", "winograd_f2"),
-                                (1, 2, "winograd_f2", "gemm")]:
+    # (N, plane, 'winograd' picks, 'auto' picks) by the cost model α²·(tiles + 128) vs 9·N·P·Q
+    # (auto: Winograd only when 20% cheaper): planes of 28+ F(4×4); 14×14 at N = 8 F(2×2)
+    # (F(4×4) tiles waste 31% there); 7×7 at N = 8 and 14×14 at N = 2 F(2×2) but not 20%
+    # cheaper than gemm, which auto keeps; tiny problems gemm.
+    for n, size, tile, auto in [(8, 56, "winograd_f4", "winograd_f4"), (8, 28, "winograd_f4", "winograd_f4"),
+                                (8, 14, "winograd_f2", "winograd_f2"), (8, 7, "winograd_f2", "gemm"),
+                                (2, 14, "winograd_f2", "gemm"), (1, 2, "winograd_f2", "gemm")]:
         geom = conv_geometry("test", (n, 64, size, size), (64, 64, 3, 3), 1, 1, 1, 1)
         assert cpu._choose("winograd", geom) == tile
         assert cpu._choose("auto", geom) == auto

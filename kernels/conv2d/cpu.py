@@ -74,10 +74,13 @@ def candidates(direction: str, geom) -> list[str]:
 
 
 # A Winograd layer costs about α²·(T + _TILE_OVERHEAD) multiply-adds per (k, c) pair for T
-# tiles: α²·T in the GEMMs, and the weight transform plus BLAS's loss on thin GEMMs weigh
-# about as much as 64 more tiles (measured, single thread: 2×512×7×7→512 F(4×4) spends
-# 6 ms transforming weights next to a 7 ms GEMM of T = 8). im2col + GEMM costs 9·N·P·Q.
-_TILE_OVERHEAD = 64
+# tiles: α²·T in the GEMMs, and the weight transform plus the GEMM's loss on thin products
+# weigh about as much as 128 more tiles. im2col + GEMM costs 9·N·P·Q. Refitted for
+# convcore's own GEMM (1.6× BLAS's rate here, so the transforms weigh more; was 64), from
+# interleaved 2-thread timings (ms, gemm / F(2×2) / F(4×4), forward): 2×256×14²: 4.5 / 5.6 /
+# 6.7 (now gemm); 8×256×14²: 14.0 / 12.2 / 15.0 (now F(2×2)); 8×128×28²: 14.2 / 12.8 / 10.9
+# and 8×512×7²: 16.4 / 19.4 / 24.5 (unchanged: F(4×4), gemm).
+_TILE_OVERHEAD = 128
 
 
 # The weight gradient's GEMMs reduce over the tiles (K × T by T × C): at few tiles they run
