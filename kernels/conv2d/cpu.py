@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..gemm.cpu import matmul
+from ..workspace import scratch
 from . import cpu_depthwise_strips as strips
 from .cpu_depthwise import (
     _dgrad_depthwise,
@@ -197,7 +198,7 @@ def _pointwise(geom):
 def _im2col_buffer(x, geom):
     if _pointwise(geom):
         return x.reshape(geom.N, geom.groups, geom.Cg, geom.P * geom.Q)  # a view when x is contiguous
-    col = np.empty((geom.N, geom.groups, geom.Cg * geom.R * geom.S, geom.P * geom.Q), dtype=x.dtype)
+    col = scratch("conv2d.im2col", (geom.N, geom.groups, geom.Cg * geom.R * geom.S, geom.P * geom.Q), x.dtype)
     _im2col(x, col, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
     return col
 
@@ -242,7 +243,8 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
         if _pointwise(geom):  # dX is the product itself: no col2im
             matmul(w_mat.transpose(0, 2, 1)[None], dy_mat, out=out.reshape(geom.N, geom.groups, geom.Cg, geom.P * geom.Q))
             return
-        col = matmul(w_mat.transpose(0, 2, 1)[None], dy_mat)
+        col = matmul(w_mat.transpose(0, 2, 1)[None], dy_mat,
+                     out=scratch("conv2d.col2im", (geom.N, geom.groups, geom.Cg * geom.R * geom.S, geom.P * geom.Q), dy.dtype))
         _col2im(col, out, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
     elif _depthwise(geom) and strips.applies(geom):
         strips.launch_dgrad(w, dy, out, geom)
@@ -269,11 +271,13 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
         # beyond dy's (small) reorder, and there is no N × weight-size temporary.
         crs, pq = geom.Cg * geom.R * geom.S, geom.P * geom.Q
         if _pointwise(geom):  # the column matrix is x itself, reordered to (g, Cg, N, P·Q)
-            col = np.ascontiguousarray(x.reshape(geom.N, geom.groups, crs, pq).transpose(1, 2, 0, 3))
+            col = scratch("conv2d.im2col_batch", (geom.groups, crs, geom.N, pq), x.dtype)
+            np.copyto(col, x.reshape(geom.N, geom.groups, crs, pq).transpose(1, 2, 0, 3))
         else:
-            col = np.empty((geom.groups, crs, geom.N, pq), dtype=x.dtype)
+            col = scratch("conv2d.im2col_batch", (geom.groups, crs, geom.N, pq), x.dtype)
             _im2col_batch(x, col, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
-        dy_mat = np.ascontiguousarray(dy.reshape(geom.N, geom.groups, geom.Kg, pq).transpose(1, 2, 0, 3))
+        dy_mat = scratch("conv2d.dy_batch", (geom.groups, geom.Kg, geom.N, pq), dy.dtype)
+        np.copyto(dy_mat, dy.reshape(geom.N, geom.groups, geom.Kg, pq).transpose(1, 2, 0, 3))
         matmul(dy_mat.reshape(geom.groups, geom.Kg, geom.N * pq),
                   col.reshape(geom.groups, crs, geom.N * pq).transpose(0, 2, 1),
                   out=out.reshape(geom.groups, geom.Kg, crs))

@@ -33,6 +33,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..gemm.cpu import matmul
+from ..workspace import scratch
 
 # G (α×3); cast to the data dtype per call.
 _G = {
@@ -245,9 +246,9 @@ def winograd_conv(x, w, b, out, pad_top, pad_left, groups, m, relu=False):
     dtype = out.dtype
     cst = np.array([2, 4, 5, 8], dtype=dtype)
     U = _transformed_weight(w, m, dtype)
-    V = np.empty((a2, C, T), dtype=dtype)
+    V = scratch("winograd.V", (a2, C, T), dtype)
     _input_transform(x, V, pad_top, pad_left, m, TH, TW, cst)
-    M = np.empty((a2, K, T), dtype=dtype)
+    M = scratch("winograd.M", (a2, K, T), dtype)
     Kg = K // groups
     matmul(U.reshape(a2, groups, Kg, Cg), V.reshape(a2, groups, Cg, T), out=M.reshape(a2, groups, Kg, T))
     has_bias = b is not None
@@ -281,7 +282,9 @@ def _transformed_weight(w, m, dtype):
         key = (version, m, np.dtype(dtype).str, w.shape)
         if key in store:
             return store[key]
-    U = np.empty(((m + 2) ** 2, w.shape[0], w.shape[1]), dtype=dtype)
+    shape = ((m + 2) ** 2, w.shape[0], w.shape[1])
+    # A transform the layer keeps is an array of its own; a per-call one is scratch.
+    U = np.empty(shape, dtype=dtype) if key is not None else scratch("winograd.U", shape, dtype)
     _weight_transform(w, _G[m].astype(dtype), U)
     if key is not None:
         store.clear()  # one live transform per layer: older versions are stale

@@ -21,6 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..gemm.cpu import matmul
+from ..workspace import scratch
 from .cpu_winograd import _BLOCKS, _FAST, _G, _input_transform
 
 # A (α×m): Ŷ = A dy Aᵀ. Entries are small integers: exact in float32.
@@ -120,10 +121,11 @@ def winograd_wgrad(x, dy, out, pad_top, pad_left, groups, m):
     T = N * TH * TW
     a2 = (m + 2) ** 2
     dtype = out.dtype
-    V = np.empty((a2, C, T), dtype=dtype)
+    V = scratch("winograd_wgrad.V", (a2, C, T), dtype)
     _input_transform(x, V, pad_top, pad_left, m, TH, TW, np.array([2, 4, 5, 8], dtype=dtype))
-    Y = np.empty((a2, K, T), dtype=dtype)
+    Y = scratch("winograd_wgrad.Y", (a2, K, T), dtype)
     _grad_output_transform(dy, Y, _A[m].astype(dtype), TH, TW)
     Kg = K // groups
-    dU = matmul(Y.reshape(a2, groups, Kg, T), V.reshape(a2, groups, Cg, T).transpose(0, 1, 3, 2))
+    dU = matmul(Y.reshape(a2, groups, Kg, T), V.reshape(a2, groups, Cg, T).transpose(0, 1, 3, 2),
+                out=scratch("winograd_wgrad.dU", (a2, groups, Kg, Cg), dtype))
     _inverse_weight_transform(dU.reshape(a2, K, Cg), _G[m].astype(dtype), out)
