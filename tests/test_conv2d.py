@@ -7,6 +7,7 @@ from helpers import assert_matches, random, to_numpy
 
 import convcore
 from convcore import reference
+from convcore._backend import cuda_simulated
 from convcore.conv import conv_geometry
 
 # (input shape, weight shape, kwargs): every entry awkward in some way.
@@ -96,7 +97,27 @@ def _algorithms(backend, direction, geom):
     return list(chosen.values())
 
 
-@pytest.mark.parametrize("config", CONFIGS)
+# Configs sized for the cpu kernels (cpu_kblock's strips and image pairs, the phase stem)
+# that take the simulator 10+ s each: there, float32 only. The cuda kernels they reach
+# (direct and the simulator's gemm tile, every direction) run in both dtypes on the other
+# configs, and the simulator runs the same code for both (its tiles do not depend on dtype).
+SIMULATOR_FLOAT32_ONLY = {"stem_like_odd", "kblock_lenet_conv2", "kblock_long_plane", "kblock_image_pairs"}
+
+
+def _sweep():
+    backends = [name for name, info in convcore.backends().items() if info.available]
+    params = []
+    for backend in backends:
+        for dtype, dtype_id in ((np.float32, "f32"), (np.float64, "f64")):
+            for config in CONFIGS:
+                if (backend == "cuda" and cuda_simulated() and dtype == np.float64
+                        and config in SIMULATOR_FLOAT32_ONLY):
+                    continue
+                params.append(pytest.param(backend, np.dtype(dtype), config, id=f"{backend}-{dtype_id}-{config}"))
+    return params
+
+
+@pytest.mark.parametrize("backend, dtype, config", _sweep())
 def test_conv2d_forward_and_gradients(backend, dtype, config, rng):
     # On cuda 'auto' picks the depthwise kernels for C/groups == 1, so each gradient is checked with
     # direct, implicit GEMM and (for the depthwise configs) depthwise; test_cuda_gemm_tiles adds the other tile.
