@@ -54,3 +54,13 @@ def rng(request):
     import zlib
 
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+def pytest_collection_finish(session):
+    # The offline PTX report (test_ptx_report.py) is minutes of NVVM and ptxas in a subprocess:
+    # started now, it runs on the cores the rest of the suite leaves idle.
+    if session.config.option.collectonly:
+        return
+    report_tests = [item for item in session.items if item.path.name == "test_ptx_report.py"]
+    if report_tests:
+        report_tests[0].module.start_report(alone=len(report_tests) == len(session.items))
