@@ -125,40 +125,66 @@ def cuda_families():
 
 
 def _jobs(ccs):
-    """(family, module name, kernel name, dtype name, cc) for every kernel build, in report order."""
+    """(family, module name, kernel name, dtype name, ccs) for every kernel and dtype, in report order:
+    one job builds a kernel for all the compute capabilities (one report row per cc)."""
     from numba import float32, float64
 
-    return [(family, module.__name__, name, str(dt), cc)
+    return [(family, module.__name__, name, str(dt), tuple(ccs))
             for family, module in cuda_families()
             for dt in (float32, float64)
-            for name in module.signatures(dt)
-            for cc in ccs]
+            for name in module.signatures(dt)]
 
 
-def _build_one(job, tmp) -> KernelReport:
+def _ptx_per_cc(pyfunc, signature, ccs):
+    """The PTX of one kernel for each cc. Numba's front end (typing, lowering to NVVM IR: most of a
+    build) runs once, at the lowest cc, and NVVM generates each cc's PTX from that IR, as the
+    separate ``compile_ptx(cc=...)`` calls would (same PTX up to generated names; the front end
+    consults the cc only for features every cc here has: f64 atomics from 6.0, tanh.approx from
+    7.5). Through numba-cuda's internal ``_compile_pyfunc_with_fixup`` (what ``compile_ptx``
+    calls); without it, one ``compile_ptx`` per cc."""
+    from numba import cuda
+    from numba.cuda import compiler
+
+    pairs = [(cc // 10, cc % 10) for cc in ccs]
+    compile_once = getattr(compiler, "_compile_pyfunc_with_fixup", None)
+    if compile_once is None or len(pairs) == 1:
+        return [cuda.compile_ptx(pyfunc, signature, cc=pair)[0] for pair in pairs]
+    library, _ = compile_once(pyfunc, signature, device=False, abi="numba", cc=min(pairs))
+    ptxes = []
+    for pair in pairs:
+        codes = library.get_asm_strs(cc=pair)
+        if len(codes) != 1:
+            raise RuntimeError(f"{pyfunc.__qualname__}: {len(codes)} PTX modules for sm_{pair[0]}{pair[1]}, expected 1")
+        ptxes.append(codes[0])
+    return ptxes
+
+
+def _build_one(job, tmp) -> list[KernelReport]:
     import importlib
 
-    from numba import cuda, float32, float64
+    from numba import float32, float64
 
     from ._cuda_util import THREADS
 
-    family, module_name, name, dt_name, cc = job
+    family, module_name, name, dt_name, ccs = job
     dt = {"float32": float32, "float64": float64}[dt_name]
     entry = importlib.import_module(module_name).signatures(dt)[name]
     factory, signature = entry[0], entry[1]
     threads = entry[2] if len(entry) > 2 else THREADS
-    ptx, _ = cuda.compile_ptx(factory(dt), signature, cc=(cc // 10, cc % 10))
-    path = os.path.join(tmp, f"{family}_{name}_{dt}_{cc}.ptx")
-    with open(path, "w") as handle:
-        handle.write(ptx)
-    done = subprocess.run([find_ptxas(), "-v", f"--gpu-name=sm_{cc}", "-o", os.devnull, path],
-                          capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"ptxas failed on {family}.{name} ({dt}, sm_{cc}):\n{done.stderr}")
-    stats = _parse_ptxas(done.stderr)
-    return KernelReport(family, name, str(dt), cc, threads=threads,
-                        occupancy=occupancy(cc, stats["registers"], stats["smem_bytes"], threads),
-                        f64_in_f32=(dt == float32 and _uses_f64(ptx)), **stats)
+    reports = []
+    for cc, ptx in zip(ccs, _ptx_per_cc(factory(dt), signature, ccs)):
+        path = os.path.join(tmp, f"{family}_{name}_{dt}_{cc}.ptx")
+        with open(path, "w") as handle:
+            handle.write(ptx)
+        done = subprocess.run([find_ptxas(), "-v", f"--gpu-name=sm_{cc}", "-o", os.devnull, path],
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"ptxas failed on {family}.{name} ({dt}, sm_{cc}):\n{done.stderr}")
+        stats = _parse_ptxas(done.stderr)
+        reports.append(KernelReport(family, name, str(dt), cc, threads=threads,
+                                    occupancy=occupancy(cc, stats["registers"], stats["smem_bytes"], threads),
+                                    f64_in_f32=(dt == float32 and _uses_f64(ptx)), **stats))
+    return reports
 
 
 def build_report(ccs=(80, 90), jobs: int | None = None) -> list[KernelReport]:
@@ -172,11 +198,11 @@ def build_report(ccs=(80, 90), jobs: int | None = None) -> list[KernelReport]:
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(work)))
     with tempfile.TemporaryDirectory() as tmp:
         if jobs == 1:
-            return [_build_one(job, tmp) for job in work]
+            return [row for job in work for row in _build_one(job, tmp)]
         # spawn: the workers start clean (no NVVM or CUDA state inherited through fork)
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            return list(pool.map(_build_one, work, [tmp] * len(work), chunksize=4))
+            return [row for rows in pool.map(_build_one, work, [tmp] * len(work), chunksize=2) for row in rows]
 
 
 def main(argv=None) -> int:

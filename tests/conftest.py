@@ -14,40 +14,9 @@ def _gpu_present() -> bool:
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _gpu_present():
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
-    # The simulator runs a block's threads as Python threads while its BlockManager busy-polls them
-    # for syncthreads() in the main thread, so every barrier phase waits on GIL hand-offs; the default
-    # 5 ms switch interval made barrier-heavy (tiled) kernels ~3x slower than with 0.5 ms.
-    import sys
+    import cuda_simulator  # tests/cuda_simulator.py: patches for speed and a shared-memory race
 
-    sys.setswitchinterval(5e-4)
-
-    # The simulator's cuda.shared.array looks up, then creates, a block's array without a lock:
-    # two threads of a block switching in between each get their own uninitialised array, and the
-    # kernel reads garbage (seen once in CI: a depthwise conv off by 7e16). Serialise the lookup.
-    import threading
-
-    import numpy as _np
-    from numba.core import types as _types
-    from numba.cuda.simulator import kernelapi
-    from numba.np import numpy_support as _numpy_support
-
-    _shared_lock = threading.Lock()
-    _unlocked_array = kernelapi.FakeCUDAShared.array
-
-    def _locked_array(self, shape, dtype, alignment=None):
-        if alignment is not None or shape == 0:  # errors and dynamic shared memory: no lookup
-            return _unlocked_array(self, shape, dtype, alignment)
-        if isinstance(dtype, _types.Type):
-            dtype = _numpy_support.as_dtype(dtype)
-        frame = sys._getframe(1)  # keyed by the caller's file and line, as the simulator does
-        caller = (frame.f_code.co_filename, frame.f_lineno)
-        with _shared_lock:
-            res = self._allocations.get(caller)
-            if res is None:
-                res = self._allocations[caller] = _np.empty(shape, dtype)
-        return res
-
-    kernelapi.FakeCUDAShared.array = _locked_array
+    cuda_simulator.install()
 os.environ.setdefault("CONVCORE_POISON", "1")
 # Never read or write the user's tuning cache, and never autotune unless a test asks.
 import tempfile  # noqa: E402
@@ -85,3 +54,13 @@ def rng(request):
     import zlib
 
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+def pytest_collection_finish(session):
+    # The offline PTX report (test_ptx_report.py) is minutes of NVVM and ptxas in a subprocess:
+    # started now, it runs on the cores the rest of the suite leaves idle.
+    if session.config.option.collectonly:
+        return
+    report_tests = [item for item in session.items if item.path.name == "test_ptx_report.py"]
+    if report_tests:
+        report_tests[0].module.start_report(alone=len(report_tests) == len(session.items))

@@ -7,6 +7,7 @@ from helpers import assert_matches, random, to_numpy
 
 import convcore
 from convcore import reference
+from convcore._backend import cuda_simulated
 from convcore.conv import conv_geometry
 
 # (input shape, weight shape, kwargs): every entry awkward in some way.
@@ -31,6 +32,7 @@ CONFIGS = {
     "depthwise_stride3_multiplier": ((1, 2, 10, 7), (4, 1, 3, 2), {"groups": 2, "stride": (3, 2), "padding": (2, 1)}),
     "tiny_channels_batched": ((5, 3, 8, 8), (4, 3, 5, 5), {}),
     "stem_like_odd": ((3, 3, 17, 15), (10, 3, 7, 7), {"stride": 2, "padding": 3}),  # cpu auto: 'phase' wgrad
+    "strided_7x7_small": ((1, 3, 9, 11), (4, 3, 7, 7), {"stride": 2, "padding": 3}),  # the stem's taps, simulator-sized
     "one_channel": ((3, 1, 6, 6), (13, 1, 3, 3), {"padding": 1}),
     "thirteen_to_one": ((1, 13, 5, 4), (1, 13, 3, 3), {}),
     "thirty_three_channels": ((1, 33, 4, 4), (3, 33, 3, 3), {"padding": 1}),
@@ -96,7 +98,27 @@ def _algorithms(backend, direction, geom):
     return list(chosen.values())
 
 
-@pytest.mark.parametrize("config", CONFIGS)
+# Configs sized for the cpu kernels (cpu_kblock's long accumulator strips and image pairs, the
+# phase stem) take the simulator 10-15 s each and reach no cuda branch the others miss: on cuda
+# they run direct and the simulator's one gemm tile in every direction (split-K and all), which
+# the other configs run with tails in M, N and K, and a 7x7 stride-2 kernel as stem_like_odd's
+# is in strided_7x7_small. So they run on cpu and numpy, and on cuda only on a GPU.
+NOT_IN_SIMULATOR = {"stem_like_odd", "kblock_lenet_conv2", "kblock_long_plane", "kblock_image_pairs"}
+
+
+def _sweep():
+    backends = [name for name, info in convcore.backends().items() if info.available]
+    params = []
+    for backend in backends:
+        for dtype, dtype_id in ((np.float32, "f32"), (np.float64, "f64")):
+            for config in CONFIGS:
+                if backend == "cuda" and cuda_simulated() and config in NOT_IN_SIMULATOR:
+                    continue
+                params.append(pytest.param(backend, np.dtype(dtype), config, id=f"{backend}-{dtype_id}-{config}"))
+    return params
+
+
+@pytest.mark.parametrize("backend, dtype, config", _sweep())
 def test_conv2d_forward_and_gradients(backend, dtype, config, rng):
     # On cuda 'auto' picks the depthwise kernels for C/groups == 1, so each gradient is checked with
     # direct, implicit GEMM and (for the depthwise configs) depthwise; test_cuda_gemm_tiles adds the other tile.

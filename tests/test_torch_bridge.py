@@ -63,8 +63,10 @@ def test_jax_arrays_are_accepted_by_convcore_functions(rng):
     jnp = pytest.importorskip("jax.numpy")
     x = rng.uniform(-1, 1, (1, 2, 5, 5)).astype(np.float32)
     w = rng.uniform(-1, 1, (3, 2, 3, 3)).astype(np.float32)
-    out = convcore.conv2d(jnp.asarray(x), jnp.asarray(w), backend="cpu")
-    np.testing.assert_allclose(out, convcore.conv2d(x, w, backend="numpy"), rtol=1e-5, atol=1e-5)
+    # padding=1: the kernel sees a padded copy of x and JAX's read-only w, the signature
+    # test_jax_bridge's vmap test compiles too (a read-only specialisation costs ~25 s of JIT).
+    out = convcore.conv2d(jnp.asarray(x), jnp.asarray(w), padding=1, backend="cpu")
+    np.testing.assert_allclose(out, convcore.conv2d(x, w, padding=1, backend="numpy"), rtol=1e-5, atol=1e-5)
 
 
 def test_tensors_on_different_devices_are_refused():
