@@ -3,7 +3,9 @@
 The simulator runs a grid one block at a time, each CUDA thread of the block as a Python thread.
 Its semantics are kept: a ``syncthreads()`` releases the block once every live thread waits in it
 (a thread that has returned no longer counts), an exception in one thread aborts the others at
-their next barrier and is raised, with the thread and block indices, by the launch.
+their next barrier and is raised, with the thread and block indices, by the launch. One launch
+setting differs from a GPU's: grid-stride kernels get at most two blocks, so their loops run
+several iterations per thread.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ def install() -> None:
     sys.setswitchinterval(5e-4)
     _lock_shared_array_lookup()
     _wait_for_blocks_without_polling()
+    _cap_grid_stride_launches(blocks=2)
 
 
 def _lock_shared_array_lookup() -> None:
@@ -133,3 +136,13 @@ def _wait_for_blocks_without_polling() -> None:
     thread_class.syncthreads = syncthreads
     thread_class.run = run_thread
     manager_class.run = run_block
+
+
+def _cap_grid_stride_launches(blocks: int) -> None:
+    """Launch grid-stride kernels (every launch sized by _cuda_util.grid_for) with at most ``blocks``
+    blocks: each thread then loops over several elements, the path large tensors take on a GPU
+    (over MAX_BLOCKS·THREADS = 2M elements) that test-sized ones never reached, and the simulator
+    starts a few hundred Python threads per launch (~80 us each) instead of one per element."""
+    from convcore.kernels import _cuda_util
+
+    _cuda_util.MAX_BLOCKS = min(_cuda_util.MAX_BLOCKS, blocks)
