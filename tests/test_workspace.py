@@ -43,20 +43,21 @@ def test_threads_have_their_own_buffers():
     assert not np.shares_memory(mine, theirs[0])
 
 
+@pytest.mark.parametrize("dtype,atol", [(np.float64, 1e-10), (np.float32, 2e-4)])
 @pytest.mark.parametrize("algorithm", ["gemm", "winograd_f2", "winograd_f4"])
-def test_repeated_calls_never_see_the_previous_call(rng, algorithm):
+def test_repeated_calls_never_see_the_previous_call(rng, algorithm, dtype, atol):
     # Each call writes every element its scratch holds: a second call on other data (and a
     # smaller shape after a larger one) must match the reference exactly as the first did.
-    w = rng.standard_normal((6, 5, 3, 3))
+    w = rng.standard_normal((6, 5, 3, 3)).astype(dtype)
     for n, h in ((3, 11), (1, 7), (2, 9)):
-        x = rng.standard_normal((n, 5, h, h))
-        dy = rng.standard_normal((n, 6, h, h))
-        ref = convcore.conv2d(x, w, padding=1, backend="numpy")
-        ref_dx = convcore.conv2d_input(x.shape, w, dy, padding=1, backend="numpy")
-        ref_dw = convcore.conv2d_weight(x, w.shape, dy, padding=1, backend="numpy")
-        np.testing.assert_allclose(convcore.conv2d(x, w, padding=1, backend="cpu", algorithm=algorithm), ref, atol=1e-10)
+        x = rng.standard_normal((n, 5, h, h)).astype(dtype)
+        dy = rng.standard_normal((n, 6, h, h)).astype(dtype)
+        ref = convcore.conv2d(x.astype(np.float64), w.astype(np.float64), padding=1, backend="numpy")
+        ref_dx = convcore.conv2d_input(x.shape, w.astype(np.float64), dy.astype(np.float64), padding=1, backend="numpy")
+        ref_dw = convcore.conv2d_weight(x.astype(np.float64), w.shape, dy.astype(np.float64), padding=1, backend="numpy")
+        np.testing.assert_allclose(convcore.conv2d(x, w, padding=1, backend="cpu", algorithm=algorithm), ref, atol=atol)
         np.testing.assert_allclose(convcore.conv2d_input(x.shape, w, dy, padding=1, backend="cpu", algorithm=algorithm),
-                                   ref_dx, atol=1e-10)
+                                   ref_dx, atol=atol)
         np.testing.assert_allclose(convcore.conv2d_weight(x, w.shape, dy, padding=1, backend="cpu", algorithm=algorithm),
-                                   ref_dw, atol=1e-10)
+                                   ref_dw, atol=atol)
     assert workspace.held_bytes() > 0

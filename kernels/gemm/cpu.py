@@ -99,27 +99,31 @@ def _micro(ap, a0, rs, ps, bp, b0, kc, c, c0, ldc, accumulate):
 
 
 @njit(inline="always")
+def _pack_panel(src, first, lanes, lane_stride, kc, depth_stride, dst, out, width):
+    # dst[out + p·width + l] = src[first + l·lane_stride + p·depth_stride] for l < lanes,
+    # p < kc, lanes lanes..width zero: one sliver of A (lanes = rows) or B (lanes = columns),
+    # read straight through the strides, the inner loop along whichever index is contiguous.
+    zero = np.float32(0)
+    if depth_stride == 1:
+        for lane in range(lanes):
+            for p in range(kc):
+                store_at(dst, out + p * width + lane, load_at(src, first + lane * lane_stride + p))
+    else:
+        for p in range(kc):
+            for lane in range(lanes):
+                store_at(dst, out + p * width + lane, load_at(src, first + lane * lane_stride + p * depth_stride))
+    for p in range(kc):
+        for lane in range(lanes, width):
+            store_at(dst, out + p * width + lane, zero)
+
+
+@njit(inline="always")
 def _pack_a_slivers(src, row0, mc, p0, kc, dst, base):
     # dst[base + s·kc·MR + p·MR + i] = src[row0 + s·MR + i, p0 + p] for the ⌈mc/MR⌉ slivers s
-    # of rows row0..row0+mc (rows past mc zero). Offsets from the strides, so any layout
-    # reads directly; the inner loop runs along whichever index of src is contiguous.
+    # of rows row0..row0+mc (rows past mc zero).
     s0, s1 = src.strides[0] // 4, src.strides[1] // 4
-    zero = np.float32(0)
     for s in range((mc + MR - 1) // MR):
-        rows = min(MR, mc - s * MR)
-        out = base + s * kc * MR
-        first = (row0 + s * MR) * s0 + p0 * s1
-        if s1 == 1:
-            for i in range(rows):
-                for p in range(kc):
-                    store_at(dst, out + p * MR + i, load_at(src, first + i * s0 + p))
-        else:
-            for p in range(kc):
-                for i in range(rows):
-                    store_at(dst, out + p * MR + i, load_at(src, first + i * s0 + p * s1))
-        for p in range(kc):
-            for i in range(rows, MR):
-                store_at(dst, out + p * MR + i, zero)
+        _pack_panel(src, (row0 + s * MR) * s0 + p0 * s1, min(MR, mc - s * MR), s0, kc, s1, dst, base + s * kc * MR, MR)
 
 
 def _pack_a(a, ap):
@@ -143,7 +147,6 @@ def _pack_b(b, p0, kc, j0, nc, bp):
     # bp[(j // NR)·kc·NR + p·NR + j % NR] = b[p0 + p, j0 + j], columns past nc zero; full
     # slivers of a row-major b copy two vectors per row.
     s0, s1 = b.strides[0] // 4, b.strides[1] // 4
-    zero = np.float32(0)
     for s in range((nc + NR - 1) // NR):
         base = s * kc * NR
         cols = min(NR, nc - s * NR)
@@ -152,18 +155,8 @@ def _pack_b(b, p0, kc, j0, nc, bp):
             for p in range(kc):
                 vstore(bp, base + p * NR, vload(b, first + p * s0))
                 vstore(bp, base + p * NR + 16, vload(b, first + p * s0 + 16))
-            continue
-        if s1 == 1:
-            for p in range(kc):
-                for j in range(cols):
-                    store_at(bp, base + p * NR + j, load_at(b, first + p * s0 + j))
         else:
-            for j in range(cols):
-                for p in range(kc):
-                    store_at(bp, base + p * NR + j, load_at(b, first + p * s0 + j * s1))
-        for p in range(kc):
-            for j in range(cols, NR):
-                store_at(bp, base + p * NR + j, zero)
+            _pack_panel(b, first, cols, s1, kc, s0, bp, base, NR)
 
 
 @njit(inline="always")
@@ -302,7 +295,8 @@ def enabled() -> bool:
 
 
 def describe() -> str:
-    return ("convcore AVX-512 12x32 micro-kernel (float32), BLAS for float64" if enabled()
+    vectors = "AVX-512" if _host_has_avx512() else "16-lane vectors split by LLVM (no AVX-512 here)"
+    return (f"convcore's 12x32 micro-kernel, {vectors} (float32), BLAS for float64" if enabled()
             else "NumPy's BLAS (np.matmul)")
 
 
