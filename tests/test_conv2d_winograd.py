@@ -30,6 +30,28 @@ def test_fused_bias_relu(algorithm, dtype, rng):
     assert (to_numpy(out) >= 0).all() and (expected < 0).any()
 
 
+@pytest.mark.parametrize("algorithm", ["winograd_f2", "winograd_f4"])
+def test_images_in_chunks(algorithm, dtype, rng, monkeypatch):
+    # The three steps run on G images at a time (cache-sized chunks): at one image per
+    # chunk, an odd batch, edge tiles and a fused bias + ReLU, forward and input gradient.
+    from convcore.kernels.conv2d import cpu_winograd
+    monkeypatch.setattr(cpu_winograd, "_CHUNK_BYTES", 1)
+    monkeypatch.setattr(cpu_winograd, "_MIN_TILES", 1)
+    assert cpu_winograd._chunk_images(3, 5, 6, 12, 36, 4) == 1
+    x, w, b = random(rng, (3, 5, 9, 7), dtype), random(rng, (6, 5, 3, 3), dtype), random(rng, (6,), dtype)
+    geom = conv_geometry("test", x.shape, w.shape, 1, 1, 1, 1)
+    args = dict(out_hw=(geom.P, geom.Q), stride=(1, 1), padding=geom.padding, dilation=(1, 1), groups=1)
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    expected = np.maximum(reference.conv2d(x64, w64, b.astype(np.float64), **args), 0.0)
+    out = convcore.conv2d(x, w, b, padding=1, backend="cpu", algorithm=algorithm, activation="relu")
+    assert_matches(out, expected, dtype, 18, f"chunked forward [{algorithm}]")
+    dy = random(rng, expected.shape, dtype)
+    dx = convcore.conv2d_input(x.shape, w, dy, padding=1, backend="cpu", algorithm=algorithm)
+    del args["out_hw"]
+    assert_matches(dx, reference.conv2d_input(x.shape, w64, dy.astype(np.float64), **args), dtype, 18,
+                   f"chunked input gradient [{algorithm}]")
+
+
 def test_relu_keeps_nan(rng):
     x = random(rng, (1, 2, 6, 6), np.float64)
     x[0, 0, 2, 3] = np.nan

@@ -6,18 +6,19 @@
     becomes α² independent GEMMs:  M[ξν] (Kg × T) = U[ξν] (Kg × Cg) · V[ξν] (Cg × T)
     per group, T = N·TH·TW tiles, TH = ⌈P/m⌉, TW = ⌈Q/m⌉.
 
-Four steps: weight transform (prange over k) → input transform (prange over blocks of
-input planes (n, c)) → one batched product (``kernels.gemm.cpu.matmul``: convcore's
+Four steps: weight transform (prange over k), then for each chunk of G images (sized so
+that the chunk's V and M stay in cache, _chunk_images) input transform (prange over blocks
+of input planes (n, c)) → one batched product (``kernels.gemm.cpu.matmul``: convcore's
 AVX-512 GEMM, or BLAS; outside any prange so threads are not nested) → output transform
 (prange over blocks of output planes (n, k)) with the bias and ReLU fused. Edge tiles read
 zeros beyond the input and write only the P×Q valid outputs. Deterministic: every sum runs
 in a fixed order (the GEMM's order is fixed for given shapes and threads).
 
-Time goes (1 thread, 8×64×56²→64, F(4×4)): GEMM 10 ms, input transform 7, output 5,
-weights 0.1. With 2 threads on 2 cores, each hand-off between Numba's OpenMP pool and
-OpenBLAS's threads costs milliseconds while the pool that just finished spins (2×64×56²:
-input transform then GEMM 7.2 ms against 0.5 + 1.2 alone; OMP_WAIT_POLICY=passive halves
-it); the gemm algorithm pays the same per im2col → GEMM hand-off.
+The transforms' strided passes (the input's stride-m phases, the output's interleave) use
+raw offsets (kernels.gemm.simd.load_at/store_at): Numba's wraparound code for a signed
+index kept them scalar, at 1 ns per element. Per plane, one thread, in cache (8×64×56²,
+F(4×4)): input 5.5 → 3.2 µs, output 3.7 → 3.2 µs; the whole forward at 2 threads 4.6 ms
+unchunked (5.0-9.3 before these changes, the machine is noisy) → 3.6 ms in chunks of 2 images.
 
 Index names: n batch, c/k input/output channel, g group, ξ/ν the two transform axes,
 t tile (row-major (n, th, tw)), m output tile size, α = m + 2 the input tile size.
@@ -33,6 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..gemm.cpu import matmul
+from ..gemm.simd import load_at, store_at
 from ..workspace import scratch
 
 # G (α×3); cast to the data dtype per call.
@@ -111,63 +113,87 @@ def _weight_transform(w, G, U):
 def _input_transform(x, V, pt, pl, m, TH, TW, cst):
     # V[ξ·α+ν, c, (n·TH+th)·TW+tw] = (Bᵀ d B)[ξ,ν], d[i,j] = x[n, c, th·m−pt+i, tw·m−pl+j] (0 outside).
     # prange over blocks of input planes (n, c); one iteration writes each plane's tiles.
-    # Per tile row: α zero-padded input rows, then Bᵀ down each tile column j, stored
-    # de-interleaved as D[ξ, j, tile]; last, B along j for all TH·TW tiles of the plane at
-    # once (long contiguous loops: vectorised).
+    # Per plane, first the phase planes X[r, j, u·TW+v] = xpad[m·u + r, m·v + j] (r < m,
+    # j < α; xpad the zero-padded plane): then d[i, j] of every tile is one contiguous run,
+    # X[i % m, j, (i // m)·TW:][:TH·TW] in the tile index, so Bᵀ down the tile columns
+    # (into E[ξ, j, tile]) and B along them (into V) are long contiguous loops over all
+    # TH·TW tiles of the plane (vectorised). Filling X is the only strided pass. x is
+    # C-contiguous (raw offsets).
     N, C, H, W = x.shape
     a = m + 2
     L = TH * TW
-    Wp = TW * m + 2
     c2, c4, c5 = cst[0], cst[1], cst[2]
-    j_lo = min(max(pl, 0), Wp)  # padded columns [j_lo, j_hi) hold input columns j − pl
+    zero = c2 - c2
+    XL = (TH + 1) * TW  # one phase plane of X
+    Wp = TW * m + 2  # padded row: columns [j_lo, j_hi) hold input columns q − pl
+    j_lo = min(max(pl, 0), Wp)
     j_hi = max(min(W + pl, Wp), j_lo)
     per = -(-(N * C) // _BLOCKS)  # planes per prange block: scratch allocated once per block
     for blk in prange(-(-(N * C) // per)):
-        rows = np.zeros((a, Wp), V.dtype)
-        D = np.empty((a, a, L), V.dtype)
+        row = np.empty(Wp, V.dtype)
+        X = np.empty((m, a, XL), V.dtype)
+        E = np.empty((a, a, L), V.dtype)
         for nc in range(blk * per, min((blk + 1) * per, N * C)):
             n = nc // C
             c = nc % C
-            for th in range(TH):
-                for i in range(a):
-                    h = th * m - pt + i
-                    row = rows[i]
+            for u in range(TH + 1):
+                for r in range(m):
+                    h = m * u + r - pt
+                    base = r * a * XL + u * TW  # X[r, 0, u·TW]
                     if h < 0 or h >= H:
-                        row[:] = 0
+                        for j in range(a):
+                            for v in range(TW):
+                                store_at(X, base + j * XL + v, zero)
                         continue
-                    row[:j_lo] = 0
-                    src = x[n, c, h, j_lo - pl:]
-                    dst = row[j_lo:j_hi]
-                    for j in range(dst.shape[0]):
-                        dst[j] = src[j]
-                    row[j_hi:] = 0
-                for j in range(a):
-                    r0, r1, r2, r3 = rows[0, j:], rows[1, j:], rows[2, j:], rows[3, j:]
+                    # the padded row, then its α stride-m phases (raw offsets: Numba's
+                    # wraparound code for signed indices would keep these loops scalar)
+                    xo = ((n * C + c) * H + h) * W - pl
+                    for q in range(j_lo):
+                        store_at(row, q, zero)
+                    for q in range(j_lo, j_hi):
+                        store_at(row, q, load_at(x, xo + q))
+                    for q in range(j_hi, Wp):
+                        store_at(row, q, zero)
                     if m == 4:
-                        r4, r5 = rows[4, j:], rows[5, j:]
-                        for tw in range(TW):
-                            t = th * TW + tw
-                            q = tw * 4
-                            D[0, j, t], D[1, j, t], D[2, j, t], D[3, j, t], D[4, j, t], D[5, j, t] = _bt4(
-                                r0[q], r1[q], r2[q], r3[q], r4[q], r5[q], c2, c4, c5)
+                        for v in range(TW):
+                            q = 4 * v
+                            store_at(X, base + v, load_at(row, q))
+                            store_at(X, base + XL + v, load_at(row, q + 1))
+                            store_at(X, base + 2 * XL + v, load_at(row, q + 2))
+                            store_at(X, base + 3 * XL + v, load_at(row, q + 3))
+                            store_at(X, base + 4 * XL + v, load_at(row, q + 4))
+                            store_at(X, base + 5 * XL + v, load_at(row, q + 5))
                     else:
-                        for tw in range(TW):
-                            t = th * TW + tw
-                            q = tw * 2
-                            D[0, j, t], D[1, j, t], D[2, j, t], D[3, j, t] = _bt2(r0[q], r1[q], r2[q], r3[q])
+                        for v in range(TW):
+                            q = 2 * v
+                            store_at(X, base + v, load_at(row, q))
+                            store_at(X, base + XL + v, load_at(row, q + 1))
+                            store_at(X, base + 2 * XL + v, load_at(row, q + 2))
+                            store_at(X, base + 3 * XL + v, load_at(row, q + 3))
+            for j in range(a):
+                d0, d1 = X[0, j], X[1, j]
+                if m == 4:
+                    d2, d3, d4, d5 = X[2, j], X[3, j], X[0, j, TW:], X[1, j, TW:]
+                    for t in range(L):
+                        E[0, j, t], E[1, j, t], E[2, j, t], E[3, j, t], E[4, j, t], E[5, j, t] = _bt4(
+                            d0[t], d1[t], d2[t], d3[t], d4[t], d5[t], c2, c4, c5)
+                else:
+                    d2, d3 = X[0, j, TW:], X[1, j, TW:]
+                    for t in range(L):
+                        E[0, j, t], E[1, j, t], E[2, j, t], E[3, j, t] = _bt2(d0[t], d1[t], d2[t], d3[t])
             t0 = n * L
             for i in range(a):
-                d0, d1, d2, d3 = D[i, 0], D[i, 1], D[i, 2], D[i, 3]
+                e0, e1, e2, e3 = E[i, 0], E[i, 1], E[i, 2], E[i, 3]
                 v0, v1, v2, v3 = V[i * a, c, t0:], V[i * a + 1, c, t0:], V[i * a + 2, c, t0:], V[i * a + 3, c, t0:]
                 if m == 4:
-                    d4, d5 = D[i, 4], D[i, 5]
+                    e4, e5 = E[i, 4], E[i, 5]
                     v4, v5 = V[i * a + 4, c, t0:], V[i * a + 5, c, t0:]
                     for t in range(L):
-                        v0[t], v1[t], v2[t], v3[t], v4[t], v5[t] = _bt4(d0[t], d1[t], d2[t], d3[t], d4[t], d5[t],
+                        v0[t], v1[t], v2[t], v3[t], v4[t], v5[t] = _bt4(e0[t], e1[t], e2[t], e3[t], e4[t], e5[t],
                                                                         c2, c4, c5)
                 else:
                     for t in range(L):
-                        v0[t], v1[t], v2[t], v3[t] = _bt2(d0[t], d1[t], d2[t], d3[t])
+                        v0[t], v1[t], v2[t], v3[t] = _bt2(e0[t], e1[t], e2[t], e3[t])
 
 
 # ---------------------------------------------------------------- output transform
@@ -213,17 +239,35 @@ def _output_transform(M, out, b, has_bias, relu, m, TH, TW, cst):
                     y0, y1 = Y[i, 0], Y[i, 1]
                     for t in range(L):
                         y0[t], y1[t] = _at2(s0[t], s1[t], s2[t], s3[t])
+            # Y back to the plane, tile columns interleaved (raw offsets: Numba's wraparound
+            # code for signed indices would keep this loop scalar); q < Q only.
+            full = Q // m  # tile columns whose m outputs are all inside the plane
             for th in range(TH):
                 for i in range(min(m, P - th * m)):
-                    dst = out[n, k, th * m + i]
-                    for j in range(min(m, Q)):
-                        src = Y[i, j, th * TW:]
-                        col = dst[j::m]  # the columns tw·m + j < Q
-                        for tw in range(col.shape[0]):
-                            v = src[tw] + bv
-                            if relu and v < zero:
-                                v = zero
-                            col[tw] = v
+                    o = ((n * K + k) * P + th * m + i) * Q
+                    y = i * m * L + th * TW  # Y[i, 0, th·TW]
+                    if m == 4:
+                        for tw in range(full):
+                            q = o + 4 * tw
+                            store_at(out, q, _bias_relu(load_at(Y, y + tw), bv, relu, zero))
+                            store_at(out, q + 1, _bias_relu(load_at(Y, y + L + tw), bv, relu, zero))
+                            store_at(out, q + 2, _bias_relu(load_at(Y, y + 2 * L + tw), bv, relu, zero))
+                            store_at(out, q + 3, _bias_relu(load_at(Y, y + 3 * L + tw), bv, relu, zero))
+                    else:
+                        for tw in range(full):
+                            q = o + 2 * tw
+                            store_at(out, q, _bias_relu(load_at(Y, y + tw), bv, relu, zero))
+                            store_at(out, q + 1, _bias_relu(load_at(Y, y + L + tw), bv, relu, zero))
+                    for j in range(Q - full * m):  # the last, partial tile column
+                        store_at(out, o + full * m + j, _bias_relu(load_at(Y, y + j * L + full), bv, relu, zero))
+
+
+@njit(inline="always")
+def _bias_relu(v, bv, relu, zero):
+    v = v + bv
+    if relu and v < zero:  # NaN < 0 is false: NaN stays
+        v = zero
+    return v
 
 
 # ---------------------------------------------------------------- driver
@@ -241,18 +285,41 @@ def winograd_conv(x, w, b, out, pad_top, pad_left, groups, m, relu=False):
     K, Cg = w.shape[0], w.shape[1]
     P, Q = out.shape[2], out.shape[3]
     TH, TW = -(-P // m), -(-Q // m)
-    T = N * TH * TW
     a2 = (m + 2) ** 2
     dtype = out.dtype
     cst = np.array([2, 4, 5, 8], dtype=dtype)
+    x = np.ascontiguousarray(x)  # the transforms read x and write out by raw offsets
+    if not out.flags.c_contiguous:
+        raise ValueError(f"winograd_conv: out must be C-contiguous, got strides {out.strides}")
     U = _transformed_weight(w, m, dtype)
-    V = scratch("winograd.V", (a2, C, T), dtype)
-    _input_transform(x, V, pad_top, pad_left, m, TH, TW, cst)
-    M = scratch("winograd.M", (a2, K, T), dtype)
     Kg = K // groups
-    matmul(U.reshape(a2, groups, Kg, Cg), V.reshape(a2, groups, Cg, T), out=M.reshape(a2, groups, Kg, T))
+    L = TH * TW
     has_bias = b is not None
-    _output_transform(M, out, b if has_bias else cst, has_bias, relu, m, TH, TW, cst)
+    G = _chunk_images(N, C, K, L, a2, dtype.itemsize)
+    for n0 in range(0, N, G):
+        xs, outs = x[n0:n0 + G], out[n0:n0 + G]
+        T = xs.shape[0] * L
+        V = scratch("winograd.V", (a2, C, T), dtype)
+        _input_transform(xs, V, pad_top, pad_left, m, TH, TW, cst)
+        M = scratch("winograd.M", (a2, K, T), dtype)
+        matmul(U.reshape(a2, groups, Kg, Cg), V.reshape(a2, groups, Cg, T), out=M.reshape(a2, groups, Kg, T))
+        _output_transform(M, outs, b if has_bias else cst, has_bias, relu, m, TH, TW, cst)
+
+
+# Images go through the three steps G at a time, so that V and M (α²·(C + K)·G·L values)
+# are still in cache (L3) when the next step reads them; but never fewer than _MIN_TILES
+# tiles, which would thin the GEMMs more than the cache saves. Measured (2 threads, forward,
+# ms, whole batch / G by _CHUNK_BYTES of 2, 4, 8, 16 MB): 8×64×56² F(4×4) 4.97 / 3.87, 3.91,
+# 3.74, 4.16; 8×128×28² 3.63 / 4.38, 4.59, 3.89, 3.56; 8×256×14² F(2×2) 4.88 / 5.79, 5.74,
+# 5.19, 4.89.
+_CHUNK_BYTES = 8 << 20
+_MIN_TILES = 384
+
+
+def _chunk_images(N, C, K, L, a2, itemsize):
+    """Images per pass through the three steps (L tiles each)."""
+    by_cache = _CHUNK_BYTES // (a2 * (C + K) * L * itemsize)
+    return max(1, min(N, max(by_cache, -(-_MIN_TILES // L))))
 
 
 # The weight transform, kept across calls by a layer that knows its weight did not change

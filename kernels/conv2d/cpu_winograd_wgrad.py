@@ -122,7 +122,7 @@ def winograd_wgrad(x, dy, out, pad_top, pad_left, groups, m):
     a2 = (m + 2) ** 2
     dtype = out.dtype
     V = scratch("winograd_wgrad.V", (a2, C, T), dtype)
-    _input_transform(x, V, pad_top, pad_left, m, TH, TW, np.array([2, 4, 5, 8], dtype=dtype))
+    _input_transform(np.ascontiguousarray(x), V, pad_top, pad_left, m, TH, TW, np.array([2, 4, 5, 8], dtype=dtype))
     Y = scratch("winograd_wgrad.Y", (a2, K, T), dtype)
     _grad_output_transform(dy, Y, _A[m].astype(dtype), TH, TW)
     Kg = K // groups

@@ -40,20 +40,22 @@ MR, NR = 12, 32   # register tile: 12 rows × 2 vectors of 16 lanes
 KC = 192          # reduced-index depth of one packed slice: a B sliver is 24 KB (L1: 48 KB)
 MC = 192          # rows of one packed A block: 144 KB (L2: 1 MB)
 NC = 2048         # columns of one packed B panel: 1.5 MB
+_B_IN_PLACE_ROWS = 256  # rows of C per task at most for which B is read in place
 _PREPACK_LIMIT = 2**23  # floats (32 MB) of A packed up front at most (the 3x3 512-channel dgrad Wᵀ is 2.4 M)
 
 
 @njit(inline="always")
-def _micro(ap, a0, rs, ps, bp, b0, kc, c, c0, ldc, accumulate):
-    # c[c0 + i·ldc + j] (+)= Σ_p ap[a0 + i·rs + p·ps] · bp[b0 + p·NR + j], i < 12, j < 32.
-    # A packed: (rs, ps) = (1, MR); A read in place from a row-major matrix: (lda, 1). Both
-    # are passed as constants where they are, so LLVM folds them after inlining.
+def _micro(ap, a0, rs, ps, bp, b0, bs, kc, c, c0, ldc, accumulate):
+    # c[c0 + i·ldc + j] (+)= Σ_p ap[a0 + i·rs + p·ps] · bp[b0 + p·bs + j], i < 12, j < 32.
+    # A packed: (rs, ps) = (1, MR); A read in place from a row-major matrix: (lda, 1). B
+    # packed: bs = NR; B read in place: its row stride. Constants are passed as such where
+    # they are, so LLVM folds them after inlining.
     x00 = vzero(); x01 = vzero(); x10 = vzero(); x11 = vzero(); x20 = vzero(); x21 = vzero()
     x30 = vzero(); x31 = vzero(); x40 = vzero(); x41 = vzero(); x50 = vzero(); x51 = vzero()
     x60 = vzero(); x61 = vzero(); x70 = vzero(); x71 = vzero(); x80 = vzero(); x81 = vzero()
     x90 = vzero(); x91 = vzero(); xa0 = vzero(); xa1 = vzero(); xb0 = vzero(); xb1 = vzero()
     for p in range(kc):
-        u = b0 + p * NR
+        u = b0 + p * bs
         v0 = vload(bp, u)
         v1 = vload(bp, u + 16)
         o = a0 + p * ps
@@ -143,15 +145,18 @@ def _pack_a(a, ap):
 
 
 @njit(inline="always")
-def _pack_b(b, p0, kc, j0, nc, bp):
+def _pack_b(b, p0, kc, j0, nc, bp, partial_only):
     # bp[(j // NR)·kc·NR + p·NR + j % NR] = b[p0 + p, j0 + j], columns past nc zero; full
-    # slivers of a row-major b copy two vectors per row.
+    # slivers of a row-major b copy two vectors per row (skipped when partial_only: the
+    # micro-kernel reads them in place).
     s0, s1 = b.strides[0] // 4, b.strides[1] // 4
     for s in range((nc + NR - 1) // NR):
         base = s * kc * NR
         cols = min(NR, nc - s * NR)
         first = p0 * s0 + (j0 + s * NR) * s1
         if s1 == 1 and cols == NR:
+            if partial_only:
+                continue
             for p in range(kc):
                 vstore(bp, base + p * NR, vload(b, first + p * s0))
                 vstore(bp, base + p * NR + 16, vload(b, first + p * s0 + 16))
@@ -166,12 +171,16 @@ def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile):
     # MC×KC block is packed here into al (read once, straight into L2).
     ldc = c.strides[0] // 4
     lda = a.strides[0] // 4
+    ldb = b.strides[0] // 4
     direct = not prepacked and a.strides[1] == 4  # row-major A: the micro-kernel reads it in place
+    # Few rows of C: packing a B panel would cost about as much as the products that use
+    # it, so a row-major B's full slivers are read in place too (only a partial one is packed).
+    b_direct = direct and b.strides[1] == 4 and i1 - i0 <= _B_IN_PLACE_ROWS
     for jc in range(j0, j1, NC):
         nc = min(NC, j1 - jc)
         for pc in range(p0, p1, KC):
             kc = min(KC, p1 - pc)
-            _pack_b(b, pc, kc, jc, nc, bp)
+            _pack_b(b, pc, kc, jc, nc, bp, b_direct)
             for ic in range(i0, i1, MC):
                 mc = min(MC, i1 - ic)
                 full = mc - mc % MR if direct else 0  # rows read in place; the rest is packed
@@ -180,20 +189,26 @@ def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile):
                 packed = ap if prepacked else al
                 for jr in range(0, nc, NR):
                     cols = min(NR, nc - jr)
+                    b_at = pc * ldb + jc + jr
                     for ir in range(0, mc, MR):
                         rows = min(MR, mc - ir)
                         at = (ic + ir) * lda + pc * 1
                         a0 = pc * Mp + (ic + ir) * kc if prepacked else ir * kc
-                        if cols == NR and ir < full:
-                            _micro(a, at, lda, 1, bp, jr * kc, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
+                        if b_direct and cols == NR:
+                            if ir < full:
+                                _micro(a, at, lda, 1, b, b_at, ldb, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
+                                continue
+                            _micro(packed, a0, 1, MR, b, b_at, ldb, kc, tile, 0, NR, False)
+                        elif cols == NR and ir < full:
+                            _micro(a, at, lda, 1, bp, jr * kc, NR, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
                             continue
-                        if cols == NR and rows == MR:
-                            _micro(packed, a0, 1, MR, bp, jr * kc, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
+                        elif cols == NR and rows == MR:
+                            _micro(packed, a0, 1, MR, bp, jr * kc, NR, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
                             continue
-                        if ir < full:
-                            _micro(a, at, lda, 1, bp, jr * kc, kc, tile, 0, NR, False)
+                        elif ir < full:
+                            _micro(a, at, lda, 1, bp, jr * kc, NR, kc, tile, 0, NR, False)
                         else:
-                            _micro(packed, a0, 1, MR, bp, jr * kc, kc, tile, 0, NR, False)
+                            _micro(packed, a0, 1, MR, bp, jr * kc, NR, kc, tile, 0, NR, False)
                         for i in range(rows):
                             for j in range(cols):
                                 if pc > p0:

@@ -62,24 +62,24 @@ def vstore(typingctx, array, offset, vector):
 
 @intrinsic
 def load_at(typingctx, array, offset):
-    """The float32 at ``array``'s data pointer + ``offset`` elements (raw: any layout, no
-    wraparound code for a signed offset, no bounds check)."""
+    """The element at ``array``'s data pointer + ``offset`` elements (raw: any layout, no
+    wraparound code for a signed offset, no bounds check), in the array's dtype."""
     def codegen(context, builder, signature, args):
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
         return builder.load(builder.gep(data, [args[1]]), align=4)
 
-    return types.float32(array, offset), codegen
+    return array.dtype(array, offset), codegen
 
 
 @intrinsic
 def store_at(typingctx, array, offset, value):
-    """Write the float32 ``value`` at ``array``'s data pointer + ``offset`` elements."""
+    """Write ``value`` (of the array's dtype) at ``array``'s data pointer + ``offset`` elements."""
     def codegen(context, builder, signature, args):
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
         builder.store(args[2], builder.gep(data, [args[1]]), align=4)
         return context.get_dummy_value()
 
-    return types.void(array, offset, types.float32), codegen
+    return types.void(array, offset, array.dtype), codegen
 
 
 @intrinsic
