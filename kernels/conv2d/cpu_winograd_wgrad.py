@@ -20,9 +20,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..gemm.cpu import enabled as gemm_enabled
 from ..gemm.cpu import matmul
+from ..gemm.nt import sgemm_nt
 from ..workspace import scratch
 from .cpu_winograd import _BLOCKS, _FAST, _G, _input_transform
+
+# gemm.nt for dU where the reduction over tiles is long; at fewer tiles the Goto GEMM (its
+# B packed transposed) wins. 2 threads, ms, nt / Goto: 8×64×56² F(4×4) (1568 tiles) 8.1 /
+# 9.2; 8×128×28² (392) 6.2 / 6.0; 8×256×14² F(2×2) (392) 7.2 / 5.9; 2×256×14² (98) 3.0 / 1.7.
+_NT_MIN_TILES = 1024
 
 # A (α×m): Ŷ = A dy Aᵀ. Entries are small integers: exact in float32.
 _A = {
@@ -126,6 +133,10 @@ def winograd_wgrad(x, dy, out, pad_top, pad_left, groups, m):
     Y = scratch("winograd_wgrad.Y", (a2, K, T), dtype)
     _grad_output_transform(dy, Y, _A[m].astype(dtype), TH, TW)
     Kg = K // groups
-    dU = matmul(Y.reshape(a2, groups, Kg, T), V.reshape(a2, groups, Cg, T).transpose(0, 1, 3, 2),
-                out=scratch("winograd_wgrad.dU", (a2, groups, Kg, Cg), dtype))
+    dU = scratch("winograd_wgrad.dU", (a2, groups, Kg, Cg), dtype)
+    if T >= _NT_MIN_TILES and dtype == np.float32 and gemm_enabled():
+        # both operands run along the tiles: the dot-product kernel reads them in place
+        sgemm_nt(Y.reshape(a2 * groups, 1, Kg, T), V.reshape(a2 * groups, 1, Cg, T), dU.reshape(a2 * groups, Kg, Cg))
+    else:
+        matmul(Y.reshape(a2, groups, Kg, T), V.reshape(a2, groups, Cg, T).transpose(0, 1, 3, 2), out=dU)
     _inverse_weight_transform(dU.reshape(a2, K, Cg), _G[m].astype(dtype), out)

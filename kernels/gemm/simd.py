@@ -131,3 +131,42 @@ def vadd(typingctx, a, b):
         return builder.fadd(args[0], args[1])
 
     return float32x16(float32x16, float32x16), codegen
+
+
+@intrinsic
+def vload_first(typingctx, array, offset, count):
+    """The first ``count`` (0..16) float32 at ``array``'s data pointer + ``offset``, the
+    other lanes 0 (llvm.masked.load: nothing past ``count`` is read)."""
+    def codegen(context, builder, signature, args):
+        pointer = _vector_pointer(context, builder, signature.args[0], args[0], args[1])
+        index = ir.Constant(ir.VectorType(ir.IntType(64), LANES), list(range(LANES)))
+        count64 = builder.sext(args[2], ir.IntType(64)) if args[2].type.width < 64 else args[2]
+        splat = builder.shuffle_vector(
+            builder.insert_element(ir.Constant(ir.VectorType(ir.IntType(64), LANES), ir.Undefined), count64,
+                                   ir.Constant(ir.IntType(32), 0)),
+            ir.Constant(ir.VectorType(ir.IntType(64), LANES), ir.Undefined),
+            ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+        mask = builder.icmp_signed("<", index, splat)
+        load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_VEC, [_VEC.as_pointer(), ir.IntType(32), mask.type, _VEC]),
+            "llvm.masked.load.v16f32.p0v16f32")
+        return builder.call(load, [pointer, ir.Constant(ir.IntType(32), 4), mask, ir.Constant(_VEC, [0.0] * LANES)])
+
+    return float32x16(array, offset, count), codegen
+
+
+@intrinsic
+def vsum(typingctx, vector):
+    """The sum of the 16 lanes, as a float32 (a fixed pairwise tree: deterministic)."""
+    def codegen(context, builder, signature, args):
+        v = args[0]
+        width = LANES
+        while width > 1:
+            width //= 2
+            lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), width), list(range(width))))
+            hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), width),
+                                                          list(range(width, 2 * width))))
+            v = builder.fadd(lo, hi)
+        return builder.extract_element(v, ir.Constant(ir.IntType(32), 0))
+
+    return types.float32(float32x16), codegen
