@@ -23,6 +23,7 @@ from numba import njit, prange
 from ..gemm.cpu import enabled as gemm_enabled
 from ..gemm.cpu import matmul
 from ..gemm.nt import sgemm_nt
+from ..gemm.simd import load_at, store_at
 from ..workspace import scratch
 from .cpu_winograd import _BLOCKS, _FAST, _G, _input_transform
 
@@ -31,22 +32,33 @@ from .cpu_winograd import _BLOCKS, _FAST, _G, _input_transform
 # 9.2; 8×128×28² (392) 6.2 / 6.0; 8×256×14² F(2×2) (392) 7.2 / 5.9; 2×256×14² (98) 3.0 / 1.7.
 _NT_MIN_TILES = 1024
 
-# A (α×m): Ŷ = A dy Aᵀ. Entries are small integers: exact in float32.
-_A = {
-    2: np.array([[1, 0], [1, 1], [1, -1], [0, -1]]),
-    4: np.array([[1, 0, 0, 0], [1, 1, 1, 1], [1, -1, 1, -1], [1, 2, 4, 8], [1, -2, 4, -8], [0, 0, 0, 1]]),
-}
+@njit(inline="always")
+def _a4(d0, d1, d2, d3, c2, c4, c8):
+    """A d for F(4, 3): A (6×4) has rows 1 0 0 0 / 1 1 1 1 / 1 −1 1 −1 / 1 2 4 8 / 1 −2 4 −8 / 0 0 0 1."""
+    s02, s13 = d0 + d2, d1 + d3
+    t02, t13 = d0 + c4 * d2, c2 * d1 + c8 * d3
+    return d0, s02 + s13, s02 - s13, t02 + t13, t02 - t13, d3
+
+
+@njit(inline="always")
+def _a2(d0, d1):
+    """A d for F(2, 3): A (4×2) has rows 1 0 / 1 1 / 1 −1 / 0 −1."""
+    return d0, d0 + d1, d0 - d1, -d1
 
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
-def _grad_output_transform(dy, Y, A, TH, TW):
+def _grad_output_transform(dy, Y, m, TH, TW, cst):
     # Y[ξ·α+ν, k, (n·TH+th)·TW+tw] = Σ_i,j A[ξ,i] dy[n, k, th·m+i, tw·m+j] A[ν,j] (0 beyond P×Q).
-    # prange over blocks of gradient planes (n, k); per plane, the m×m tiles are gathered
-    # de-interleaved as D[i, j, tile], then A runs along j and along i for all TH·TW tiles
-    # at once (contiguous in the tile index: vectorised).
+    # prange over blocks of gradient planes (n, k); per plane, the m×m tiles are split into
+    # their m² phases D[i, j, tile] (raw offsets: Numba's wraparound code for signed indices
+    # would keep that strided pass scalar), then A runs along j and along i for all TH·TW
+    # tiles at once (contiguous in the tile index: vectorised). dy is C-contiguous.
     N, K, P, Q = dy.shape
-    a, m = A.shape
+    a = m + 2
     L = TH * TW
+    c2, c4, c8 = cst[0], cst[1], cst[3]
+    zero = c2 - c2
+    full = Q // m  # tile columns whose m gradient columns are all inside the plane
     per = -(-(N * K) // _BLOCKS)  # planes per prange block: scratch allocated once per block
     for blk in prange(-(-(N * K) // per)):
         D = np.empty((m, m, L), Y.dtype)
@@ -54,36 +66,55 @@ def _grad_output_transform(dy, Y, A, TH, TW):
         for nk in range(blk * per, min((blk + 1) * per, N * K)):
             n = nk // K
             k = nk % K
-            D[:] = 0
             for th in range(TH):
-                for i in range(min(m, P - th * m)):
-                    src = dy[n, k, th * m + i]
-                    for j in range(min(m, Q)):
-                        col = src[j::m]  # the columns tw·m + j < Q
-                        dst = D[i, j, th * TW:]
-                        for tw in range(col.shape[0]):
-                            dst[tw] = col[tw]
-            for i in range(m):
-                for nu in range(a):
-                    e = E[i, nu]
-                    e[:] = 0
-                    for j in range(m):
-                        coef = A[nu, j]
-                        if coef != 0:
-                            d = D[i, j]
-                            for t in range(L):
-                                e[t] += coef * d[t]
+                for i in range(m):
+                    d = (i * m) * L + th * TW  # D[i, 0, th·TW]
+                    p = th * m + i
+                    if p >= P:
+                        for j in range(m):
+                            for tw in range(TW):
+                                store_at(D, d + j * L + tw, zero)
+                        continue
+                    o = ((n * K + k) * P + p) * Q
+                    if m == 4:
+                        for tw in range(full):
+                            q = o + 4 * tw
+                            store_at(D, d + tw, load_at(dy, q))
+                            store_at(D, d + L + tw, load_at(dy, q + 1))
+                            store_at(D, d + 2 * L + tw, load_at(dy, q + 2))
+                            store_at(D, d + 3 * L + tw, load_at(dy, q + 3))
+                    else:
+                        for tw in range(full):
+                            q = o + 2 * tw
+                            store_at(D, d + tw, load_at(dy, q))
+                            store_at(D, d + L + tw, load_at(dy, q + 1))
+                    for tw in range(full, TW):  # the last, partial tile column
+                        for j in range(m):
+                            q = tw * m + j
+                            store_at(D, d + j * L + tw, load_at(dy, o + q) if q < Q else zero)
+            for i in range(m):  # A along j
+                d0, d1 = D[i, 0], D[i, 1]
+                e0, e1, e2, e3 = E[i, 0], E[i, 1], E[i, 2], E[i, 3]
+                if m == 4:
+                    d2, d3 = D[i, 2], D[i, 3]
+                    e4, e5 = E[i, 4], E[i, 5]
+                    for t in range(L):
+                        e0[t], e1[t], e2[t], e3[t], e4[t], e5[t] = _a4(d0[t], d1[t], d2[t], d3[t], c2, c4, c8)
+                else:
+                    for t in range(L):
+                        e0[t], e1[t], e2[t], e3[t] = _a2(d0[t], d1[t])
             t0 = n * L
-            for xi in range(a):
-                for nu in range(a):
-                    y = Y[xi * a + nu, k, t0:t0 + L]
-                    y[:] = 0
-                    for i in range(m):
-                        coef = A[xi, i]
-                        if coef != 0:
-                            e = E[i, nu]
-                            for t in range(L):
-                                y[t] += coef * e[t]
+            for nu in range(a):  # A along i
+                f0, f1 = E[0, nu], E[1, nu]
+                y0, y1, y2, y3 = Y[nu, k, t0:], Y[a + nu, k, t0:], Y[2 * a + nu, k, t0:], Y[3 * a + nu, k, t0:]
+                if m == 4:
+                    f2, f3 = E[2, nu], E[3, nu]
+                    y4, y5 = Y[4 * a + nu, k, t0:], Y[5 * a + nu, k, t0:]
+                    for t in range(L):
+                        y0[t], y1[t], y2[t], y3[t], y4[t], y5[t] = _a4(f0[t], f1[t], f2[t], f3[t], c2, c4, c8)
+                else:
+                    for t in range(L):
+                        y0[t], y1[t], y2[t], y3[t] = _a2(f0[t], f1[t])
 
 
 @njit(parallel=True, cache=True)
@@ -131,7 +162,7 @@ def winograd_wgrad(x, dy, out, pad_top, pad_left, groups, m):
     V = scratch("winograd_wgrad.V", (a2, C, T), dtype)
     _input_transform(np.ascontiguousarray(x), V, pad_top, pad_left, m, TH, TW, np.array([2, 4, 5, 8], dtype=dtype))
     Y = scratch("winograd_wgrad.Y", (a2, K, T), dtype)
-    _grad_output_transform(dy, Y, _A[m].astype(dtype), TH, TW)
+    _grad_output_transform(np.ascontiguousarray(dy), Y, m, TH, TW, np.array([2, 4, 5, 8], dtype=dtype))
     Kg = K // groups
     dU = scratch("winograd_wgrad.dU", (a2, groups, Kg, Cg), dtype)
     if T >= _NT_MIN_TILES and dtype == np.float32 and gemm_enabled():
