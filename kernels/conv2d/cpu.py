@@ -87,17 +87,39 @@ _TILE_OVERHEAD = 128
 
 
 # The weight gradient's GEMMs reduce over the tiles (K × T by T × C): at few tiles they run
-# further from BLAS's peak than the forward's, so a tile weighs more (fitted on 2 cores:
-# 8×256×14²: F(2×2) 7.1 ms, F(4×4) 9.5, gemm 9.8; 8×128×28²: F(4×4) 6.3, F(2×2) 7.4, gemm 10.4;
-# 8×512×7²: gemm 9.4, F(2×2) 11.4).
+# further from the GEMM's peak than the forward's, so a tile weighs more (fitted on 2
+# cores, BLAS: 8×256×14²: F(2×2) 7.1 ms, F(4×4) 9.5, gemm 9.8; 8×128×28²: F(4×4) 6.3, F(2×2)
+# 7.4, gemm 10.4; 8×512×7²: gemm 9.4, F(2×2) 11.4). auto takes it 10% under im2col + GEMM
+# (was 20%, before the transforms were vectorised: 2×256×14² F(2×2) 2.17 ms, gemm 2.77;
+# 8×512×7² gemm 9.0, F(2×2) 10.0; 8×256×14² F(2×2) 6.9, F(4×4) 8.5).
 _WGRAD_TILE_OVERHEAD = 96
+
+
+# Forward and input gradient: a GEMM reducing over few channels runs below its peak (the
+# 12×32 tile's loads and stores are spread over fewer FMAs), Winograd's (over C, or K for
+# the input gradient) more than im2col's (over 9·C). Both costs are scaled by
+# (depth + _SHALLOW) / depth. Fitted on 2 threads, ms, gemm / F(2×2) / F(4×4), forward:
+# 8×64×14²: 0.60 / 0.68 / 0.76; 8×35×19²→50: 0.59 / 1.02 / 0.99; 8×48×28²: 1.28 / 1.16 /
+# 0.97; 8×32×28²: 0.77 / 0.81 / 0.70 (input gradients alike).
+_SHALLOW = 64
+
+
+def _reduction(geom, direction):
+    return geom.Kg if direction == "bwd_data" else geom.Cg
+
+
+def _gemm_cost(geom, direction="fwd"):
+    depth = 9 * _reduction(geom, direction)
+    return 9 * geom.N * geom.P * geom.Q * (depth + _SHALLOW) / depth
 
 
 def _winograd_costs(geom, direction="fwd"):
     (th2, tw2), (th4, tw4) = tiles(geom, 2), tiles(geom, 4)
     overhead = _WGRAD_TILE_OVERHEAD if direction == "bwd_weight" else _TILE_OVERHEAD
-    return {"winograd_f2": 16 * (geom.N * th2 * tw2 + overhead),
-            "winograd_f4": 36 * (geom.N * th4 * tw4 + overhead)}
+    depth = _reduction(geom, direction)
+    scale = 1.0 if direction == "bwd_weight" else (depth + _SHALLOW) / depth
+    return {"winograd_f2": 16 * (geom.N * th2 * tw2 + overhead) * scale,
+            "winograd_f4": 36 * (geom.N * th4 * tw4 + overhead) * scale}
 
 
 def _winograd_tile(geom, direction="fwd"):
@@ -117,10 +139,10 @@ def _choose(algorithm, geom, direction="fwd"):
         return algorithm
     # Weight gradient: Winograd where its GEMMs are big enough to stay near BLAS's peak
     # (64+ channels each side; the 35→50-channel 19² layer measured gemm 0.29 ms, F(2×2) 0.45)
-    # and the cost model puts it 20% below im2col + GEMM.
+    # and the cost model puts it 10% below im2col + GEMM.
     if direction == "bwd_weight" and winograd_applies(geom) and geom.Cg >= 64 and geom.Kg >= 64:
         tile = _winograd_tile(geom, direction)
-        if _winograd_costs(geom, direction)[tile] < 0.8 * 9 * geom.N * geom.P * geom.Q:
+        if _winograd_costs(geom, direction)[tile] < 0.9 * 9 * geom.N * geom.P * geom.Q:
             return tile
     if _kblock_small(geom, direction):
         return "direct"
@@ -129,8 +151,8 @@ def _choose(algorithm, geom, direction="fwd"):
     # faster than gemm). The margin: at 8×512×7×7→512, F(2×2) estimated 13% cheaper, gemm
     # was ahead with 2 threads (49 vs 42 GFLOP/s) though behind with one (31-40 vs 49-65).
     if direction != "bwd_weight" and winograd_applies(geom) and geom.Cg >= 16 and geom.Kg >= 16:
-        tile = _winograd_tile(geom)
-        if _winograd_costs(geom)[tile] < 0.8 * 9 * geom.N * geom.P * geom.Q:
+        tile = _winograd_tile(geom, direction)
+        if _winograd_costs(geom, direction)[tile] < 0.8 * _gemm_cost(geom, direction):
             return tile
     # Small planes with 5x5+ kernels (LeNet): im2col costs more than the GEMM, the flat
     # kernels win forward and weight gradient. (Input gradient: flat and col2im + GEMM
@@ -149,19 +171,21 @@ def _choose(algorithm, geom, direction="fwd"):
 
 
 def _kblock_small(geom, direction):
-    """Small dense stride-1 layers (LeNet conv2, odd_3x3_c35_k50_19): the register-blocked
-    flat kernels of cpu_kblock beat Winograd and im2col + GEMM in every direction, 2
-    threads (fwd / dgrad / wgrad ms, kblock vs the previous auto: odd_3x3_c35_k50_19
-    0.60 / 0.60 / 0.78 vs 0.89 / 0.97 / 0.98; lenet_5x5_14_b128 0.56 / 1.16 / 0.87 vs
-    0.88 / 1.27 / 1.08). Deep reductions (ResNet, VGG) stay on BLAS."""
+    """Small dense stride-1 layers (LeNet conv2; odd_3x3_c35_k50_19's weight gradient): the
+    register-blocked flat kernels of cpu_kblock beat Winograd and im2col + GEMM, 2 threads
+    (fwd / dgrad / wgrad ms, kblock vs the previous auto, with BLAS's GEMM:
+    odd_3x3_c35_k50_19 0.60 / 0.60 / 0.78 vs 0.89 / 0.97 / 0.98; lenet_5x5_14_b128 0.56 /
+    1.16 / 0.87 vs 0.88 / 1.27 / 1.08). With convcore's GEMM, im2col + GEMM took back the
+    forward and input gradient from 32 channels on (odd: 0.59 / 0.49 vs 0.87 / 0.98).
+    Deep reductions (ResNet, VGG) stay on the GEMM."""
     if not _flat(geom) or geom.P * geom.Q > 400:
         return False
     if direction == "bwd_data":
         # At N·⌈C/4⌉ < 8 the scatter has too few blocks for two threads (lenet_5x5_14_b1:
         # 2 blocks, 0.17 ms vs 0.135 for col2im + GEMM).
-        return (geom.Kg * geom.R * geom.S <= 512 and geom.Cg <= 64 and geom.N * ((geom.C + 3) // 4) >= 8
-                and kblock_applies_dgrad(geom))
-    return geom.Cg * geom.R * geom.S <= 512 and geom.Kg <= 64
+        return (geom.Kg * geom.R * geom.S <= 512 and geom.Kg < 32 and geom.Cg <= 64
+                and geom.N * ((geom.C + 3) // 4) >= 8 and kblock_applies_dgrad(geom))
+    return geom.Cg * geom.R * geom.S <= 512 and geom.Kg <= 64 and (direction == "bwd_weight" or geom.Cg < 32)
 
 
 def _stem_like(geom):
@@ -203,6 +227,14 @@ def _wgrad_nt(x, geom):
     return x.dtype == np.float32 and gemm_enabled() and geom.P * geom.Q >= _NT_MIN_PIXELS
 
 
+def _fold_batch(geom):
+    """Forward by one GEMM over the whole batch's columns: planes under 128 outputs, where
+    the per-image products are too narrow for the 32-column tile (2 threads, ms, folded /
+    per image: 8×512×7² 3×3 6.1 / 7.1; 128×6×14² 5×5 0.66 / 0.75). Not 1×1 layers: their
+    column matrix is x itself, which folding would copy (8×1024×14²: 2.8 / 2.6)."""
+    return geom.N > 1 and geom.P * geom.Q < 128 and not _pointwise(geom)
+
+
 def _pointwise(geom):
     """1×1, stride 1, no padding: the input planes already are the im2col matrix."""
     return geom.R == geom.S == 1 and geom.stride == (1, 1) and not any(geom.padding)
@@ -224,6 +256,16 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
         return
     if chosen == "phase":
         phase_fwd(x, w, out, geom)
+    elif chosen == "gemm" and _fold_batch(geom):
+        # Small planes: one GEMM over all images' columns, (Kg × Cg·R·S) · (Cg·R·S × N·P·Q),
+        # instead of N products P·Q columns wide (49 = 32 + 17 runs the tile at 77%).
+        crs, pq = geom.Cg * geom.R * geom.S, geom.P * geom.Q
+        col = scratch("conv2d.im2col_batch", (geom.groups, crs, geom.N, pq), x.dtype)
+        _im2col_batch(x, col, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
+        y = scratch("conv2d.fold_out", (geom.groups, geom.Kg, geom.N, pq), x.dtype)
+        matmul(w.reshape(geom.groups, geom.Kg, crs), col.reshape(geom.groups, crs, geom.N * pq),
+               out=y.reshape(geom.groups, geom.Kg, geom.N * pq))
+        np.copyto(out.reshape(geom.N, geom.groups, geom.Kg, pq), y.transpose(2, 0, 1, 3))
     elif chosen == "gemm":
         col = _im2col_buffer(x, geom)
         w_mat = w.reshape(geom.groups, geom.Kg, geom.Cg * geom.R * geom.S)
