@@ -548,3 +548,29 @@ def test_cuda_variant_names_through_the_public_api(rng):
         convcore.conv2d_input(x.shape, w, dy, backend="cuda", algorithm="depthwise", **kwargs)
     with pytest.raises(ValueError, match=r"or a cuda variant \('gemm_64x64'.*got 'phase'"):
         convcore.conv2d(x, w, backend="cuda", algorithm="phase", **kwargs)
+
+
+@pytest.mark.parametrize("dtype_", [np.float32, np.float64])
+def test_cpu_gemm_forward_image_by_image(rng, monkeypatch, dtype_):
+    # im2col + GEMM in chunks of images (here one at a time): strided, grouped, padded,
+    # an odd batch; and the batch-folded GEMM of small planes.
+    from convcore.kernels.conv2d import cpu as cpu_kernels
+
+    monkeypatch.setattr(cpu_kernels, "_COL_CHUNK_BYTES", 1)
+    x = random(rng, (3, 4, 23, 21), dtype_)
+    w = random(rng, (6, 2, 5, 3), dtype_)
+    b = random(rng, (6,), dtype_)
+    for stride, padding in [(2, (2, 1)), (1, 0)]:
+        geom = conv_geometry("test", x.shape, w.shape, stride, padding, 1, 2)
+        expected = reference.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                                    stride=geom.stride, padding=geom.padding, dilation=(1, 1), groups=2,
+                                    out_hw=(geom.P, geom.Q))
+        out = convcore.conv2d(x, w, b, stride=stride, padding=padding, groups=2, backend="cpu", algorithm="gemm")
+        assert_matches(out, expected, dtype_, 30, f"gemm image by image, stride {stride}")
+    small = random(rng, (3, 4, 6, 7), dtype_)
+    geom = conv_geometry("test", small.shape, w.shape, 1, 1, 1, 2)
+    assert cpu_kernels._fold_batch(geom)
+    expected = reference.conv2d(small.astype(np.float64), w.astype(np.float64), None, stride=(1, 1),
+                                padding=(1, 1, 1, 1), dilation=(1, 1), groups=2, out_hw=(geom.P, geom.Q))
+    assert_matches(convcore.conv2d(small, w, padding=1, groups=2, backend="cpu", algorithm="gemm"), expected,
+                   dtype_, 30, "gemm folded over the batch")

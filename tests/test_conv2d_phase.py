@@ -75,12 +75,12 @@ def test_phase_weight_gradient(dtype, config, rng):
     assert _phase("conv2d_weight", geom, x, dy).tobytes() == first.tobytes()  # deterministic
 
 
-def test_phase_is_auto_only_for_stem_like_layers():
+def test_phase_is_auto_only_for_stem_like_weight_gradients():
     from convcore.kernels.conv2d import cpu as cpu_kernels
 
     stem = conv_geometry("test", (8, 3, 224, 224), (64, 3, 7, 7), 2, 3, 1, 1)
     assert cpu_kernels._choose("auto", stem, "bwd_weight") == "phase"
-    assert cpu_kernels._choose("auto", stem, "fwd") == "phase"
+    assert cpu_kernels._choose("auto", stem, "fwd") == "gemm"  # image by image, see cpu._choose
     assert cpu_kernels._choose("auto", stem, "bwd_data") != "phase"
     dense = conv_geometry("test", (8, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1)
     downsample = conv_geometry("test", (8, 256, 56, 56), (512, 256, 1, 1), 2, 0, 1, 1)

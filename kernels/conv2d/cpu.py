@@ -162,8 +162,10 @@ def _choose(algorithm, geom, direction="fwd"):
     # Strided, few input channels, large kernel (the ResNet stem, 3 → 64 channels 7×7
     # stride 2): im2col's 147-row column matrix costs more than the GEMM. On the 224²
     # stem (2 threads, interleaved timings) the phase kernels beat im2col + GEMM by
-    # 1.6-2.5× in the weight gradient, 1.3-1.6× forward at batch 8, 1.05-1.15× at batch 1.
-    if direction != "bwd_data" and _stem_like(geom):
+    # 1.6-2.5× in the weight gradient (8.3 vs 22.6 ms at batch 8 with convcore's GEMM).
+    # The forward went back to im2col + GEMM once it ran image by image with convcore's
+    # GEMM (batch 8: 11.1 vs 12.1 ms; batch 1: 1.04 vs 1.36).
+    if direction == "bwd_weight" and _stem_like(geom):
         return "phase"
     # GEMM pays once the reduction (C/g·R·S) is deep enough to feed BLAS;
     # depthwise and tiny-channel layers stay direct.
@@ -227,6 +229,9 @@ def _wgrad_nt(x, geom):
     return x.dtype == np.float32 and gemm_enabled() and geom.P * geom.Q >= _NT_MIN_PIXELS
 
 
+_COL_CHUNK_BYTES = 8 << 20  # the forward's im2col matrix per pass, at most (or one image)
+
+
 def _fold_batch(geom):
     """Forward by one GEMM over the whole batch's columns: planes under 128 outputs, where
     the per-image products are too narrow for the 32-column tile (2 threads, ms, folded /
@@ -238,14 +243,6 @@ def _fold_batch(geom):
 def _pointwise(geom):
     """1×1, stride 1, no padding: the input planes already are the im2col matrix."""
     return geom.R == geom.S == 1 and geom.stride == (1, 1) and not any(geom.padding)
-
-
-def _im2col_buffer(x, geom):
-    if _pointwise(geom):
-        return x.reshape(geom.N, geom.groups, geom.Cg, geom.P * geom.Q)  # a view when x is contiguous
-    col = scratch("conv2d.im2col", (geom.N, geom.groups, geom.Cg * geom.R * geom.S, geom.P * geom.Q), x.dtype)
-    _im2col(x, col, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
-    return col
 
 
 def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
@@ -267,9 +264,21 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
                out=y.reshape(geom.groups, geom.Kg, geom.N * pq))
         np.copyto(out.reshape(geom.N, geom.groups, geom.Kg, pq), y.transpose(2, 0, 1, 3))
     elif chosen == "gemm":
-        col = _im2col_buffer(x, geom)
         w_mat = w.reshape(geom.groups, geom.Kg, geom.Cg * geom.R * geom.S)
-        matmul(w_mat[None], col, out=out.reshape(geom.N, geom.groups, geom.Kg, geom.P * geom.Q))
+        out4 = out.reshape(geom.N, geom.groups, geom.Kg, geom.P * geom.Q)
+        if _pointwise(geom):  # the input planes already are the column matrix
+            matmul(w_mat[None], x.reshape(geom.N, geom.groups, geom.Cg, geom.P * geom.Q), out=out4)
+        else:
+            # im2col and its product G images at a time, so the column matrix is still in
+            # cache when the GEMM reads it (the 224² stem's is 59 MB at batch 8: 11.7 ms
+            # whole, 7.7 ms image by image, 2 threads)
+            crs, pq = geom.Cg * geom.R * geom.S, geom.P * geom.Q
+            G = max(1, min(geom.N, _COL_CHUNK_BYTES // (geom.groups * crs * pq * x.dtype.itemsize)))
+            for n0 in range(0, geom.N, G):
+                xs = x[n0:n0 + G]
+                col = scratch("conv2d.im2col", (xs.shape[0], geom.groups, crs, pq), x.dtype)
+                _im2col(xs, col, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
+                matmul(w_mat[None], col, out=out4[n0:n0 + G])
     elif _depthwise(geom) and strips.applies(geom):
         strips.launch_fwd(x, w, b, out, geom, activation == "relu")  # bias and ReLU fused
         return
