@@ -574,3 +574,20 @@ def test_cpu_gemm_forward_image_by_image(rng, monkeypatch, dtype_):
                                 padding=(1, 1, 1, 1), dilation=(1, 1), groups=2, out_hw=(geom.P, geom.Q))
     assert_matches(convcore.conv2d(small, w, padding=1, groups=2, backend="cpu", algorithm="gemm"), expected,
                    dtype_, 30, "gemm folded over the batch")
+
+
+@pytest.mark.parametrize("dtype_", [np.float32, np.float64])
+def test_cpu_gemm_input_gradient_chunked_and_folded(rng, monkeypatch, dtype_):
+    # The input gradient's product + col2im image by image, and folded over the batch for
+    # small planes (64+ output channels).
+    from convcore.kernels.conv2d import cpu as cpu_kernels
+
+    monkeypatch.setattr(cpu_kernels, "_COL_CHUNK_BYTES", 1)
+    for shape, weight, stride, padding in [((3, 4, 23, 21), (6, 4, 5, 3), 2, (2, 1)), ((3, 5, 6, 7), (64, 5, 3, 3), 1, 1)]:
+        geom = conv_geometry("test", shape, weight, stride, padding, 1, 1)
+        w, dy = random(rng, weight, dtype_), random(rng, geom.output_shape, dtype_)
+        expected = reference.conv2d_input(shape, w.astype(np.float64), dy.astype(np.float64), stride=geom.stride,
+                                          padding=geom.padding, dilation=(1, 1), groups=1)
+        dx = convcore.conv2d_input(shape, w, dy, stride=stride, padding=padding, backend="cpu", algorithm="gemm")
+        assert_matches(dx, expected, dtype_, geom.K * 15, f"gemm input gradient {shape} -> {weight}")
+    assert cpu_kernels._fold_batch(geom) and geom.Kg >= 64

@@ -307,9 +307,23 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
         if _pointwise(geom):  # dX is the product itself: no col2im
             matmul(w_mat.transpose(0, 2, 1)[None], dy_mat, out=out.reshape(geom.N, geom.groups, geom.Cg, geom.P * geom.Q))
             return
-        col = matmul(w_mat.transpose(0, 2, 1)[None], dy_mat,
-                     out=scratch("conv2d.col2im", (geom.N, geom.groups, geom.Cg * geom.R * geom.S, geom.P * geom.Q), dy.dtype))
-        _col2im(col, out, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
+        crs, pq = geom.Cg * geom.R * geom.S, geom.P * geom.Q
+        if _fold_batch(geom) and geom.Kg >= 64:
+            # small planes: one product over all images' columns, (Cg·R·S × Kg) · (Kg × N·P·Q)
+            # (8×512×7²: 6.3 vs 7.2 ms; not for shallow Kg: 128×6×14²→16 5×5 0.87 vs 0.65)
+            dy_b = scratch("conv2d.dy_batch", (geom.groups, geom.Kg, geom.N, pq), dy.dtype)
+            np.copyto(dy_b, dy_mat.transpose(1, 2, 0, 3))
+            col = matmul(w_mat.transpose(0, 2, 1), dy_b.reshape(geom.groups, geom.Kg, geom.N * pq),
+                         out=scratch("conv2d.col2im_batch", (geom.groups, crs, geom.N * pq), dy.dtype))
+            _col2im(col.reshape(geom.groups, crs, geom.N, pq).transpose(2, 0, 1, 3), out, *_geom_args(geom),
+                    geom.R, geom.S, geom.P, geom.Q)
+            return
+        # the product and col2im a cache-sized chunk of images at a time, as the forward's im2col
+        G = max(1, min(geom.N, _COL_CHUNK_BYTES // (geom.groups * crs * pq * dy.dtype.itemsize)))
+        for n0 in range(0, geom.N, G):
+            col = matmul(w_mat.transpose(0, 2, 1)[None], dy_mat[n0:n0 + G],
+                         out=scratch("conv2d.col2im", (min(G, geom.N - n0), geom.groups, crs, pq), dy.dtype))
+            _col2im(col, out[n0:n0 + G], *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
     elif _depthwise(geom) and strips.applies(geom):
         strips.launch_dgrad(w, dy, out, geom)
     elif _depthwise(geom):
