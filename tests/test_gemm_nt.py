@@ -1,6 +1,6 @@
 """kernels.gemm.nt: out[t] = Σ_r a[t, r] · b[t, r]ᵀ with both operands along the reduced
 index (the weight gradients), against a float64 einsum; and the conv weight gradients
-that use it (1×1 and im2col layers with P·Q >= 256, Winograd with >= 1024 tiles)."""
+that use it (1×1 stride-1 layers with P·Q >= 256, Winograd with >= 1024 tiles)."""
 from __future__ import annotations
 
 import numpy as np
@@ -52,22 +52,24 @@ def test_strided_batch_views_and_empty_reduction(rng):
     assert not nt.applies(np.ascontiguousarray(a.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2), b, out)
 
 
-@pytest.mark.parametrize("kernel,stride,padding,groups", [(1, 1, 0, 1), (1, 2, 0, 2), (3, 1, 1, 2), (3, 2, 1, 1)])
-def test_conv_weight_gradient_by_nt(rng, monkeypatch, kernel, stride, padding, groups):
-    # P·Q >= 256 takes the nt product: 1×1 reads x in place, the others im2col per image.
+@pytest.mark.parametrize("groups", [1, 2])
+def test_conv_weight_gradient_by_nt(rng, monkeypatch, groups):
+    # 1×1 stride-1 layers with P·Q >= 256 take the nt product, reading x and dy in place;
+    # a strided 1×1 layer goes through im2col and the Goto GEMM.
     calls = []
     original = cpu.sgemm_nt
     monkeypatch.setattr(cpu, "sgemm_nt", lambda *args: calls.append(1) or original(*args))
-    x = random(rng, (2, 4, 34, 33), np.float32)
-    geom = conv_geometry("test", x.shape, (6, 4 // groups, kernel, kernel), stride, padding, 1, groups)
-    assert geom.P * geom.Q >= cpu._NT_MIN_PIXELS
-    dy = random(rng, geom.output_shape, np.float32)
-    dw = convcore.conv2d_weight(x, geom.weight_shape, dy, stride=stride, padding=padding, groups=groups,
-                                backend="cpu", algorithm="gemm")
-    expected = reference.conv2d_weight(x.astype(np.float64), geom.weight_shape, dy.astype(np.float64),
-                                       stride=geom.stride, padding=geom.padding, dilation=(1, 1), groups=groups)
-    assert calls == [1]
-    assert_matches(dw, expected, np.float32, 2 * geom.P * geom.Q, "weight gradient (nt)")
+    x = random(rng, (2, 4, 17, 16), np.float32)
+    for stride, uses_nt in [(1, True), (2, False)]:
+        geom = conv_geometry("test", x.shape, (6, 4 // groups, 1, 1), stride, 0, 1, groups)
+        dy = random(rng, geom.output_shape, np.float32)
+        dw = convcore.conv2d_weight(x, geom.weight_shape, dy, stride=stride, groups=groups, backend="cpu",
+                                    algorithm="gemm")
+        expected = reference.conv2d_weight(x.astype(np.float64), geom.weight_shape, dy.astype(np.float64),
+                                           stride=geom.stride, padding=geom.padding, dilation=(1, 1), groups=groups)
+        assert (calls == [1]) == uses_nt and cpu._wgrad_nt(x, geom) == uses_nt
+        calls.clear()
+        assert_matches(dw, expected, np.float32, 2 * geom.P * geom.Q, f"weight gradient, stride {stride}")
 
 
 @pytest.mark.parametrize("algorithm", ["winograd_f2", "winograd_f4"])

@@ -218,15 +218,17 @@ def _geom_args(geom):
     return sh, sw, pt, pl, dh, dw, geom.groups
 
 
-# The weight gradient's product by gemm.nt (no copies, read along P·Q) where each image
-# has P·Q >= this many pixels; below, the reduced index is too short per image and the
-# one long GEMM over a reordered copy wins (2 threads, ms, copy + GEMM vs nt: 8×256×56²→64
-# 1×1 6.7 / 4.7; 8×256×28²→256 3.4 / 3.1; 8×100×23²→27 0.25 / 0.10; 8×1024×14²→256 2.8 / 3.9).
+# The weight gradient's product by gemm.nt (no copies, read along P·Q) for 1×1 stride-1
+# layers with P·Q >= this many pixels per image; below, the reduced index is too short per
+# image and the one long GEMM over a reordered copy wins (2 threads, ms, copy + GEMM vs nt:
+# 8×256×56²→64 8.8 / 6.2; 8×64×56²→256 5.0 / 3.7; 8×256×28²→256 4.2 / 3.3; 8×100×23²→27
+# 0.45 / 0.20; 8×1024×14²→256 2.8 / 3.9). Not through im2col: there the GEMM's
+# Goto kernel wins (1×1 stride 2 8×256×56²→512 7.4 / 8.0; 3×3 8×35×19²→50 0.68 / 0.88).
 _NT_MIN_PIXELS = 256
 
 
 def _wgrad_nt(x, geom):
-    return x.dtype == np.float32 and gemm_enabled() and geom.P * geom.Q >= _NT_MIN_PIXELS
+    return x.dtype == np.float32 and gemm_enabled() and _pointwise(geom) and geom.P * geom.Q >= _NT_MIN_PIXELS
 
 
 _COL_CHUNK_BYTES = 8 << 20  # the forward's im2col matrix per pass, at most (or one image)
@@ -345,15 +347,10 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
     if chosen == "gemm":
         crs, pq = geom.Cg * geom.R * geom.S, geom.P * geom.Q
         if _wgrad_nt(x, geom):
-            # dW[g] = Σ_n dY[n, g] · col[n, g]ᵀ by the dot-product kernel (gemm.nt), both
-            # read along P·Q where they lie: no reordered copies of dY or of x.
+            # 1×1: dW[g] = Σ_n dY[n, g] · X[n, g]ᵀ by the dot-product kernel (gemm.nt),
+            # both read along P·Q where they lie: no reordered copies of dY or of x.
             dy4 = dy.reshape(geom.N, geom.groups, geom.Kg, pq).transpose(1, 0, 2, 3)
-            if _pointwise(geom):
-                col = x.reshape(geom.N, geom.groups, crs, pq).transpose(1, 0, 2, 3)
-            else:
-                col = scratch("conv2d.im2col", (geom.N, geom.groups, crs, pq), x.dtype)
-                _im2col(x, col, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
-                col = col.transpose(1, 0, 2, 3)
+            col = x.reshape(geom.N, geom.groups, crs, pq).transpose(1, 0, 2, 3)
             sgemm_nt(dy4, col, out.reshape(geom.groups, geom.Kg, crs))
             return
         # One GEMM per group over the whole batch: (Kg, N·P·Q) × (N·P·Q, Cg·R·S).
