@@ -64,6 +64,20 @@ def test_sgemm_b_read_in_place_or_packed(rng, M, b_layout):
     _check(a, b, out)
 
 
+@pytest.mark.parametrize("N", [16, 48, 40, 7])
+@pytest.mark.parametrize("a_layout", ["rows", "columns"])
+def test_sgemm_sixteen_column_tails(rng, N, a_layout):
+    # A panel's last 1..16 columns go to the 12×16 kernel: straight into C at exactly 16,
+    # through the edge tile below; rows read in place and packed (25 = 2·12 + 1), K over
+    # two slices (the accumulating pass).
+    a, b = _operands(rng, (2, 25, gemm.KC + 3), (2, gemm.KC + 3, N))
+    if a_layout == "columns":
+        a = np.ascontiguousarray(a.transpose(0, 2, 1)).transpose(0, 2, 1)
+    out = np.full((2, 25, N), np.nan, np.float32)
+    gemm.sgemm(a, b, out)
+    _check(a, b, out)
+
+
 def test_split_gives_enough_tasks_for_the_threads():
     m_block, n_block, k_split = gemm._split(1, 64, 576, 401408, 2)
     tasks = -(-64 // m_block) * -(-576 // n_block) * k_split

@@ -101,6 +101,32 @@ def _micro(ap, a0, rs, ps, bp, b0, bs, kc, c, c0, ldc, accumulate):
 
 
 @njit(inline="always")
+def _micro16(ap, a0, rs, ps, bp, b0, bs, kc, c, c0, ldc, accumulate):
+    # _micro for the last 1..16 columns of a panel: c[c0 + i·ldc + j] (+)= Σ_p ap[a0 + i·rs
+    # + p·ps] · bp[b0 + p·bs + j], i < 12, j < 16 (one vector per row: half the FMAs of a
+    # 32-column tile spent on zero padding).
+    x0 = vzero(); x1 = vzero(); x2 = vzero(); x3 = vzero(); x4 = vzero(); x5 = vzero()
+    x6 = vzero(); x7 = vzero(); x8 = vzero(); x9 = vzero(); xa = vzero(); xb = vzero()
+    for p in range(kc):
+        v = vload(bp, b0 + p * bs)
+        o = a0 + p * ps
+        x0 = vfma(vbroadcast_load(ap, o), v, x0); x1 = vfma(vbroadcast_load(ap, o + rs), v, x1)
+        x2 = vfma(vbroadcast_load(ap, o + 2 * rs), v, x2); x3 = vfma(vbroadcast_load(ap, o + 3 * rs), v, x3)
+        x4 = vfma(vbroadcast_load(ap, o + 4 * rs), v, x4); x5 = vfma(vbroadcast_load(ap, o + 5 * rs), v, x5)
+        x6 = vfma(vbroadcast_load(ap, o + 6 * rs), v, x6); x7 = vfma(vbroadcast_load(ap, o + 7 * rs), v, x7)
+        x8 = vfma(vbroadcast_load(ap, o + 8 * rs), v, x8); x9 = vfma(vbroadcast_load(ap, o + 9 * rs), v, x9)
+        xa = vfma(vbroadcast_load(ap, o + 10 * rs), v, xa); xb = vfma(vbroadcast_load(ap, o + 11 * rs), v, xb)
+    if accumulate:
+        x0 = vadd(x0, vload(c, c0)); x1 = vadd(x1, vload(c, c0 + ldc)); x2 = vadd(x2, vload(c, c0 + 2 * ldc))
+        x3 = vadd(x3, vload(c, c0 + 3 * ldc)); x4 = vadd(x4, vload(c, c0 + 4 * ldc)); x5 = vadd(x5, vload(c, c0 + 5 * ldc))
+        x6 = vadd(x6, vload(c, c0 + 6 * ldc)); x7 = vadd(x7, vload(c, c0 + 7 * ldc)); x8 = vadd(x8, vload(c, c0 + 8 * ldc))
+        x9 = vadd(x9, vload(c, c0 + 9 * ldc)); xa = vadd(xa, vload(c, c0 + 10 * ldc)); xb = vadd(xb, vload(c, c0 + 11 * ldc))
+    vstore(c, c0, x0); vstore(c, c0 + ldc, x1); vstore(c, c0 + 2 * ldc, x2); vstore(c, c0 + 3 * ldc, x3)
+    vstore(c, c0 + 4 * ldc, x4); vstore(c, c0 + 5 * ldc, x5); vstore(c, c0 + 6 * ldc, x6); vstore(c, c0 + 7 * ldc, x7)
+    vstore(c, c0 + 8 * ldc, x8); vstore(c, c0 + 9 * ldc, x9); vstore(c, c0 + 10 * ldc, xa); vstore(c, c0 + 11 * ldc, xb)
+
+
+@njit(inline="always")
 def _pack_panel(src, first, lanes, lane_stride, kc, depth_stride, dst, out, width):
     # dst[out + p·width + l] = src[first + l·lane_stride + p·depth_stride] for l < lanes,
     # p < kc, lanes lanes..width zero: one sliver of A (lanes = rows) or B (lanes = columns),
@@ -205,6 +231,16 @@ def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile):
                         elif cols == NR and rows == MR:
                             _micro(packed, a0, 1, MR, bp, jr * kc, NR, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
                             continue
+                        elif cols == 16 and ir < full:
+                            _micro16(a, at, lda, 1, bp, jr * kc, NR, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
+                            continue
+                        elif cols == 16 and rows == MR:
+                            _micro16(packed, a0, 1, MR, bp, jr * kc, NR, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
+                            continue
+                        elif cols < 16 and ir < full:
+                            _micro16(a, at, lda, 1, bp, jr * kc, NR, kc, tile, 0, NR, False)
+                        elif cols < 16:
+                            _micro16(packed, a0, 1, MR, bp, jr * kc, NR, kc, tile, 0, NR, False)
                         elif ir < full:
                             _micro(a, at, lda, 1, bp, jr * kc, NR, kc, tile, 0, NR, False)
                         else:
