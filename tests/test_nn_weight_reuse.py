@@ -27,8 +27,8 @@ def transforms(monkeypatch):
 
 def _layer_and_input(rng):
     nn.manual_seed(0)
-    layer = nn.Conv2d(16, 16, 3, padding=1).to("cpu")
-    x = rng.standard_normal((2, 16, 24, 23)).astype(np.float32)
+    layer = nn.Conv2d(64, 64, 3, padding=1).to("cpu")
+    x = rng.standard_normal((2, 64, 40, 39)).astype(np.float32)
     geom = conv_geometry("conv2d", x.shape, layer.weight.shape, 1, 1, 1, 1)
     assert cpu_conv._choose("auto", geom) in cpu_conv.WINOGRAD, "this layer must run Winograd for the test to mean anything"
     return layer, x
@@ -46,28 +46,28 @@ def test_eval_reuses_the_transform_until_the_weight_changes(transforms, rng):
     second = layer(x)
     assert len(transforms) == 1
     np.testing.assert_array_equal(first, second)
-    assert_matches(first, _expected(layer, x), np.float32, 16 * 9, "eval forward")
+    assert_matches(first, _expected(layer, x), np.float32, 64 * 9, "eval forward")
 
     # An optimiser step changes the weight in place: the next forward transforms it again.
     layer.weight.grad = rng.standard_normal(layer.weight.shape).astype(np.float32)
     optim.SGD(layer.parameters(), lr=0.5).step()
     stepped = layer(x)
     assert len(transforms) == 2
-    assert_matches(stepped, _expected(layer, x), np.float32, 16 * 9, "after SGD step")
+    assert_matches(stepped, _expected(layer, x), np.float32, 64 * 9, "after SGD step")
     assert not np.allclose(stepped, first)
 
     # So does loading a state dict, and assigning .data.
     state = {k: v + 1 for k, v in layer.state_dict().items()}
     layer.load_state_dict(state)
-    assert_matches(layer(x), _expected(layer, x), np.float32, 16 * 9, "after load_state_dict")
+    assert_matches(layer(x), _expected(layer, x), np.float32, 64 * 9, "after load_state_dict")
     layer.weight.data = -layer.weight.data
-    assert_matches(layer(x), _expected(layer, x), np.float32, 16 * 9, "after assigning .data")
+    assert_matches(layer(x), _expected(layer, x), np.float32, 64 * 9, "after assigning .data")
     assert len(transforms) == 4
 
     # In-place edits by hand are announced with bump_version().
     layer.weight.data *= 2
     layer.weight.bump_version()
-    assert_matches(layer(x), _expected(layer, x), np.float32, 16 * 9, "after bump_version")
+    assert_matches(layer(x), _expected(layer, x), np.float32, 64 * 9, "after bump_version")
     assert len(transforms) == 5
 
 
@@ -76,7 +76,7 @@ def test_fused_conv_relu_in_eval_reuses_too(transforms, rng):
     model = nn.Sequential(layer, nn.ReLU()).eval()
     out = [model(x) for _ in range(3)]
     assert len(transforms) == 1
-    assert_matches(out[2], np.maximum(_expected(layer, x), 0), np.float32, 16 * 9, "fused eval forward")
+    assert_matches(out[2], np.maximum(_expected(layer, x), 0), np.float32, 64 * 9, "fused eval forward")
 
 
 def test_training_mode_transforms_every_call(transforms, rng):
@@ -88,7 +88,7 @@ def test_training_mode_transforms_every_call(transforms, rng):
 
 def test_functional_calls_never_reuse(transforms, rng):
     _, x = _layer_and_input(rng)
-    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
     first = convcore.conv2d(x, w, padding=1, backend="cpu")
     w *= -1  # the same array object, changed in place: a functional call must see it
     second = convcore.conv2d(x, w, padding=1, backend="cpu")
