@@ -52,6 +52,22 @@ def test_images_in_chunks(algorithm, dtype, rng, monkeypatch):
                    f"chunked input gradient [{algorithm}]")
 
 
+@pytest.mark.parametrize("product", ["nt", "goto"])
+@pytest.mark.parametrize("algorithm", ["winograd_f2", "winograd_f4"])
+def test_weight_gradient_in_chunks(algorithm, product, rng, monkeypatch):
+    # The weight gradient one image at a time, dU summed over the chunks: by the nt kernel
+    # (accumulating into dU) or the Goto GEMM (a partial product added).
+    from convcore.kernels.conv2d import cpu_winograd, cpu_winograd_wgrad
+    monkeypatch.setattr(cpu_winograd, "_CHUNK_BYTES", 1)
+    monkeypatch.setattr(cpu_winograd, "_MIN_TILES", 1)
+    monkeypatch.setattr(cpu_winograd_wgrad, "_NT_MIN_TILES", 1 if product == "nt" else 1 << 30)
+    x, dy = random(rng, (3, 5, 9, 7), np.float32), random(rng, (3, 6, 9, 7), np.float32)
+    expected = reference.conv2d_weight(x.astype(np.float64), (6, 5, 3, 3), dy.astype(np.float64), stride=(1, 1),
+                                       padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)
+    dw = convcore.conv2d_weight(x, (6, 5, 3, 3), dy, padding=1, backend="cpu", algorithm=algorithm)
+    assert_matches(dw, expected, np.float32, 3 * 9 * 7, f"chunked weight gradient [{algorithm}, {product}]")
+
+
 def test_relu_keeps_nan(rng):
     x = random(rng, (1, 2, 6, 6), np.float64)
     x[0, 0, 2, 3] = np.nan

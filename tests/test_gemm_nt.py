@@ -36,6 +36,17 @@ def test_matches_float64(rng, T, R, M, N, K):
     np.testing.assert_allclose(out, ref, rtol=0, atol=2e-7 * np.sqrt(R * K) * max(1.0, np.abs(ref).max()))
 
 
+def test_accumulate_adds_to_out(rng):
+    a = rng.standard_normal((2, 3, 7, 40)).astype(np.float32)
+    b = rng.standard_normal((2, 3, 9, 40)).astype(np.float32)
+    start = rng.standard_normal((2, 7, 9)).astype(np.float32)
+    out = start.copy()
+    nt.sgemm_nt(a, b, out, accumulate=True)
+    np.testing.assert_allclose(out, start + _reference(a, b), rtol=0, atol=1e-5)
+    nt.sgemm_nt(a[..., :0], b[..., :0], out, accumulate=True)  # an empty reduction adds nothing
+    np.testing.assert_allclose(out, start + _reference(a, b), rtol=0, atol=1e-5)
+
+
 def test_strided_batch_views_and_empty_reduction(rng):
     # The conv caller's views: (N, g, K, PQ) arrays transposed to (g, N, K, PQ).
     dy = rng.standard_normal((3, 2, 5, 40)).astype(np.float32)
@@ -77,7 +88,7 @@ def test_winograd_weight_gradient_by_nt(rng, monkeypatch, algorithm):
     # 1 × 66² at F(2×2) is 33² = 1089 tiles (>= _NT_MIN_TILES): dU by the nt product.
     calls = []
     original = cpu_winograd_wgrad.sgemm_nt
-    monkeypatch.setattr(cpu_winograd_wgrad, "sgemm_nt", lambda *args: calls.append(1) or original(*args))
+    monkeypatch.setattr(cpu_winograd_wgrad, "sgemm_nt", lambda *args, **kw: calls.append(1) or original(*args, **kw))
     size = 66 if algorithm == "winograd_f2" else 130
     x = random(rng, (1, 3, size, size), np.float32)
     dy = random(rng, (1, 5, size, size), np.float32)

@@ -25,7 +25,7 @@ from ..gemm.cpu import matmul
 from ..gemm.nt import sgemm_nt
 from ..gemm.simd import load_at, store_at
 from ..workspace import scratch
-from .cpu_winograd import _BLOCKS, _FAST, _G, _input_transform
+from .cpu_winograd import _BLOCKS, _FAST, _G, _chunk_images, _input_transform
 
 # gemm.nt for dU where the reduction over tiles is long; at fewer tiles the Goto GEMM (its
 # B packed transposed) wins. 2 threads, ms, nt / Goto: 8×64×56² F(4×4) (1568 tiles) 8.1 /
@@ -156,18 +156,29 @@ def winograd_wgrad(x, dy, out, pad_top, pad_left, groups, m):
     K, Cg = out.shape[0], out.shape[1]
     P, Q = dy.shape[2], dy.shape[3]
     TH, TW = -(-P // m), -(-Q // m)
-    T = N * TH * TW
+    L = TH * TW
     a2 = (m + 2) ** 2
     dtype = out.dtype
-    V = scratch("winograd_wgrad.V", (a2, C, T), dtype)
-    _input_transform(np.ascontiguousarray(x), V, pad_top, pad_left, m, TH, TW, np.array([2, 4, 5, 8], dtype=dtype))
-    Y = scratch("winograd_wgrad.Y", (a2, K, T), dtype)
-    _grad_output_transform(np.ascontiguousarray(dy), Y, m, TH, TW, np.array([2, 4, 5, 8], dtype=dtype))
     Kg = K // groups
+    cst = np.array([2, 4, 5, 8], dtype=dtype)
+    x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
     dU = scratch("winograd_wgrad.dU", (a2, groups, Kg, Cg), dtype)
-    if T >= _NT_MIN_TILES and dtype == np.float32 and gemm_enabled():
-        # both operands run along the tiles: the dot-product kernel reads them in place
-        sgemm_nt(Y.reshape(a2 * groups, 1, Kg, T), V.reshape(a2 * groups, 1, Cg, T), dU.reshape(a2 * groups, Kg, Cg))
-    else:
-        matmul(Y.reshape(a2, groups, Kg, T), V.reshape(a2, groups, Cg, T).transpose(0, 1, 3, 2), out=dU)
+    # G images at a time (cache-sized chunks, as the forward's), dU summed over the chunks.
+    G = _chunk_images(N, C, K, L, a2, dtype.itemsize)
+    for n0 in range(0, N, G):
+        xs, dys = x[n0:n0 + G], dy[n0:n0 + G]
+        T = xs.shape[0] * L
+        V = scratch("winograd_wgrad.V", (a2, C, T), dtype)
+        _input_transform(xs, V, pad_top, pad_left, m, TH, TW, cst)
+        Y = scratch("winograd_wgrad.Y", (a2, K, T), dtype)
+        _grad_output_transform(dys, Y, m, TH, TW, cst)
+        if T >= _NT_MIN_TILES and dtype == np.float32 and gemm_enabled():
+            # both operands run along the tiles: the dot-product kernel reads them in place
+            sgemm_nt(Y.reshape(a2 * groups, 1, Kg, T), V.reshape(a2 * groups, 1, Cg, T), dU.reshape(a2 * groups, Kg, Cg),
+                     accumulate=n0 > 0)
+        elif n0 == 0:
+            matmul(Y.reshape(a2, groups, Kg, T), V.reshape(a2, groups, Cg, T).transpose(0, 1, 3, 2), out=dU)
+        else:
+            dU += matmul(Y.reshape(a2, groups, Kg, T), V.reshape(a2, groups, Cg, T).transpose(0, 1, 3, 2),
+                         out=scratch("winograd_wgrad.dU_chunk", (a2, groups, Kg, Cg), dtype))
     _inverse_weight_transform(dU.reshape(a2, K, Cg), _G[m].astype(dtype), out)

@@ -76,8 +76,9 @@ def _tile(a, a0, a1, a2, b, b0, b1, b2, b3, b4, b5, b6, b7, pn, rows, ra, rb, pa
     vstore(part, po + 320, x24); vstore(part, po + 336, x25); vstore(part, po + 352, x26); vstore(part, po + 368, x27)
 
 
-def _nt(a, b, out):
-    # a: (T, R, M, K), b: (T, R, N, K), unit stride along K; out: (T, M, N), unit column stride.
+def _nt(a, b, out, accumulate):
+    # a: (T, R, M, K), b: (T, R, N, K), unit stride along K; out: (T, M, N), unit column stride;
+    # accumulate: out += the product instead of out =.
     T, R, M, K = a.shape
     N = b.shape[2]
     sa0, sa1, sa2 = a.strides[0] // 4, a.strides[1] // 4, a.strides[2] // 4
@@ -125,14 +126,17 @@ def _nt(a, b, out):
                 for jt in range(tj):
                     for jj in range(min(NT, j1 - j0 - jt * NT)):
                         o = (it * tj + jt) * tile + (ii * NT + jj) * LANES
-                        out[t, i0 + it * MT + ii, j0 + jt * NT + jj] = vsum(vload(part, o))
+                        v = vsum(vload(part, o))
+                        if accumulate:
+                            v += out[t, i0 + it * MT + ii, j0 + jt * NT + jj]
+                        out[t, i0 + it * MT + ii, j0 + jt * NT + jj] = v
 
 
 @functools.lru_cache(maxsize=None)
 def _compiled():
     f4 = types.Array(types.float32, 4, "A")
     f3 = types.Array(types.float32, 3, "A")
-    return njit([types.void(f4, f4, f3)], parallel=True, cache=True)(_nt)
+    return njit([types.void(f4, f4, f3, types.boolean)], parallel=True, cache=True)(_nt)
 
 
 def applies(a, b, out) -> bool:
@@ -143,13 +147,15 @@ def applies(a, b, out) -> bool:
             and (out.strides[2] == 4 or out.shape[2] <= 1))
 
 
-def sgemm_nt(a, b, out):
-    """out[t] = Σ_r a[t, r] @ b[t, r].T for a (T, R, M, K), b (T, R, N, K), out (T, M, N),
-    float32 with unit stride along K (shapes are the caller's to check; see applies)."""
+def sgemm_nt(a, b, out, accumulate=False):
+    """out[t] (+)= Σ_r a[t, r] @ b[t, r].T for a (T, R, M, K), b (T, R, N, K), out (T, M, N),
+    float32 with unit stride along K (shapes are the caller's to check; see applies);
+    ``accumulate`` adds to out instead of overwriting it."""
     if out.size == 0:
         return out
     if a.shape[1] == 0 or a.shape[3] == 0:
-        out[...] = 0
+        if not accumulate:
+            out[...] = 0
         return out
-    _compiled()(a, b, out)
+    _compiled()(a, b, out, accumulate)
     return out
