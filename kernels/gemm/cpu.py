@@ -30,8 +30,10 @@ import os
 
 import numpy as np
 from llvmlite import binding as llvm
-from numba import get_num_threads, njit, prange, types
+from numba import config, get_num_threads, get_thread_id, njit, prange, types
 
+from ..precompile import njit_cached
+from ..workspace import scratch
 from .simd import load_at, store_at, vadd, vbroadcast_load, vfma, vload, vstore, vzero
 
 log = logging.getLogger("convcore.gemm")
@@ -253,7 +255,7 @@ def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile):
                                     c[ic + ir + i, jc + jr + j] = tile[i * NR + j]
 
 
-def _gemm(a, ap, Mp, prepacked, b, c, m_block, n_block, k_block, partial):
+def _gemm(a, ap, Mp, prepacked, b, c, m_block, n_block, k_block, partial, work):
     # c[t] = a[t % len(a)] · b[t % len(b)] for every t < len(c) (A packed in ap when
     # prepacked). Task =
     # (t, row block, column block, k slice); k slice s > 0 writes partial[s − 1, t], summed
@@ -269,9 +271,13 @@ def _gemm(a, ap, Mp, prepacked, b, c, m_block, n_block, k_block, partial):
         j = rest % nt
         i = (rest // nt) % mt
         t = rest // (nt * mt)
-        bp = np.empty(min(NC, n_block + NR) * KC, dtype=np.float32)
-        al = np.empty(0 if prepacked else MC * KC, dtype=np.float32)
-        tile = np.empty(MR * NR, dtype=np.float32)
+        # this thread's packing buffers (allocated per task, a 1.6 MB B panel came from mmap
+        # and page-faulted on every call in a process whose heap the compiler had fragmented)
+        mine = work[get_thread_id()]
+        bn = min(NC, n_block + NR) * KC
+        bp = mine[:bn]
+        al = mine[bn:bn + MC * KC]
+        tile = mine[bn + MC * KC:bn + MC * KC + MR * NR]
         target = c[t] if s == 0 else partial[s - 1, t]
         _block(a[t % a.shape[0]], ap[t % ap.shape[0]], Mp, prepacked, b[t % b.shape[0]], target,
                i * m_block, min(M, (i + 1) * m_block), j * n_block, min(N, (j + 1) * n_block),
@@ -319,9 +325,11 @@ def _compiled():
     f2c = types.Array(types.float32, 2, "C")
     f3 = types.Array(types.float32, 3, "A")
     f4c = types.Array(types.float32, 4, "C")
-    pack = njit([types.void(f3, f2c)], parallel=True, cache=True)(_pack_a)
-    gemm = njit([types.void(f3, f2c, types.intp, types.boolean, f3, f3, types.intp, types.intp, types.intp, f4c)],
-                parallel=True, cache=True)(_gemm)
+    # Compiled in a child process and loaded from Numba's cache (kernels.precompile: this
+    # process's JIT code of the micro-kernel ran at half speed).
+    pack = njit_cached(_pack_a, types.void(f3, f2c), "_compiled", parallel=True)
+    gemm = njit_cached(_gemm, types.void(f3, f2c, types.intp, types.boolean, f3, f3, types.intp, types.intp, types.intp,
+                                         f4c, f2c), "_compiled", parallel=True)
     return pack, gemm
 
 
@@ -379,7 +387,8 @@ def sgemm(a, b, out, blocks=None):
     pack, gemm = _compiled()
     if prepacked:
         pack(a, ap)
-    gemm(a, ap, Mp, prepacked, b, out, m_block, n_block, k_block, partial)
+    work = scratch("gemm.work", (config.NUMBA_NUM_THREADS, min(NC, n_block + NR) * KC + MC * KC + MR * NR), np.float32)
+    gemm(a, ap, Mp, prepacked, b, out, m_block, n_block, k_block, partial, work)
     return out
 
 

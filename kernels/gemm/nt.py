@@ -27,6 +27,7 @@ import functools
 import numpy as np
 from numba import njit, prange, types
 
+from ..precompile import njit_cached
 from .simd import LANES, vfma, vload, vload_first, vstore, vsum
 
 MT, NT = 3, 8     # register tile: rows of a × rows of b
@@ -136,7 +137,8 @@ def _nt(a, b, out, accumulate):
 def _compiled():
     f4 = types.Array(types.float32, 4, "A")
     f3 = types.Array(types.float32, 3, "A")
-    return njit([types.void(f4, f4, f3, types.boolean)], parallel=True, cache=True)(_nt)
+    # compiled in a child process, loaded from Numba's cache (see kernels.precompile)
+    return njit_cached(_nt, types.void(f4, f4, f3, types.boolean), "_compiled", parallel=True)
 
 
 def applies(a, b, out) -> bool:
