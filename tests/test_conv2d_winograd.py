@@ -61,6 +61,11 @@ def test_weight_gradient_in_chunks(algorithm, product, rng, monkeypatch):
     monkeypatch.setattr(cpu_winograd, "_CHUNK_BYTES", 1)
     monkeypatch.setattr(cpu_winograd, "_MIN_TILES", 1)
     monkeypatch.setattr(cpu_winograd_wgrad, "_NT_MIN_TILES", 1 if product == "nt" else 1 << 30)
+    monkeypatch.setattr(cpu_winograd_wgrad, "_NT_MAX_ROWS", 1 << 30 if product == "nt" else 0)
+    if product == "goto":
+        def refuse(*args, **kwargs):
+            raise AssertionError("the Goto path must not call gemm.nt")
+        monkeypatch.setattr(cpu_winograd_wgrad, "sgemm_nt", refuse)
     x, dy = random(rng, (3, 5, 9, 7), np.float32), random(rng, (3, 6, 9, 7), np.float32)
     expected = reference.conv2d_weight(x.astype(np.float64), (6, 5, 3, 3), dy.astype(np.float64), stride=(1, 1),
                                        padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)

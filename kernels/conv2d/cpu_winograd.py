@@ -154,6 +154,8 @@ def _input_transform(x, V, pt, pl, m, TH, TW, cst):
                         store_at(row, q, load_at(x, xo + q))
                     for q in range(j_hi, Wp):
                         store_at(row, q, zero)
+                    # unrolled per m: the α loads of one v form one interleaved group, which
+                    # LLVM vectorises with shuffles
                     if m == 4:
                         for v in range(TW):
                             q = 4 * v

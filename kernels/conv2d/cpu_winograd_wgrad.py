@@ -27,10 +27,13 @@ from ..gemm.simd import load_at, store_at
 from ..workspace import scratch
 from .cpu_winograd import _BLOCKS, _FAST, _G, _chunk_images, _input_transform
 
-# gemm.nt for dU where the reduction over tiles is long; at fewer tiles the Goto GEMM (its
-# B packed transposed) wins. 2 threads, ms, nt / Goto: 8×64×56² F(4×4) (1568 tiles) 8.1 /
-# 9.2; 8×128×28² (392) 6.2 / 6.0; 8×256×14² F(2×2) (392) 7.2 / 5.9; 2×256×14² (98) 3.0 / 1.7.
+# gemm.nt for dU where the reduction over tiles is long, or the product has few rows (its
+# transposed packing of V then weighs more against the FMAs); else the Goto GEMM (its B
+# packed transposed). 2 threads, ms, nt / Goto, in chunks of images: 8×64×56² F(4×4) 4.1 /
+# 4.5; 2×64×56² (392 tiles) 0.98 / 1.05; 8×128×28² (392) 4.8 / 4.6; 8×256×14² F(2×2) (392)
+# 6.9 / 5.5; 2×256×14² (98) 3.4 / 1.7.
 _NT_MIN_TILES = 1024
+_NT_MAX_ROWS = 64
 
 @njit(inline="always")
 def _a4(d0, d1, d2, d3, c2, c4, c8):
@@ -172,7 +175,7 @@ def winograd_wgrad(x, dy, out, pad_top, pad_left, groups, m):
         _input_transform(xs, V, pad_top, pad_left, m, TH, TW, cst)
         Y = scratch("winograd_wgrad.Y", (a2, K, T), dtype)
         _grad_output_transform(dys, Y, m, TH, TW, cst)
-        if T >= _NT_MIN_TILES and dtype == np.float32 and gemm_enabled():
+        if (T >= _NT_MIN_TILES or Kg <= _NT_MAX_ROWS) and dtype == np.float32 and gemm_enabled():
             # both operands run along the tiles: the dot-product kernel reads them in place
             sgemm_nt(Y.reshape(a2 * groups, 1, Kg, T), V.reshape(a2 * groups, 1, Cg, T), dU.reshape(a2 * groups, Kg, Cg),
                      accumulate=n0 > 0)
