@@ -591,3 +591,28 @@ def test_cpu_gemm_input_gradient_chunked_and_folded(rng, monkeypatch, dtype_):
         dx = convcore.conv2d_input(shape, w, dy, stride=stride, padding=padding, backend="cpu", algorithm="gemm")
         assert_matches(dx, expected, dtype_, geom.K * 15, f"gemm input gradient {shape} -> {weight}")
     assert cpu_kernels._fold_batch(geom) and geom.Kg >= 64
+
+
+@pytest.mark.parametrize("shape,weight,padding,dilation", [
+    ((16, 6, 14, 14), (16, 6, 5, 5), 0, 1),            # LeNet conv2: one strip per plane
+    ((8, 3, 23, 30), (7, 3, 3, 3), 1, 1),              # several strips, K = 7 (a short last block)
+    ((8, 5, 12, 11), (4, 5, 3, 2), (2, 0, 1, 2), (2, 1)),  # dilated, asymmetric padding
+])
+def test_cpu_flat_simd_forward(rng, shape, weight, padding, dilation):
+    # The register-tiled flat forward (float32, AVX-512 hosts) against the float64 reference.
+    from convcore.kernels.conv2d import cpu_flat_simd
+    from convcore.kernels.gemm import cpu as gemm_cpu
+
+    if not gemm_cpu.enabled():
+        pytest.skip("convcore's 16-lane kernels are off on this host (no AVX-512)")
+    x, w = random(rng, shape, np.float32), random(rng, weight, np.float32)
+    geom = conv_geometry("test", shape, weight, 1, padding, dilation, 1)
+    assert cpu_flat_simd.applies(x, np.empty(geom.output_shape, np.float32), geom)
+    out = np.full(geom.output_shape, np.nan, np.float32)
+    cpu_flat_simd.flat_simd_fwd(x, w, out, geom)
+    expected = reference.conv2d(x.astype(np.float64), w.astype(np.float64), None, stride=(1, 1), padding=geom.padding,
+                                dilation=geom.dilation, groups=1, out_hw=(geom.P, geom.Q))
+    assert_matches(out, expected, np.float32, geom.Cg * geom.R * geom.S, f"flat simd {shape} -> {weight}")
+    direct = convcore.conv2d(x, w, padding=padding, dilation=dilation, backend="cpu", algorithm="direct")
+    np.testing.assert_array_equal(direct, out)  # the direct algorithm runs it
+    assert not cpu_flat_simd.applies(x.astype(np.float64), out.astype(np.float64), geom)

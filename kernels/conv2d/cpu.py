@@ -4,7 +4,8 @@ Algorithms (``algorithm=``), each in its own module:
 - ``direct`` (cpu_direct): loop nests, ``prange`` over output planes; dense stride-1
   layers use the flat-plane kernels instead: cpu_kblock (register-blocked over four
   output channels) forward, weight gradient and, for C >= 4, input gradient; cpu_flat's
-  scatter for the other input gradients.
+  scatter for the other input gradients; for float32 on AVX-512 hosts, the forward of
+  cpu_flat_simd (3 output channels × 144 flat outputs in zmm registers).
 - ``gemm`` (cpu_gemm): im2col/col2im + BLAS; 1×1 stride-1 unpadded layers skip im2col
   (the input already is the column matrix).
 - ``winograd_f2`` / ``winograd_f4`` (cpu_winograd): F(2×2, 3×3) / F(4×4, 3×3) for 3×3
@@ -29,6 +30,7 @@ from ..gemm.cpu import matmul
 from ..gemm.nt import sgemm_nt
 from ..workspace import scratch
 from . import cpu_depthwise_strips as strips
+from . import cpu_flat_simd
 from .cpu_depthwise import (
     _dgrad_depthwise,
     _dgrad_depthwise_s1,
@@ -286,6 +288,8 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
         return
     elif _depthwise(geom):
         _depthwise_launch(_fwd_depthwise_s1, _fwd_depthwise, geom, out, x, w, out)
+    elif _flat(geom) and cpu_flat_simd.applies(x, out, geom):
+        cpu_flat_simd.flat_simd_fwd(x, w, out, geom)  # explicit 16-lane register tiles
     elif _flat(geom):
         kblock_fwd(x, w, out, geom)
     else:

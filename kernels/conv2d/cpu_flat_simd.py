@@ -1,0 +1,120 @@
+"""Stride-1 dense conv2d forward on flattened padded planes with explicit 16-lane vectors:
+the ``direct`` forward of small float32 layers (LeNet's) on AVX-512 hosts.
+
+Same flat layout as cpu_kblock / cpu_flat: x zero-padded to (N, C, Hp, Wp) and flattened,
+tap t = (c·R + r)·S + s reading flat offset offs[t] + p·Wp + q for output (p, q), so an
+output plane is one run of L = (P−1)·Wp + Q flat positions (columns q >= Q are scratch,
+dropped when cropping). cpu_kblock keeps its accumulators in memory (a load and a store
+per FMA group); here a register tile of 3 output channels × 9 vectors (144 flat outputs,
+27 zmm accumulators) stays in registers across all C·R·S taps: per tap, 9 input loads and
+3 weight broadcasts feed 27 FMAs. Then the tile is cropped into out.
+
+Threads: one prange iteration per (image, block of 3 output channels); each writes only its
+own output planes. Reads run up to one strip past a plane's L flat outputs, into the next
+plane or the zero slack after the last one: those lanes are never stored.
+"""
+# ruff: noqa: E702 -- the tile's nine vectors one line each
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numba import njit, prange, types
+
+from ..gemm.simd import load_at, store_at, vbroadcast_load, vfma, vload, vstore, vzero
+from ..precompile import njit_cached
+from .cpu_flat import pad_input
+
+V = 9                 # vectors per strip
+STRIP = V * 16        # flat outputs per strip
+KB = 3                # output channels per tile
+
+
+@njit(inline="always")
+def _strip3(xf, xb, offs, w, w0, w1, w2, acc):
+    # acc[j·STRIP + i] = Σ_t w[w_j + t] · xf[xb + offs[t] + i], j < 3, i < STRIP: 27 zmm
+    # accumulators, 3 broadcasts and one input vector at a time (31 of 32 registers).
+    a0 = vzero(); a1 = vzero(); a2 = vzero(); a3 = vzero(); a4 = vzero(); a5 = vzero(); a6 = vzero(); a7 = vzero(); a8 = vzero()
+    b0 = vzero(); b1 = vzero(); b2 = vzero(); b3 = vzero(); b4 = vzero(); b5 = vzero(); b6 = vzero(); b7 = vzero(); b8 = vzero()
+    c0 = vzero(); c1 = vzero(); c2 = vzero(); c3 = vzero(); c4 = vzero(); c5 = vzero(); c6 = vzero(); c7 = vzero(); c8 = vzero()
+    for t in range(offs.shape[0]):
+        o = xb + offs[t]
+        u = vbroadcast_load(w, w0 + t)
+        y = vbroadcast_load(w, w1 + t)
+        z = vbroadcast_load(w, w2 + t)
+        v = vload(xf, o + 0); a0 = vfma(u, v, a0); b0 = vfma(y, v, b0); c0 = vfma(z, v, c0)
+        v = vload(xf, o + 16); a1 = vfma(u, v, a1); b1 = vfma(y, v, b1); c1 = vfma(z, v, c1)
+        v = vload(xf, o + 32); a2 = vfma(u, v, a2); b2 = vfma(y, v, b2); c2 = vfma(z, v, c2)
+        v = vload(xf, o + 48); a3 = vfma(u, v, a3); b3 = vfma(y, v, b3); c3 = vfma(z, v, c3)
+        v = vload(xf, o + 64); a4 = vfma(u, v, a4); b4 = vfma(y, v, b4); c4 = vfma(z, v, c4)
+        v = vload(xf, o + 80); a5 = vfma(u, v, a5); b5 = vfma(y, v, b5); c5 = vfma(z, v, c5)
+        v = vload(xf, o + 96); a6 = vfma(u, v, a6); b6 = vfma(y, v, b6); c6 = vfma(z, v, c6)
+        v = vload(xf, o + 112); a7 = vfma(u, v, a7); b7 = vfma(y, v, b7); c7 = vfma(z, v, c7)
+        v = vload(xf, o + 128); a8 = vfma(u, v, a8); b8 = vfma(y, v, b8); c8 = vfma(z, v, c8)
+    s = 0 * STRIP
+    vstore(acc, s + 0, a0); vstore(acc, s + 16, a1); vstore(acc, s + 32, a2); vstore(acc, s + 48, a3); vstore(acc, s + 64, a4)
+    vstore(acc, s + 80, a5); vstore(acc, s + 96, a6); vstore(acc, s + 112, a7); vstore(acc, s + 128, a8)
+    s = 1 * STRIP
+    vstore(acc, s + 0, b0); vstore(acc, s + 16, b1); vstore(acc, s + 32, b2); vstore(acc, s + 48, b3); vstore(acc, s + 64, b4)
+    vstore(acc, s + 80, b5); vstore(acc, s + 96, b6); vstore(acc, s + 112, b7); vstore(acc, s + 128, b8)
+    s = 2 * STRIP
+    vstore(acc, s + 0, c0); vstore(acc, s + 16, c1); vstore(acc, s + 32, c2); vstore(acc, s + 48, c3); vstore(acc, s + 64, c4)
+    vstore(acc, s + 80, c5); vstore(acc, s + 96, c6); vstore(acc, s + 112, c7); vstore(acc, s + 128, c8)
+
+
+def _fwd_flat_simd(xf, plane, offs, w, out, Wp):
+    # out[n, k, p, q] = Σ_t w[k, t] · xf[n·plane + offs[t] + p·Wp + q]; w is (K, T) float32,
+    # out C-contiguous.
+    N, K, P, Q = out.shape
+    T = offs.shape[0]
+    L = (P - 1) * Wp + Q
+    strips = (L + STRIP - 1) // STRIP
+    pairs = (K + KB - 1) // KB
+    for task in prange(N * pairs):
+        n = task // pairs
+        k0 = task % pairs * KB
+        k1 = min(k0 + KB - 1, K - 1)  # a short last block computes its last channel again
+        acc = np.empty(3 * STRIP, np.float32)
+        for strip in range(strips):
+            i0 = strip * STRIP
+            _strip3(xf, n * plane + i0, offs, w, k0 * T, min(k0 + 1, K - 1) * T, k1 * T, acc)
+            # crop into out (raw offsets: Numba's wraparound code for the signed acc index
+            # made this copy cost as much as the FMAs)
+            for j in range(k1 - k0 + 1):
+                o = ((n * K + k0 + j) * P) * Q
+                for p in range(i0 // Wp, min(P, (i0 + STRIP - 1) // Wp + 1)):
+                    row = j * STRIP + p * Wp - i0  # acc index of (p, 0)
+                    for q in range(max(0, i0 - p * Wp), min(Q, i0 + STRIP - p * Wp)):
+                        store_at(out, o + p * Q + q, load_at(acc, row + q))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled():
+    # compiled in a child process, loaded from Numba's cache (see kernels.precompile: this
+    # kernel's in-process JIT copy ran 1.6x slower)
+    f1, i1 = types.Array(types.float32, 1, "C"), types.Array(types.int64, 1, "C")
+    sig = types.void(f1, types.intp, i1, types.Array(types.float32, 2, "C"), types.Array(types.float32, 4, "C"),
+                     types.intp)
+    return njit_cached(_fwd_flat_simd, sig, "_compiled", parallel=True)
+
+
+def applies(x, out, geom) -> bool:
+    """float32 on a host where convcore's 16-lane kernels run (gemm.cpu.enabled), with 16+
+    (image, channel block) tasks (below, cpu_kblock's forward was as fast: 3×5×9×8 → 7)."""
+    from ..gemm.cpu import enabled
+
+    return (x.dtype == out.dtype == np.float32 and enabled() and geom.groups == 1 and geom.stride == (1, 1)
+            and geom.N * -(-geom.K // KB) >= 16)
+
+
+def flat_simd_fwd(x, w, out, geom):
+    """out = conv2d(x, w) for a dense stride-1 layer (any padding and dilation)."""
+    (pt, pb, pl, pr), (dh, dw) = geom.padding, geom.dilation
+    xp = pad_input(x, pt, pb, pl, pr)
+    N, C, Hp, Wp = xp.shape
+    xf = np.zeros(xp.size + STRIP, np.float32)  # zero slack: the last strip reads past the end
+    xf[:xp.size] = xp.reshape(-1)
+    R, S = geom.R, geom.S
+    offs = ((np.arange(C)[:, None, None] * Hp + np.arange(R)[None, :, None] * dh) * Wp
+            + np.arange(S)[None, None, :] * dw).reshape(-1).astype(np.int64)
+    _compiled()(xf, C * Hp * Wp, offs, np.ascontiguousarray(w).reshape(geom.K, -1), out, Wp)
