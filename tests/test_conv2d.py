@@ -609,10 +609,29 @@ def test_cpu_flat_simd_forward(rng, shape, weight, padding, dilation):
     geom = conv_geometry("test", shape, weight, 1, padding, dilation, 1)
     assert cpu_flat_simd.applies(x, np.empty(geom.output_shape, np.float32), geom)
     out = np.full(geom.output_shape, np.nan, np.float32)
-    cpu_flat_simd.flat_simd_fwd(x, w, out, geom)
+    cpu_flat_simd.flat_simd_fwd(x, w, out, geom.padding, geom.dilation)
     expected = reference.conv2d(x.astype(np.float64), w.astype(np.float64), None, stride=(1, 1), padding=geom.padding,
                                 dilation=geom.dilation, groups=1, out_hw=(geom.P, geom.Q))
     assert_matches(out, expected, np.float32, geom.Cg * geom.R * geom.S, f"flat simd {shape} -> {weight}")
     direct = convcore.conv2d(x, w, padding=padding, dilation=dilation, backend="cpu", algorithm="direct")
     np.testing.assert_array_equal(direct, out)  # the direct algorithm runs it
     assert not cpu_flat_simd.applies(x.astype(np.float64), out.astype(np.float64), geom)
+
+
+@pytest.mark.parametrize("padding,dilation", [(0, 1), ((2, 1, 0, 2), (1, 2))])
+def test_cpu_flat_simd_input_gradient(rng, padding, dilation):
+    # The input gradient as the flat register-tiled forward of dY padded by dil·(R−1) − pad
+    # with W rotated 180° and K ↔ C (float32, AVX-512 hosts, 16+ tasks).
+    from convcore.kernels.conv2d import cpu as cpu_kernels
+    from convcore.kernels.gemm import cpu as gemm_cpu
+
+    if not gemm_cpu.enabled():
+        pytest.skip("convcore's 16-lane kernels are off on this host (no AVX-512)")
+    shape, weight = (8, 6, 14, 13), (16, 6, 5, 3)
+    geom = conv_geometry("test", shape, weight, 1, padding, dilation, 1)
+    w, dy = random(rng, weight, np.float32), random(rng, geom.output_shape, np.float32)
+    assert cpu_kernels._dgrad_by_flat_simd(dy, np.empty(shape, np.float32), geom)
+    dx = convcore.conv2d_input(shape, w, dy, padding=padding, dilation=dilation, backend="cpu", algorithm="direct")
+    expected = reference.conv2d_input(shape, w.astype(np.float64), dy.astype(np.float64), stride=(1, 1),
+                                      padding=geom.padding, dilation=geom.dilation, groups=1)
+    assert_matches(dx, expected, np.float32, 16 * 15, "flat simd input gradient")

@@ -23,7 +23,7 @@ from numba import njit, prange, types
 
 from ..gemm.simd import load_at, store_at, vbroadcast_load, vfma, vload, vstore, vzero
 from ..precompile import njit_cached
-from .cpu_flat import pad_input
+from ..workspace import scratch
 
 V = 9                 # vectors per strip
 STRIP = V * 16        # flat outputs per strip
@@ -107,14 +107,23 @@ def applies(x, out, geom) -> bool:
             and geom.N * -(-geom.K // KB) >= 16)
 
 
-def flat_simd_fwd(x, w, out, geom):
-    """out = conv2d(x, w) for a dense stride-1 layer (any padding and dilation)."""
-    (pt, pb, pl, pr), (dh, dw) = geom.padding, geom.dilation
-    xp = pad_input(x, pt, pb, pl, pr)
-    N, C, Hp, Wp = xp.shape
-    xf = np.zeros(xp.size + STRIP, np.float32)  # zero slack: the last strip reads past the end
-    xf[:xp.size] = xp.reshape(-1)
-    R, S = geom.R, geom.S
+def flat_simd_fwd(x, w, out, padding, dilation):
+    """out = conv2d(x, w) for a dense stride-1 layer, padding (top, bottom, left, right)
+    (each >= 0) and dilation (dh, dw); out C-contiguous."""
+    (pt, pb, pl, pr), (dh, dw) = padding, dilation
+    N, C, H, W = x.shape
+    Hp, Wp = H + pt + pb, W + pl + pr
+    size = N * C * Hp * Wp
+    # x zero-padded straight into a reused flat buffer (np.pad and a second copy cost
+    # 2-4 ms at 128×16×18², more than the kernel), with a strip of zero slack after it:
+    # the last strip reads past the end
+    xf = scratch("conv2d.flat_simd", (size + STRIP,), np.float32)
+    if pt or pb or pl or pr:
+        xf[:] = 0
+    else:
+        xf[size:] = 0
+    xf[:size].reshape(N, C, Hp, Wp)[:, :, pt:pt + H, pl:pl + W] = x
+    K, _, R, S = w.shape
     offs = ((np.arange(C)[:, None, None] * Hp + np.arange(R)[None, :, None] * dh) * Wp
             + np.arange(S)[None, None, :] * dw).reshape(-1).astype(np.int64)
-    _compiled()(xf, C * Hp * Wp, offs, np.ascontiguousarray(w).reshape(geom.K, -1), out, Wp)
+    _compiled()(xf, C * Hp * Wp, offs, np.ascontiguousarray(w).reshape(K, -1), out, Wp)
