@@ -78,6 +78,16 @@ def test_sgemm_sixteen_column_tails(rng, N, a_layout):
     _check(a, b, out)
 
 
+def test_sgemm_rows_4k_apart_are_packed(rng):
+    # Row-major A and B whose rows lie 4 KB apart (1024 floats) are packed rather than read
+    # in place (their rows would share one L1 set); K over several slices, edge rows.
+    a, b = _operands(rng, (1, 25, 1024), (2, 1024, 1024))
+    assert (a.strides[1] % gemm._SET_STRIDE, b.strides[1] % gemm._SET_STRIDE) == (0, 0)
+    out = np.full((2, 25, 1024), np.nan, np.float32)
+    gemm.sgemm(a, b, out)
+    _check(a, b, out)
+
+
 def test_split_gives_enough_tasks_for_the_threads():
     m_block, n_block, k_split = gemm._split(1, 64, 576, 401408, 2)
     tasks = -(-64 // m_block) * -(-576 // n_block) * k_split

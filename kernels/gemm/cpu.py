@@ -43,6 +43,7 @@ KC = 192          # reduced-index depth of one packed slice: a B sliver is 24 KB
 MC = 192          # rows of one packed A block: 144 KB (L2: 1 MB)
 NC = 2048         # columns of one packed B panel: 1.5 MB
 _B_IN_PLACE_ROWS = 256  # rows of C per task at most for which B is read in place
+_SET_STRIDE = 4096  # bytes between addresses of one L1 set (48 KB, 12 ways, 64 B lines)
 _PREPACK_LIMIT = 2**23  # floats (32 MB) of A packed up front at most (the 3x3 512-channel dgrad Wᵀ is 2.4 M)
 
 
@@ -200,10 +201,15 @@ def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile):
     ldc = c.strides[0] // 4
     lda = a.strides[0] // 4
     ldb = b.strides[0] // 4
-    direct = not prepacked and a.strides[1] == 4  # row-major A: the micro-kernel reads it in place
+    # A row-major A is read in place by the micro-kernel, unless its rows lie a multiple of
+    # 4 KB apart: the 12 rows of a sliver then fall in one L1 set (12 ways) and evict the B
+    # sliver (in-process A/B, packing those: 8 × 256×1024 · 1024×196 median time 0.87×,
+    # 2048³ 0.83×).
+    direct = not prepacked and a.strides[1] == 4 and (lda * 4) % _SET_STRIDE != 0
     # Few rows of C: packing a B panel would cost about as much as the products that use
-    # it, so a row-major B's full slivers are read in place too (only a partial one is packed).
-    b_direct = direct and b.strides[1] == 4 and i1 - i0 <= _B_IN_PLACE_ROWS
+    # it, so a row-major B's full slivers are read in place too (only a partial one is
+    # packed), with the same exception for rows 4 KB apart.
+    b_direct = direct and b.strides[1] == 4 and i1 - i0 <= _B_IN_PLACE_ROWS and (ldb * 4) % _SET_STRIDE != 0
     for jc in range(j0, j1, NC):
         nc = min(NC, j1 - jc)
         for pc in range(p0, p1, KC):
