@@ -19,6 +19,14 @@ import numpy as np
 
 LIMIT = 1 << 30  # bytes kept per thread at most
 
+# The CPU conv algorithms run their steps (im2col + GEMM, col2im, Winograd's transforms and
+# products) a chunk of images at a time, so one step's temporaries are still in cache (L3:
+# 32 MB here) when the next reads them: at most this many bytes of them per chunk.
+# Measured for Winograd's forward (2 threads, 8×64×56² F(4×4), ms, whole batch 4.97 / chunks
+# of 2, 4, 8, 16 MB: 3.87, 3.91, 3.74, 4.16) and im2col's (the 224² stem at batch 8: 11.7
+# whole, 7.7 image by image).
+CHUNK_BYTES = 8 << 20
+
 _local = threading.local()
 
 
@@ -35,6 +43,12 @@ def scratch(tag: str, shape, dtype) -> np.ndarray:
             return np.empty(shape, dtype=dtype)
         store[tag] = held = np.empty(max(nbytes, 64), dtype=np.uint8)
     return held[:nbytes].view(dtype).reshape(shape)
+
+
+def images_per_chunk(images: int, bytes_per_image: int, at_least: int = 1) -> int:
+    """How many of ``images`` go through a step together: as many as keep their temporaries
+    (``bytes_per_image`` each) within CHUNK_BYTES, but no fewer than ``at_least`` (nor 1)."""
+    return max(1, min(images, max(CHUNK_BYTES // max(bytes_per_image, 1), at_least)))
 
 
 def release() -> None:

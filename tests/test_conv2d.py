@@ -554,9 +554,10 @@ def test_cuda_variant_names_through_the_public_api(rng):
 def test_cpu_gemm_forward_image_by_image(rng, monkeypatch, dtype_):
     # im2col + GEMM in chunks of images (here one at a time): strided, grouped, padded,
     # an odd batch; and the batch-folded GEMM of small planes.
+    from convcore.kernels import workspace
     from convcore.kernels.conv2d import cpu as cpu_kernels
 
-    monkeypatch.setattr(cpu_kernels, "_COL_CHUNK_BYTES", 1)
+    monkeypatch.setattr(workspace, "CHUNK_BYTES", 1)
     x = random(rng, (3, 4, 23, 21), dtype_)
     w = random(rng, (6, 2, 5, 3), dtype_)
     b = random(rng, (6,), dtype_)
@@ -580,9 +581,10 @@ def test_cpu_gemm_forward_image_by_image(rng, monkeypatch, dtype_):
 def test_cpu_gemm_input_gradient_chunked_and_folded(rng, monkeypatch, dtype_):
     # The input gradient's product + col2im image by image, and folded over the batch for
     # small planes (64+ output channels).
+    from convcore.kernels import workspace
     from convcore.kernels.conv2d import cpu as cpu_kernels
 
-    monkeypatch.setattr(cpu_kernels, "_COL_CHUNK_BYTES", 1)
+    monkeypatch.setattr(workspace, "CHUNK_BYTES", 1)
     for shape, weight, stride, padding in [((3, 4, 23, 21), (6, 4, 5, 3), 2, (2, 1)), ((3, 5, 6, 7), (64, 5, 3, 3), 1, 1)]:
         geom = conv_geometry("test", shape, weight, stride, padding, 1, 1)
         w, dy = random(rng, weight, dtype_), random(rng, geom.output_shape, dtype_)

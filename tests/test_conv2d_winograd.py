@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from convcore.kernels import workspace
 from convcore.kernels.conv2d import cpu
 from helpers import assert_matches, random, to_numpy
 
@@ -35,7 +36,7 @@ def test_images_in_chunks(algorithm, dtype, rng, monkeypatch):
     # The three steps run on G images at a time (cache-sized chunks): at one image per
     # chunk, an odd batch, edge tiles and a fused bias + ReLU, forward and input gradient.
     from convcore.kernels.conv2d import cpu_winograd
-    monkeypatch.setattr(cpu_winograd, "_CHUNK_BYTES", 1)
+    monkeypatch.setattr(workspace, "CHUNK_BYTES", 1)
     monkeypatch.setattr(cpu_winograd, "_MIN_TILES", 1)
     assert cpu_winograd._chunk_images(3, 5, 6, 12, 36, 4) == 1
     x, w, b = random(rng, (3, 5, 9, 7), dtype), random(rng, (6, 5, 3, 3), dtype), random(rng, (6,), dtype)
@@ -52,13 +53,13 @@ def test_images_in_chunks(algorithm, dtype, rng, monkeypatch):
                    f"chunked input gradient [{algorithm}]")
 
 
-@pytest.mark.parametrize("product", ["nt", "goto"])
+@pytest.mark.parametrize("product,dtype_", [("nt", np.float32), ("goto", np.float32), ("goto", np.float64)])
 @pytest.mark.parametrize("algorithm", ["winograd_f2", "winograd_f4"])
-def test_weight_gradient_in_chunks(algorithm, product, rng, monkeypatch):
+def test_weight_gradient_in_chunks(algorithm, product, dtype_, rng, monkeypatch):
     # The weight gradient one image at a time, dU summed over the chunks: by the nt kernel
-    # (accumulating into dU) or the Goto GEMM (a partial product added).
+    # (float32; accumulating into dU) or the Goto GEMM / BLAS (a partial product added).
     from convcore.kernels.conv2d import cpu_winograd, cpu_winograd_wgrad
-    monkeypatch.setattr(cpu_winograd, "_CHUNK_BYTES", 1)
+    monkeypatch.setattr(workspace, "CHUNK_BYTES", 1)
     monkeypatch.setattr(cpu_winograd, "_MIN_TILES", 1)
     monkeypatch.setattr(cpu_winograd_wgrad, "_NT_MIN_TILES", 1 if product == "nt" else 1 << 30)
     monkeypatch.setattr(cpu_winograd_wgrad, "_NT_MAX_ROWS", 1 << 30 if product == "nt" else 0)
@@ -66,11 +67,11 @@ def test_weight_gradient_in_chunks(algorithm, product, rng, monkeypatch):
         def refuse(*args, **kwargs):
             raise AssertionError("the Goto path must not call gemm.nt")
         monkeypatch.setattr(cpu_winograd_wgrad, "sgemm_nt", refuse)
-    x, dy = random(rng, (3, 5, 9, 7), np.float32), random(rng, (3, 6, 9, 7), np.float32)
+    x, dy = random(rng, (3, 5, 9, 7), dtype_), random(rng, (3, 6, 9, 7), dtype_)
     expected = reference.conv2d_weight(x.astype(np.float64), (6, 5, 3, 3), dy.astype(np.float64), stride=(1, 1),
                                        padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)
     dw = convcore.conv2d_weight(x, (6, 5, 3, 3), dy, padding=1, backend="cpu", algorithm=algorithm)
-    assert_matches(dw, expected, np.float32, 3 * 9 * 7, f"chunked weight gradient [{algorithm}, {product}]")
+    assert_matches(dw, expected, dtype_, 3 * 9 * 7, f"chunked weight gradient [{algorithm}, {product}]")
 
 
 def test_relu_keeps_nan(rng):

@@ -61,3 +61,11 @@ def test_repeated_calls_never_see_the_previous_call(rng, algorithm, dtype, atol)
         np.testing.assert_allclose(convcore.conv2d_weight(x, w.shape, dy, padding=1, backend="cpu", algorithm=algorithm),
                                    ref_dw, atol=atol)
     assert workspace.held_bytes() > 0
+
+
+def test_images_per_chunk(monkeypatch):
+    monkeypatch.setattr(workspace, "CHUNK_BYTES", 1000)
+    assert workspace.images_per_chunk(8, 300) == 3          # as many as fit
+    assert workspace.images_per_chunk(8, 5000) == 1         # one at least
+    assert workspace.images_per_chunk(8, 300, at_least=5) == 5
+    assert workspace.images_per_chunk(2, 10) == 2           # never more than there are

@@ -28,7 +28,7 @@ import numpy as np
 from ..gemm.cpu import enabled as gemm_enabled
 from ..gemm.cpu import matmul
 from ..gemm.nt import sgemm_nt
-from ..workspace import scratch
+from ..workspace import images_per_chunk, scratch
 from . import cpu_depthwise_strips as strips
 from . import cpu_flat_simd
 from .cpu_depthwise import (
@@ -239,9 +239,6 @@ def _wgrad_nt(x, geom):
     return x.dtype == np.float32 and gemm_enabled() and _pointwise(geom) and geom.P * geom.Q >= _NT_MIN_PIXELS
 
 
-_COL_CHUNK_BYTES = 8 << 20  # the forward's im2col matrix per pass, at most (or one image)
-
-
 def _fold_batch(geom):
     """Forward by one GEMM over the whole batch's columns: planes under 128 outputs, where
     the per-image products are too narrow for the 32-column tile (2 threads, ms, folded /
@@ -280,10 +277,9 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
             matmul(w_mat[None], x.reshape(geom.N, geom.groups, geom.Cg, geom.P * geom.Q), out=out4)
         else:
             # im2col and its product G images at a time, so the column matrix is still in
-            # cache when the GEMM reads it (the 224² stem's is 59 MB at batch 8: 11.7 ms
-            # whole, 7.7 ms image by image, 2 threads)
+            # cache when the GEMM reads it (the 224² stem's is 59 MB at batch 8)
             crs, pq = geom.Cg * geom.R * geom.S, geom.P * geom.Q
-            G = max(1, min(geom.N, _COL_CHUNK_BYTES // (geom.groups * crs * pq * x.dtype.itemsize)))
+            G = images_per_chunk(geom.N, geom.groups * crs * pq * x.dtype.itemsize)
             for n0 in range(0, geom.N, G):
                 xs = x[n0:n0 + G]
                 col = scratch("conv2d.im2col", (xs.shape[0], geom.groups, crs, pq), x.dtype)
@@ -331,7 +327,7 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
                     geom.R, geom.S, geom.P, geom.Q)
             return
         # the product and col2im a cache-sized chunk of images at a time, as the forward's im2col
-        G = max(1, min(geom.N, _COL_CHUNK_BYTES // (geom.groups * crs * pq * dy.dtype.itemsize)))
+        G = images_per_chunk(geom.N, geom.groups * crs * pq * dy.dtype.itemsize)
         for n0 in range(0, geom.N, G):
             col = matmul(w_mat.transpose(0, 2, 1)[None], dy_mat[n0:n0 + G],
                          out=scratch("conv2d.col2im", (min(G, geom.N - n0), geom.groups, crs, pq), dy.dtype))

@@ -35,7 +35,7 @@ from numba import njit, prange
 
 from ..gemm.cpu import matmul
 from ..gemm.simd import load_at, store_at
-from ..workspace import scratch
+from ..workspace import images_per_chunk, scratch
 
 # G (α×3); cast to the data dtype per call.
 _G = {
@@ -308,20 +308,17 @@ def winograd_conv(x, w, b, out, pad_top, pad_left, groups, m, relu=False):
         _output_transform(M, outs, b if has_bias else cst, has_bias, relu, m, TH, TW, cst)
 
 
-# Images go through the three steps G at a time, so that V and M (α²·(C + K)·G·L values)
-# are still in cache (L3) when the next step reads them; but never fewer than _MIN_TILES
-# tiles, which would thin the GEMMs more than the cache saves. Measured (2 threads, forward,
-# ms, whole batch / G by _CHUNK_BYTES of 2, 4, 8, 16 MB): 8×64×56² F(4×4) 4.97 / 3.87, 3.91,
-# 3.74, 4.16; 8×128×28² 3.63 / 4.38, 4.59, 3.89, 3.56; 8×256×14² F(2×2) 4.88 / 5.79, 5.74,
-# 5.19, 4.89.
-_CHUNK_BYTES = 8 << 20
+# Images go through the three steps G at a time (workspace.images_per_chunk: V and M,
+# α²·(C + K)·G·L values, still in cache when the next step reads them), but never fewer
+# than _MIN_TILES tiles, which would thin the GEMMs more than the cache saves (2 threads,
+# forward, ms, whole batch / chunks of 2, 4, 8, 16 MB: 8×128×28² 3.63 / 4.38, 4.59, 3.89,
+# 3.56; 8×256×14² F(2×2) 4.88 / 5.79, 5.74, 5.19, 4.89).
 _MIN_TILES = 384
 
 
 def _chunk_images(N, C, K, L, a2, itemsize):
     """Images per pass through the three steps (L tiles each)."""
-    by_cache = _CHUNK_BYTES // (a2 * (C + K) * L * itemsize)
-    return max(1, min(N, max(by_cache, -(-_MIN_TILES // L))))
+    return images_per_chunk(N, a2 * (C + K) * L * itemsize, -(-_MIN_TILES // L))
 
 
 # The weight transform, kept across calls by a layer that knows its weight did not change
