@@ -53,6 +53,39 @@ def test_images_in_chunks(algorithm, dtype, rng, monkeypatch):
                    f"chunked input gradient [{algorithm}]")
 
 
+@pytest.mark.parametrize("kernel", ["gather", "rows"])
+@pytest.mark.parametrize("algorithm", ["winograd_f2", "winograd_f4"])
+def test_both_input_transforms(algorithm, kernel, dtype, rng, monkeypatch):
+    # Small planes gather their patches in blocks of images (here 2 per block, the last
+    # block short), wide planes go row by row: each kernel on planes of both kinds, odd
+    # sizes and asymmetric padding (the input gradient's is 2 − p: cropping at p = 3), the
+    # forward, input gradient and weight gradient (which transforms x the same way).
+    from convcore.kernels.conv2d import cpu_winograd
+    monkeypatch.setattr(cpu_winograd, "_GATHER_TW", 1 << 30 if kernel == "gather" else 0)
+    monkeypatch.setattr(cpu_winograd, "_TILE_RUN", 30)
+    calls = []
+    for name in ("_input_transform_gather", "_input_transform"):
+        original = getattr(cpu_winograd, name)
+        monkeypatch.setattr(cpu_winograd, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
+    for hw, padding in (((11, 13), (1, 0, 2, 1)), ((7, 6), (3, 3, 0, 2)), ((35, 37), (1, 1, 1, 1))):
+        x, w = random(rng, (5, 3) + hw, dtype), random(rng, (4, 3, 3, 3), dtype)
+        args = dict(stride=(1, 1), padding=padding, dilation=(1, 1), groups=1)
+        x64, w64 = x.astype(np.float64), w.astype(np.float64)
+        out_hw = conv_geometry("t", x.shape, w.shape, 1, padding, 1, 1).output_shape[2:]
+        expected = reference.conv2d(x64, w64, None, out_hw=out_hw, **args)
+        out = convcore.conv2d(x, w, padding=padding, backend="cpu", algorithm=algorithm)
+        assert_matches(out, expected, dtype, 27, f"forward [{algorithm}, {kernel}, {hw}, {padding}]")
+        dy = random(rng, expected.shape, dtype)
+        dx = convcore.conv2d_input(x.shape, w, dy, padding=padding, backend="cpu", algorithm=algorithm)
+        assert_matches(dx, reference.conv2d_input(x.shape, w64, dy.astype(np.float64), **args), dtype, 36,
+                       f"input gradient [{algorithm}, {kernel}, {hw}, {padding}]")
+        dw = convcore.conv2d_weight(x, w.shape, dy, padding=padding, backend="cpu", algorithm=algorithm)
+        assert_matches(dw, reference.conv2d_weight(x64, w.shape, dy.astype(np.float64), **args), dtype,
+                       5 * hw[0] * hw[1], f"weight gradient [{algorithm}, {kernel}, {hw}, {padding}]")
+    expected_kernel = "_input_transform_gather" if kernel == "gather" else "_input_transform"
+    assert calls and set(calls) == {expected_kernel}
+
+
 @pytest.mark.parametrize("product,dtype_", [("nt", np.float32), ("goto", np.float32), ("goto", np.float64)])
 @pytest.mark.parametrize("algorithm", ["winograd_f2", "winograd_f4"])
 def test_weight_gradient_in_chunks(algorithm, product, dtype_, rng, monkeypatch):

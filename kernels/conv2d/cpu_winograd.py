@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 
 import numpy as np
 from numba import njit, prange
@@ -198,6 +199,98 @@ def _input_transform(x, V, pt, pl, m, TH, TW, cst):
                         v0[t], v1[t], v2[t], v3[t] = _bt2(e0[t], e1[t], e2[t], e3[t])
 
 
+@njit(parallel=True, cache=True, fastmath=_FAST)
+def _input_transform_gather(x, idx, V, m, TH, TW, nb, cst):
+    # _input_transform for small planes: prange over (input channel c, block of nb images),
+    # so that every loop runs over all of the block's tiles (a 7² or 14² plane has 16-49:
+    # per-row loops that short cost more in loop overhead than in copying). The patch
+    # planes X[i, j, tile] = d[i, j] are gathered through idx[i·α+j, tile] (the offset of
+    # d[i, j] from the block's first plane x[n0, c], −1 where the patch reads padding: see
+    # _gather_index), then Bᵀ down the patch columns and B along them as in
+    # _input_transform. x is C-contiguous.
+    N, C, H, W = x.shape
+    a = m + 2
+    L = TH * TW
+    c2, c4, c5 = cst[0], cst[1], cst[2]
+    zero = c2 - c2
+    blocks = -(-N // nb)
+    for it in prange(C * blocks):
+        c = it // blocks
+        n0 = (it % blocks) * nb
+        BL = (min(N, n0 + nb) - n0) * L
+        X = np.empty((a, a, BL), V.dtype)
+        E = np.empty((a, a, BL), V.dtype)
+        base = (n0 * C + c) * H * W
+        for ij in range(a * a):
+            row = idx[ij]
+            for t in range(BL):
+                o = row[t]
+                v = load_at(x, base + max(o, 0))  # always in bounds; padding selected away
+                store_at(X, ij * BL + t, v if o >= 0 else zero)
+        for j in range(a):
+            d0, d1, d2, d3 = X[0, j], X[1, j], X[2, j], X[3, j]
+            if m == 4:
+                d4, d5 = X[4, j], X[5, j]
+                for t in range(BL):
+                    E[0, j, t], E[1, j, t], E[2, j, t], E[3, j, t], E[4, j, t], E[5, j, t] = _bt4(
+                        d0[t], d1[t], d2[t], d3[t], d4[t], d5[t], c2, c4, c5)
+            else:
+                for t in range(BL):
+                    E[0, j, t], E[1, j, t], E[2, j, t], E[3, j, t] = _bt2(d0[t], d1[t], d2[t], d3[t])
+        t0 = n0 * L
+        for i in range(a):
+            e0, e1, e2, e3 = E[i, 0], E[i, 1], E[i, 2], E[i, 3]
+            v0, v1, v2, v3 = V[i * a, c, t0:], V[i * a + 1, c, t0:], V[i * a + 2, c, t0:], V[i * a + 3, c, t0:]
+            if m == 4:
+                e4, e5 = E[i, 4], E[i, 5]
+                v4, v5 = V[i * a + 4, c, t0:], V[i * a + 5, c, t0:]
+                for t in range(BL):
+                    v0[t], v1[t], v2[t], v3[t], v4[t], v5[t] = _bt4(e0[t], e1[t], e2[t], e3[t], e4[t], e5[t],
+                                                                    c2, c4, c5)
+            else:
+                for t in range(BL):
+                    v0[t], v1[t], v2[t], v3[t] = _bt2(e0[t], e1[t], e2[t], e3[t])
+
+
+# Planes with fewer tile columns than this take _input_transform_gather; its blocks hold
+# enough images for _TILE_RUN tiles.
+_GATHER_TW = 16
+_TILE_RUN = 256
+
+
+def _block_images(N, L):
+    """Images per block of the gathered transforms: at least _TILE_RUN tiles, blocks balanced."""
+    want = min(N, max(1, -(-_TILE_RUN // L)))
+    return -(-N // -(-N // want))
+
+
+@functools.lru_cache(maxsize=64)
+def _gather_index(C, H, W, pt, pl, m, TH, TW, nb):
+    """idx[i·α+j, b·L + u·TW + v] = offset of x[n0 + b, c, m·u + i − pt, m·v + j − pl] from
+    x[n0, c] (x C-contiguous, C channels of H×W), −1 outside the plane."""
+    a = m + 2
+    i = np.arange(a)[:, None, None, None]
+    j = np.arange(a)[None, :, None, None]
+    h = m * np.arange(TH)[:, None] + i - pt  # (a, 1, TH, 1)
+    w = m * np.arange(TW)[None, :] + j - pl  # (1, a, 1, TW)
+    inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)  # (a, a, TH, TW)
+    offset = (h * W + w)[:, :, None] + (np.arange(nb) * (C * H * W))[:, None, None]  # (a, a, nb, TH, TW)
+    idx = np.where(inside[:, :, None], offset, -1).reshape(a * a, nb * TH * TW)
+    idx.setflags(write=False)
+    return idx
+
+
+def input_transform(x, V, pt, pl, m, TH, TW, cst):
+    """V = Bᵀ d B for every (input channel, tile) of x (C-contiguous): the gathered kernel
+    for planes of few tile columns, the row-by-row one otherwise."""
+    if TW < _GATHER_TW:
+        N, C, H, W = x.shape
+        nb = _block_images(N, TH * TW)
+        _input_transform_gather(x, _gather_index(C, H, W, pt, pl, m, TH, TW, nb), V, m, TH, TW, nb, cst)
+    else:
+        _input_transform(x, V, pt, pl, m, TH, TW, cst)
+
+
 # ---------------------------------------------------------------- output transform
 @njit(parallel=True, cache=True, fastmath=_FAST)
 def _output_transform(M, out, b, has_bias, relu, m, TH, TW, cst):
@@ -302,7 +395,7 @@ def winograd_conv(x, w, b, out, pad_top, pad_left, groups, m, relu=False):
         xs, outs = x[n0:n0 + G], out[n0:n0 + G]
         T = xs.shape[0] * L
         V = scratch("winograd.V", (a2, C, T), dtype)
-        _input_transform(xs, V, pad_top, pad_left, m, TH, TW, cst)
+        input_transform(xs, V, pad_top, pad_left, m, TH, TW, cst)
         M = scratch("winograd.M", (a2, K, T), dtype)
         matmul(U.reshape(a2, groups, Kg, Cg), V.reshape(a2, groups, Cg, T), out=M.reshape(a2, groups, Kg, T))
         _output_transform(M, outs, b if has_bias else cst, has_bias, relu, m, TH, TW, cst)

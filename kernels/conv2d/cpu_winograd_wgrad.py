@@ -25,7 +25,7 @@ from ..gemm.cpu import matmul
 from ..gemm.nt import sgemm_nt
 from ..gemm.simd import load_at, store_at
 from ..workspace import scratch
-from .cpu_winograd import _BLOCKS, _FAST, _G, _chunk_images, _input_transform
+from .cpu_winograd import _BLOCKS, _FAST, _G, _chunk_images, input_transform
 
 # gemm.nt for dU where the reduction over tiles is long, or the product has few rows (its
 # transposed packing of V then weighs more against the FMAs); else the Goto GEMM (its B
@@ -172,7 +172,7 @@ def winograd_wgrad(x, dy, out, pad_top, pad_left, groups, m):
         xs, dys = x[n0:n0 + G], dy[n0:n0 + G]
         T = xs.shape[0] * L
         V = scratch("winograd_wgrad.V", (a2, C, T), dtype)
-        _input_transform(xs, V, pad_top, pad_left, m, TH, TW, cst)
+        input_transform(xs, V, pad_top, pad_left, m, TH, TW, cst)
         Y = scratch("winograd_wgrad.Y", (a2, K, T), dtype)
         _grad_output_transform(dys, Y, m, TH, TW, cst)
         if (T >= _NT_MIN_TILES or Kg <= _NT_MAX_ROWS) and dtype == np.float32 and gemm_enabled():
