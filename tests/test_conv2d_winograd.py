@@ -55,18 +55,21 @@ def test_images_in_chunks(algorithm, dtype, rng, monkeypatch):
 
 @pytest.mark.parametrize("kernel", ["gather", "rows"])
 @pytest.mark.parametrize("algorithm", ["winograd_f2", "winograd_f4"])
-def test_both_input_transforms(algorithm, kernel, dtype, rng, monkeypatch):
-    # Small planes gather their patches in blocks of images (here 2 per block, the last
-    # block short), wide planes go row by row: each kernel on planes of both kinds, odd
-    # sizes and asymmetric padding (the input gradient's is 2 − p: cropping at p = 3), the
-    # forward, input gradient and weight gradient (which transforms x the same way).
-    from convcore.kernels.conv2d import cpu_winograd
+def test_both_kinds_of_transform(algorithm, kernel, dtype, rng, monkeypatch):
+    # Small planes gather their patches (and scatter the output tiles) in blocks of images
+    # (here 2 per block, the last block short), wide planes go row by row: each kind on
+    # planes of both sizes, odd sizes and asymmetric padding (the input gradient's is 2 − p:
+    # cropping at p = 3), forward, input gradient and weight gradient.
+    from convcore.kernels.conv2d import cpu_winograd, cpu_winograd_wgrad
     monkeypatch.setattr(cpu_winograd, "_GATHER_TW", 1 << 30 if kernel == "gather" else 0)
     monkeypatch.setattr(cpu_winograd, "_TILE_RUN", 30)
     calls = []
-    for name in ("_input_transform_gather", "_input_transform"):
-        original = getattr(cpu_winograd, name)
-        monkeypatch.setattr(cpu_winograd, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
+    for module, names in ((cpu_winograd, ("_input_transform_gather", "_input_transform", "_output_transform_scatter",
+                                          "_output_transform")),
+                          (cpu_winograd_wgrad, ("_grad_output_transform_gather", "_grad_output_transform"))):
+        for name in names:
+            original = getattr(module, name)
+            monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
     for hw, padding in (((11, 13), (1, 0, 2, 1)), ((7, 6), (3, 3, 0, 2)), ((35, 37), (1, 1, 1, 1))):
         x, w = random(rng, (5, 3) + hw, dtype), random(rng, (4, 3, 3, 3), dtype)
         args = dict(stride=(1, 1), padding=padding, dilation=(1, 1), groups=1)
@@ -82,8 +85,8 @@ def test_both_input_transforms(algorithm, kernel, dtype, rng, monkeypatch):
         dw = convcore.conv2d_weight(x, w.shape, dy, padding=padding, backend="cpu", algorithm=algorithm)
         assert_matches(dw, reference.conv2d_weight(x64, w.shape, dy.astype(np.float64), **args), dtype,
                        5 * hw[0] * hw[1], f"weight gradient [{algorithm}, {kernel}, {hw}, {padding}]")
-    expected_kernel = "_input_transform_gather" if kernel == "gather" else "_input_transform"
-    assert calls and set(calls) == {expected_kernel}
+    small = {"_input_transform_gather", "_output_transform_scatter", "_grad_output_transform_gather"}
+    assert set(calls) == (small if kernel == "gather" else {"_input_transform", "_output_transform", "_grad_output_transform"})
 
 
 @pytest.mark.parametrize("product,dtype_", [("nt", np.float32), ("goto", np.float32), ("goto", np.float64)])

@@ -265,10 +265,10 @@ def _block_images(N, L):
 
 
 @functools.lru_cache(maxsize=64)
-def _gather_index(C, H, W, pt, pl, m, TH, TW, nb):
-    """idx[i·α+j, b·L + u·TW + v] = offset of x[n0 + b, c, m·u + i − pt, m·v + j − pl] from
-    x[n0, c] (x C-contiguous, C channels of H×W), −1 outside the plane."""
-    a = m + 2
+def _gather_index(C, H, W, pt, pl, m, TH, TW, nb, a):
+    """idx[i·a+j, b·L + u·TW + v] = offset of x[n0 + b, c, m·u + i − pt, m·v + j − pl] from
+    x[n0, c] (x C-contiguous, C channels of H×W), −1 outside the plane; i, j < a (the
+    patch: α for the input transform, m for the output's tile)."""
     i = np.arange(a)[:, None, None, None]
     j = np.arange(a)[None, :, None, None]
     h = m * np.arange(TH)[:, None] + i - pt  # (a, 1, TH, 1)
@@ -286,7 +286,7 @@ def input_transform(x, V, pt, pl, m, TH, TW, cst):
     if TW < _GATHER_TW:
         N, C, H, W = x.shape
         nb = _block_images(N, TH * TW)
-        _input_transform_gather(x, _gather_index(C, H, W, pt, pl, m, TH, TW, nb), V, m, TH, TW, nb, cst)
+        _input_transform_gather(x, _gather_index(C, H, W, pt, pl, m, TH, TW, nb, m + 2), V, m, TH, TW, nb, cst)
     else:
         _input_transform(x, V, pt, pl, m, TH, TW, cst)
 
@@ -357,6 +357,68 @@ def _output_transform(M, out, b, has_bias, relu, m, TH, TW, cst):
                         store_at(out, o + full * m + j, _bias_relu(load_at(Y, y + j * L + full), bv, relu, zero))
 
 
+@njit(parallel=True, cache=True, fastmath=_FAST)
+def _output_transform_scatter(M, out, idx, b, has_bias, relu, m, TH, TW, nb, cst):
+    # _output_transform for small planes: prange over (output channel k, block of nb
+    # images), Aᵀ and A as loops over all of the block's tiles, then Y[i, j, tile] goes to
+    # out through idx[i·m+j, tile] (the offset from out[n0, k], −1 past P×Q: _gather_index).
+    N, K, P, Q = out.shape
+    a = m + 2
+    L = TH * TW
+    c2, c4, c8 = cst[0], cst[1], cst[3]
+    zero = c2 - c2
+    blocks = -(-N // nb)
+    for it in prange(K * blocks):
+        k = it // blocks
+        n0 = (it % blocks) * nb
+        BL = (min(N, n0 + nb) - n0) * L
+        tmp = np.empty((m, a, BL), out.dtype)
+        Y = np.empty((m, m, BL), out.dtype)
+        t0 = n0 * L
+        bv = b[k] if has_bias else zero
+        for nu in range(a):
+            m0, m1, m2, m3 = M[nu, k, t0:], M[a + nu, k, t0:], M[2 * a + nu, k, t0:], M[3 * a + nu, k, t0:]
+            if m == 4:
+                m4, m5 = M[4 * a + nu, k, t0:], M[5 * a + nu, k, t0:]
+                y0, y1, y2, y3 = tmp[0, nu], tmp[1, nu], tmp[2, nu], tmp[3, nu]
+                for t in range(BL):
+                    y0[t], y1[t], y2[t], y3[t] = _at4(m0[t], m1[t], m2[t], m3[t], m4[t], m5[t], c2, c4, c8)
+            else:
+                y0, y1 = tmp[0, nu], tmp[1, nu]
+                for t in range(BL):
+                    y0[t], y1[t] = _at2(m0[t], m1[t], m2[t], m3[t])
+        for i in range(m):
+            s0, s1, s2, s3 = tmp[i, 0], tmp[i, 1], tmp[i, 2], tmp[i, 3]
+            if m == 4:
+                s4, s5 = tmp[i, 4], tmp[i, 5]
+                y0, y1, y2, y3 = Y[i, 0], Y[i, 1], Y[i, 2], Y[i, 3]
+                for t in range(BL):
+                    y0[t], y1[t], y2[t], y3[t] = _at4(s0[t], s1[t], s2[t], s3[t], s4[t], s5[t], c2, c4, c8)
+            else:
+                y0, y1 = Y[i, 0], Y[i, 1]
+                for t in range(BL):
+                    y0[t], y1[t] = _at2(s0[t], s1[t], s2[t], s3[t])
+        base = (n0 * K + k) * P * Q
+        for ij in range(m * m):
+            row = idx[ij]
+            for t in range(BL):
+                o = row[t]
+                if o >= 0:
+                    store_at(out, base + o, _bias_relu(load_at(Y, ij * BL + t), bv, relu, zero))
+
+
+def output_transform(M, out, b, has_bias, relu, m, TH, TW, cst):
+    """out = Aᵀ M A (+ b, ReLU) for every (output channel, tile): the scattering kernel for
+    planes of few tile columns, the row-by-row one otherwise. out is C-contiguous."""
+    if TW < _GATHER_TW:
+        N, K, P, Q = out.shape
+        nb = _block_images(N, TH * TW)
+        idx = _gather_index(K, P, Q, 0, 0, m, TH, TW, nb, m)
+        _output_transform_scatter(M, out, idx, b, has_bias, relu, m, TH, TW, nb, cst)
+    else:
+        _output_transform(M, out, b, has_bias, relu, m, TH, TW, cst)
+
+
 @njit(inline="always")
 def _bias_relu(v, bv, relu, zero):
     v = v + bv
@@ -398,7 +460,7 @@ def winograd_conv(x, w, b, out, pad_top, pad_left, groups, m, relu=False):
         input_transform(xs, V, pad_top, pad_left, m, TH, TW, cst)
         M = scratch("winograd.M", (a2, K, T), dtype)
         matmul(U.reshape(a2, groups, Kg, Cg), V.reshape(a2, groups, Cg, T), out=M.reshape(a2, groups, Kg, T))
-        _output_transform(M, outs, b if has_bias else cst, has_bias, relu, m, TH, TW, cst)
+        output_transform(M, outs, b if has_bias else cst, has_bias, relu, m, TH, TW, cst)
 
 
 # Images go through the three steps G at a time (workspace.images_per_chunk: V and M,

@@ -25,7 +25,8 @@ from ..gemm.cpu import matmul
 from ..gemm.nt import sgemm_nt
 from ..gemm.simd import load_at, store_at
 from ..workspace import scratch
-from .cpu_winograd import _BLOCKS, _FAST, _G, _chunk_images, input_transform
+from . import cpu_winograd
+from .cpu_winograd import _BLOCKS, _FAST, _G, _block_images, _chunk_images, _gather_index, input_transform
 
 # gemm.nt for dU where the reduction over tiles is long, or the product has few rows (its
 # transposed packing of V then weighs more against the FMAs); else the Goto GEMM (its B
@@ -120,6 +121,67 @@ def _grad_output_transform(dy, Y, m, TH, TW, cst):
                         y0[t], y1[t], y2[t], y3[t] = _a2(f0[t], f1[t])
 
 
+@njit(parallel=True, cache=True, fastmath=_FAST)
+def _grad_output_transform_gather(dy, idx, Y, m, TH, TW, nb, cst):
+    # _grad_output_transform for small planes: prange over (output channel k, block of nb
+    # images); the tile phases D[i, j, tile] are gathered through idx[i·m+j, tile] (offset
+    # from dy[n0, k], −1 past P×Q: _gather_index), then A along j and along i as loops over
+    # all of the block's tiles. dy is C-contiguous.
+    N, K, P, Q = dy.shape
+    a = m + 2
+    L = TH * TW
+    c2, c4, c8 = cst[0], cst[1], cst[3]
+    zero = c2 - c2
+    blocks = -(-N // nb)
+    for it in prange(K * blocks):
+        k = it // blocks
+        n0 = (it % blocks) * nb
+        BL = (min(N, n0 + nb) - n0) * L
+        D = np.empty((m, m, BL), Y.dtype)
+        E = np.empty((m, a, BL), Y.dtype)
+        base = (n0 * K + k) * P * Q
+        for ij in range(m * m):
+            row = idx[ij]
+            for t in range(BL):
+                o = row[t]
+                v = load_at(dy, base + max(o, 0))  # always in bounds; outside P×Q selected away
+                store_at(D, ij * BL + t, v if o >= 0 else zero)
+        for i in range(m):  # A along j
+            d0, d1 = D[i, 0], D[i, 1]
+            e0, e1, e2, e3 = E[i, 0], E[i, 1], E[i, 2], E[i, 3]
+            if m == 4:
+                d2, d3 = D[i, 2], D[i, 3]
+                e4, e5 = E[i, 4], E[i, 5]
+                for t in range(BL):
+                    e0[t], e1[t], e2[t], e3[t], e4[t], e5[t] = _a4(d0[t], d1[t], d2[t], d3[t], c2, c4, c8)
+            else:
+                for t in range(BL):
+                    e0[t], e1[t], e2[t], e3[t] = _a2(d0[t], d1[t])
+        t0 = n0 * L
+        for nu in range(a):  # A along i
+            f0, f1 = E[0, nu], E[1, nu]
+            y0, y1, y2, y3 = Y[nu, k, t0:], Y[a + nu, k, t0:], Y[2 * a + nu, k, t0:], Y[3 * a + nu, k, t0:]
+            if m == 4:
+                f2, f3 = E[2, nu], E[3, nu]
+                y4, y5 = Y[4 * a + nu, k, t0:], Y[5 * a + nu, k, t0:]
+                for t in range(BL):
+                    y0[t], y1[t], y2[t], y3[t], y4[t], y5[t] = _a4(f0[t], f1[t], f2[t], f3[t], c2, c4, c8)
+            else:
+                for t in range(BL):
+                    y0[t], y1[t], y2[t], y3[t] = _a2(f0[t], f1[t])
+
+
+def grad_output_transform(dy, Y, m, TH, TW, cst):
+    """Y = A dy Aᵀ per (output channel, tile) of dy (C-contiguous): the gathering kernel
+    for planes of few tile columns (as the forward's transforms), the row-by-row one otherwise."""
+    if TW < cpu_winograd._GATHER_TW:
+        N, K, P, Q = dy.shape
+        nb = _block_images(N, TH * TW)
+        _grad_output_transform_gather(dy, _gather_index(K, P, Q, 0, 0, m, TH, TW, nb, m), Y, m, TH, TW, nb, cst)
+    else:
+        _grad_output_transform(dy, Y, m, TH, TW, cst)
+
+
 @njit(parallel=True, cache=True)
 def _inverse_weight_transform(dU, G, dw):
     # dw[k, c, r, s] = Σ_ξ,ν G[ξ,r] dU[ξ·α+ν, k, c] G[ν,s]. One prange iteration per k; the
@@ -174,7 +236,7 @@ def winograd_wgrad(x, dy, out, pad_top, pad_left, groups, m):
         V = scratch("winograd_wgrad.V", (a2, C, T), dtype)
         input_transform(xs, V, pad_top, pad_left, m, TH, TW, cst)
         Y = scratch("winograd_wgrad.Y", (a2, K, T), dtype)
-        _grad_output_transform(dys, Y, m, TH, TW, cst)
+        grad_output_transform(dys, Y, m, TH, TW, cst)
         if (T >= _NT_MIN_TILES or Kg <= _NT_MAX_ROWS) and dtype == np.float32 and gemm_enabled():
             # both operands run along the tiles: the dot-product kernel reads them in place
             sgemm_nt(Y.reshape(a2 * groups, 1, Kg, T), V.reshape(a2 * groups, 1, Cg, T), dU.reshape(a2 * groups, Kg, Cg),
