@@ -89,6 +89,33 @@ def test_both_kinds_of_transform(algorithm, kernel, dtype, rng, monkeypatch):
     assert set(calls) == (small if kernel == "gather" else {"_input_transform", "_output_transform", "_grad_output_transform"})
 
 
+@pytest.mark.parametrize("algorithm", ["winograd_f2", "winograd_f4"])
+def test_weight_transform_in_blocks(algorithm, dtype, rng, monkeypatch):
+    # A large per-call weight transform runs a block of output channels at a time between
+    # the products (here 12 rows per block, the last one short), for the forward and for
+    # the input gradient (whose transform reads W rotated with K <-> C in place).
+    from convcore.kernels.conv2d import cpu_winograd
+    monkeypatch.setattr(cpu_winograd, "_PIPELINE_BYTES", 0)
+    monkeypatch.setattr(cpu_winograd, "_PIPELINE_BLOCK", 1)
+    blocks = []
+    original = cpu_winograd._weight_transform
+    monkeypatch.setattr(cpu_winograd, "_weight_transform",
+                        lambda w, G, U, k0, flip: blocks.append((U.shape[1], k0, flip)) or original(w, G, U, k0, flip))
+    x, w = random(rng, (2, 29, 8, 9), dtype), random(rng, (31, 29, 3, 3), dtype)
+    args = dict(stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    expected = reference.conv2d(x64, w64, None, out_hw=(8, 9), **args)
+    out = convcore.conv2d(x, w, padding=1, backend="cpu", algorithm=algorithm)
+    assert_matches(out, expected, dtype, 29 * 9, f"forward, weight transform in blocks [{algorithm}]")
+    assert blocks == [(12, 0, False), (12, 12, False), (7, 24, False)]
+    blocks.clear()
+    dy = random(rng, expected.shape, dtype)
+    dx = convcore.conv2d_input(x.shape, w, dy, padding=1, backend="cpu", algorithm=algorithm)
+    assert_matches(dx, reference.conv2d_input(x.shape, w64, dy.astype(np.float64), **args), dtype, 31 * 9,
+                   f"input gradient, weight transform in blocks [{algorithm}]")
+    assert blocks == [(12, 0, True), (12, 12, True), (5, 24, True)]
+
+
 @pytest.mark.parametrize("product,dtype_", [("nt", np.float32), ("goto", np.float32), ("goto", np.float64)])
 @pytest.mark.parametrize("algorithm", ["winograd_f2", "winograd_f4"])
 def test_weight_gradient_in_chunks(algorithm, product, dtype_, rng, monkeypatch):

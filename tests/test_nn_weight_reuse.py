@@ -17,9 +17,9 @@ def transforms(monkeypatch):
     calls = []
     original = cpu_winograd._weight_transform
 
-    def counting(w, G, U):
+    def counting(w, G, U, k0, flip):
         calls.append(w.shape)
-        original(w, G, U)
+        original(w, G, U, k0, flip)
 
     monkeypatch.setattr(cpu_winograd, "_weight_transform", counting)
     return calls

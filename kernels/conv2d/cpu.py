@@ -306,8 +306,7 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
         # Stride 1, dilation 1: dX = conv(dY, W rotated 180° with K ↔ C per group), padded
         # by R−1−p on each side (negative: cropped), which is a forward Winograd conv.
         pt, _, pl, _ = geom.padding
-        winograd_conv(dy, flipped_transposed(w, geom.groups), None, out, 2 - pt, 2 - pl, geom.groups,
-                      4 if chosen == "winograd_f4" else 2)
+        winograd_conv(dy, w, None, out, 2 - pt, 2 - pl, geom.groups, 4 if chosen == "winograd_f4" else 2, flip=True)
         return
     if chosen == "gemm":
         w_mat = w.reshape(geom.groups, geom.Kg, geom.Cg * geom.R * geom.S)

@@ -84,19 +84,23 @@ def _at2(m0, m1, m2, m3):
 
 # ---------------------------------------------------------------- weight transform
 @njit(parallel=True, cache=True)
-def _weight_transform(w, G, U):
-    # U[ξ·α+ν, k, c] = Σ_r,s G[ξ,r] w[k,c,r,s] G[ν,s], in G's dtype (the data dtype: float32
-    # keeps twice the SIMD lanes; its rounding here is small next to the transforms').
-    # One prange iteration per k; the inner loops run over c (vectorised).
-    K, Cg = w.shape[0], w.shape[1]
+def _weight_transform(w, G, U, k0, flip):
+    # U[ξ·α+ν, k − k0, c] = Σ_r,s G[ξ,r] w'[k,c,r,s] G[ν,s] for the U.shape[1] output channels
+    # k from k0, in G's dtype (the data dtype: float32 keeps twice the SIMD lanes; its
+    # rounding here is small next to the transforms'). w' = w, or for flip the input
+    # gradient's weight w'[k, c, r, s] = w[c, k, 2 − r, 2 − s] (K ↔ C and rotated 180°, one
+    # group: no flipped copy of w). One prange iteration per k; the inner loops run over c
+    # (vectorised).
+    KB, Cg = U.shape[1], U.shape[2]
     a = G.shape[0]
-    for k in prange(K):
-        wk = np.empty((3, 3, Cg), G.dtype)  # w[k], c innermost
+    for kk in prange(KB):
+        k = k0 + kk
+        wk = np.empty((3, 3, Cg), G.dtype)  # w'[k], c innermost
         for c in range(Cg):
             for r in range(3):
                 for s in range(3):
-                    wk[r, s, c] = w[k, c, r, s]
-        gw = np.empty((3, Cg), G.dtype)  # (G w[k])[ξ, s, :] for one ξ
+                    wk[r, s, c] = w[c, k, 2 - r, 2 - s] if flip else w[k, c, r, s]
+        gw = np.empty((3, Cg), G.dtype)  # (G w'[k])[ξ, s, :] for one ξ
         for i in range(a):
             g0, g1, g2 = G[i, 0], G[i, 1], G[i, 2]
             for s in range(3):
@@ -104,7 +108,7 @@ def _weight_transform(w, G, U):
                     gw[s, c] = g0 * wk[0, s, c] + g1 * wk[1, s, c] + g2 * wk[2, s, c]
             for j in range(a):
                 h0, h1, h2 = G[j, 0], G[j, 1], G[j, 2]
-                dst = U[i * a + j, k]
+                dst = U[i * a + j, kk]
                 for c in range(Cg):
                     dst[c] = gw[0, c] * h0 + gw[1, c] * h1 + gw[2, c] * h2
 
@@ -433,13 +437,17 @@ def tiles(geom, m):
     return -(-geom.P // m), -(-geom.Q // m)
 
 
-def winograd_conv(x, w, b, out, pad_top, pad_left, groups, m, relu=False):
+def winograd_conv(x, w, b, out, pad_top, pad_left, groups, m, relu=False, flip=False):
     """out = conv2d(x, w, stride 1, dilation 1, padding top/left = pad_top/pad_left) (+ b, ReLU).
 
-    The bottom/right padding is implied by out's P×Q. w is (K, C/groups, 3, 3).
+    The bottom/right padding is implied by out's P×Q. w is (K, C/groups, 3, 3); with flip,
+    w is the weight of the layer whose input gradient this is, used rotated 180° with K ↔ C
+    per group (flipped_transposed).
     """
+    if flip and groups > 1:
+        w, flip = flipped_transposed(w, groups), False
     N, C = x.shape[0], x.shape[1]
-    K, Cg = w.shape[0], w.shape[1]
+    K, Cg = (w.shape[1], w.shape[0]) if flip else (w.shape[0], w.shape[1])
     P, Q = out.shape[2], out.shape[3]
     TH, TW = -(-P // m), -(-Q // m)
     a2 = (m + 2) ** 2
@@ -448,19 +456,50 @@ def winograd_conv(x, w, b, out, pad_top, pad_left, groups, m, relu=False):
     x = np.ascontiguousarray(x)  # the transforms read x and write out by raw offsets
     if not out.flags.c_contiguous:
         raise ValueError(f"winograd_conv: out must be C-contiguous, got strides {out.strides}")
-    U = _transformed_weight(w, m, dtype)
     Kg = K // groups
     L = TH * TW
     has_bias = b is not None
     G = _chunk_images(N, C, K, L, a2, dtype.itemsize)
+    kb = _pipelined_rows(w, K, Cg, a2, groups, G >= N, dtype)
+    U = None if kb else _transformed_weight(w, m, dtype, flip)
     for n0 in range(0, N, G):
         xs, outs = x[n0:n0 + G], out[n0:n0 + G]
         T = xs.shape[0] * L
         V = scratch("winograd.V", (a2, C, T), dtype)
         input_transform(xs, V, pad_top, pad_left, m, TH, TW, cst)
         M = scratch("winograd.M", (a2, K, T), dtype)
-        matmul(U.reshape(a2, groups, Kg, Cg), V.reshape(a2, groups, Cg, T), out=M.reshape(a2, groups, Kg, T))
+        if kb:
+            # kb output channels at a time: their weight transform, still in cache, then
+            # their products (one group)
+            Ub = scratch("winograd.U_rows", (a2, kb, Cg), dtype)
+            G_m = _G[m].astype(dtype)
+            for k0 in range(0, K, kb):
+                rows = min(kb, K - k0)
+                _weight_transform(w, G_m, Ub[:, :rows], k0, flip)
+                matmul(Ub[:, :rows], V, out=M[:, k0:k0 + rows])
+        else:
+            matmul(U.reshape(a2, groups, Kg, Cg), V.reshape(a2, groups, Cg, T), out=M.reshape(a2, groups, Kg, T))
         output_transform(M, outs, b if has_bias else cst, has_bias, relu, m, TH, TW, cst)
+
+
+# A per-call weight transform over _PIPELINE_BYTES runs interleaved with the products, a
+# block of output channels at a time (_PIPELINE_BLOCK bytes of U, a multiple of the GEMM's
+# 12 rows), so the GEMM reads each block from cache rather than memory (2 threads, batch 8,
+# interleaved, forward time pipelined / whole: 512→512 channels at 7², F(2×2) (U 16.8 MB)
+# 0.95, F(4×4) (37.7 MB) 0.95, input gradient 0.99; 256 channels at 14²: F(2×2) 4.2 MB 1.00,
+# F(4×4) 9.4 MB 1.03). Only for one group and one chunk of images (over several chunks the
+# whole U is computed once and reused).
+_PIPELINE_BYTES = 12 << 20
+_PIPELINE_BLOCK = 2 << 20
+
+
+def _pipelined_rows(w, K, Cg, a2, groups, one_chunk, dtype):
+    """Output channels per block of the interleaved weight transform; 0: transform U whole."""
+    per_row = a2 * Cg * np.dtype(dtype).itemsize
+    reused = _REUSE.get() is not None and _REUSE.get()[1] is w
+    if reused or groups > 1 or not one_chunk or K * per_row <= _PIPELINE_BYTES:
+        return 0
+    return max(12, _PIPELINE_BLOCK // per_row // 12 * 12)
 
 
 # Images go through the three steps G at a time (workspace.images_per_chunk: V and M,
@@ -495,18 +534,19 @@ def reusing_weight_transform(store: dict, weight, version):
         _REUSE.reset(token)
 
 
-def _transformed_weight(w, m, dtype):
+def _transformed_weight(w, m, dtype, flip=False):
     reuse = _REUSE.get()
     key = None
-    if reuse is not None and reuse[1] is w:
+    if reuse is not None and reuse[1] is w and not flip:
         store, _, version = reuse
         key = (version, m, np.dtype(dtype).str, w.shape)
         if key in store:
             return store[key]
-    shape = ((m + 2) ** 2, w.shape[0], w.shape[1])
+    K, Cg = (w.shape[1], w.shape[0]) if flip else (w.shape[0], w.shape[1])
+    shape = ((m + 2) ** 2, K, Cg)
     # A transform the layer keeps is an array of its own; a per-call one is scratch.
     U = np.empty(shape, dtype=dtype) if key is not None else scratch("winograd.U", shape, dtype)
-    _weight_transform(w, _G[m].astype(dtype), U)
+    _weight_transform(w, _G[m].astype(dtype), U, 0, flip)
     if key is not None:
         store.clear()  # one live transform per layer: older versions are stale
         store[key] = U
