@@ -202,24 +202,31 @@ def test_candidates():
 
 def test_tile_choice():
     # (N, channels, plane, 'winograd' picks, 'auto' picks) by the cost model
-    # α²·(tiles + 128)·(C + 64)/C vs 9·N·P·Q·(9C + 64)/9C (auto: Winograd only when 20%
-    # cheaper; the channel factors charge a GEMM's shallow reductions): planes of 28+
-    # F(4×4); 14×14 at N = 8 F(2×2) (F(4×4) tiles waste 31% there), which auto takes at 256
-    # channels but not at 64 (its 64-deep GEMMs), nor at N = 2; 7×7 and tiny problems gemm;
-    # 35 → 50 channels at 19×19 gemm.
+    # α²·(tiles + 32)·(C + 64)/C vs 9·N·P·Q·(9C + 64)/9C (auto: Winograd only when 20%
+    # cheaper; the channel factors charge a GEMM's shallow reductions): F(4×4) from 7×7 up
+    # at N = 8, F(2×2) for 14×14 at N = 2 (F(4×4) leaves 32 tiles for its GEMMs); tiny
+    # problems gemm.
     for n, channels, size, tile, auto in [(8, 64, 56, "winograd_f4", "winograd_f4"),
                                           (8, 64, 28, "winograd_f4", "winograd_f4"),
-                                          (8, 256, 14, "winograd_f2", "winograd_f2"),
-                                          (8, 64, 14, "winograd_f2", "gemm"), (8, 512, 7, "winograd_f2", "gemm"),
-                                          (2, 256, 14, "winograd_f2", "gemm"), (1, 64, 2, "winograd_f2", "gemm")]:
+                                          (8, 256, 14, "winograd_f4", "winograd_f4"),
+                                          (8, 64, 14, "winograd_f4", "winograd_f4"),
+                                          (8, 512, 7, "winograd_f4", "winograd_f4"),
+                                          (2, 256, 14, "winograd_f2", "winograd_f2"), (1, 64, 2, "winograd_f2", "gemm")]:
         geom = conv_geometry("test", (n, channels, size, size), (channels, channels, 3, 3), 1, 1, 1, 1)
         assert cpu._choose("winograd", geom) == tile
         assert cpu._choose("auto", geom) == auto, (n, channels, size)
         assert cpu._choose("auto", geom, "bwd_data") == auto
+    # Reductions over at most 40 channels take the register-tiled direct kernel in float32
+    # (forward over C, input gradient over K), not in float64.
     odd = conv_geometry("test", (8, 35, 19, 19), (50, 35, 3, 3), 1, 1, 1, 1)
-    assert cpu._choose("auto", odd) == cpu._choose("auto", odd, "bwd_data") == "gemm"
+    assert cpu._choose("auto", odd, dtype=np.float32) == "direct"
+    assert cpu._choose("auto", odd, dtype=np.float64) != "direct"
+    assert cpu._choose("auto", odd, "bwd_data", np.float32) == "winograd_f4"
+    few = conv_geometry("test", (8, 32, 28, 28), (32, 32, 3, 3), 1, 1, 1, 1)
+    assert cpu._choose("auto", few, dtype=np.float32) == cpu._choose("auto", few, "bwd_data", np.float32) == "direct"
+    assert cpu._choose("auto", few, dtype=np.float64) == "winograd_f4"
     few_channels = conv_geometry("test", (8, 8, 28, 28), (8, 8, 3, 3), 1, 1, 1, 1)
-    assert cpu._choose("auto", few_channels) == "gemm"
+    assert cpu._choose("auto", few_channels, dtype=np.float64) == "gemm"
 
 
 @pytest.mark.parametrize("algorithm", WINOGRAD)
@@ -269,14 +276,14 @@ def test_refusals_come_before_any_kernel(monkeypatch):
 
 
 def test_weight_gradient_tile_choice():
-    """auto takes the Winograd weight gradient for 64+ channels where the cost model
-    α²·(tiles + 96) puts it 10% under 9·N·P·Q (measured on 2 cores: see cpu._WGRAD_TILE_OVERHEAD)."""
+    """auto takes the Winograd weight gradient for 16+ channels where the cost model
+    α²·(tiles + 80) puts it under 9·N·P·Q (measured on 2 cores: see cpu._WGRAD_TILE_OVERHEAD)."""
     for n, channels, size, auto in [(8, 64, 56, "winograd_f4"), (8, 128, 28, "winograd_f4"),
-                                    (8, 256, 14, "winograd_f2"), (2, 256, 14, "winograd_f2"), (8, 512, 7, "gemm"),
-                                    (2, 35, 19, None)]:
+                                    (8, 256, 14, "winograd_f4"), (2, 256, 14, "winograd_f2"), (8, 512, 7, "winograd_f2"),
+                                    (8, 32, 28, "winograd_f4"), (2, 35, 19, "winograd_f2"), (8, 8, 28, None)]:
         geom = conv_geometry("test", (n, channels, size, size), (channels, channels, 3, 3), 1, 1, 1, 1)
         chosen = cpu._choose("auto", geom, "bwd_weight")
-        if auto is None:  # under 64 channels: never Winograd (the cpu_kblock kernels or gemm)
+        if auto is None:  # under 16 channels: never Winograd (the cpu_kblock kernels or gemm)
             assert chosen not in cpu.WINOGRAD, (n, channels, size, chosen)
         else:
             assert chosen == auto, (n, channels, size)

@@ -80,21 +80,22 @@ def candidates(direction: str, geom) -> list[str]:
 
 # A Winograd layer costs about α²·(T + _TILE_OVERHEAD) multiply-adds per (k, c) pair for T
 # tiles: α²·T in the GEMMs, and the weight transform plus the GEMM's loss on thin products
-# weigh about as much as 128 more tiles. im2col + GEMM costs 9·N·P·Q. Refitted for
-# convcore's own GEMM (1.6× BLAS's rate here, so the transforms weigh more; was 64), from
-# interleaved 2-thread timings (ms, gemm / F(2×2) / F(4×4), forward): 2×256×14²: 4.5 / 5.6 /
-# 6.7 (now gemm); 8×256×14²: 14.0 / 12.2 / 15.0 (now F(2×2)); 8×128×28²: 14.2 / 12.8 / 10.9
-# and 8×512×7²: 16.4 / 19.4 / 24.5 (unchanged: F(4×4), gemm).
-_TILE_OVERHEAD = 128
+# weigh about as much as _TILE_OVERHEAD more tiles. im2col + GEMM costs 9·N·P·Q. Refitted
+# (128 → 32) once the transforms of small planes ran in blocks of images (they had cost
+# more than the GEMMs at 7² and 14²), from interleaved 2-thread timings, ms, gemm / F(2×2)
+# / F(4×4), forward: 8×256×14² 8.7 / 6.2 / 5.7 (input gradient 8.8 / 6.0 / 5.2); 8×512×7²
+# 8.5 / 8.9 / 7.8 (10.6 / 8.5 / 7.3); 2×256×14² 2.3 / 2.5 / 2.7, 2.0 / 1.7 / 2.1 in another
+# run (F(2×2) needs _TILE_OVERHEAD > 21 there, F(4×4) at 7² < 45).
+_TILE_OVERHEAD = 32
 
 
 # The weight gradient's GEMMs reduce over the tiles (K × T by T × C): at few tiles they run
-# further from the GEMM's peak than the forward's, so a tile weighs more (fitted on 2
-# cores, BLAS: 8×256×14²: F(2×2) 7.1 ms, F(4×4) 9.5, gemm 9.8; 8×128×28²: F(4×4) 6.3, F(2×2)
-# 7.4, gemm 10.4; 8×512×7²: gemm 9.4, F(2×2) 11.4). auto takes it 10% under im2col + GEMM
-# (was 20%, before the transforms were vectorised: 2×256×14² F(2×2) 2.17 ms, gemm 2.77;
-# 8×512×7² gemm 9.0, F(2×2) 10.0; 8×256×14² F(2×2) 6.9, F(4×4) 8.5).
-_WGRAD_TILE_OVERHEAD = 96
+# further from the GEMM's peak than the forward's, so a tile weighs more. Refitted with the
+# blocked transforms (96 → 80), ms, gemm / F(2×2) / F(4×4): 8×512×7² 11.5 / 8.0 / 8.9;
+# 8×256×14² 10.3 / 6.5 / 5.7; 2×256×14² 3.5 / 2.1 / 2.7; 2×35×19² → 50 0.56 / 0.41 / 0.49
+# (F(2×2) wants > 76 there, F(4×4) at 8×256×14² < 83). auto takes it where the model puts it
+# below im2col + GEMM (was 10% below: 8×512×7²'s F(2×2) is 3328 against 3528).
+_WGRAD_TILE_OVERHEAD = 80
 
 
 # Forward and input gradient: a GEMM reducing over few channels runs below its peak (the
@@ -131,7 +132,7 @@ def _winograd_tile(geom, direction="fwd"):
     return min(costs, key=costs.get)
 
 
-def _choose(algorithm, geom, direction="fwd"):
+def _choose(algorithm, geom, direction="fwd", dtype=None):
     if algorithm == "winograd":
         return _winograd_tile(geom, direction)
     if algorithm == "phase" and (direction == "bwd_data" or not phase_applies(geom)):
@@ -139,14 +140,17 @@ def _choose(algorithm, geom, direction="fwd"):
                          f"{geom.input_shape}, weight {geom.weight_shape}, groups={geom.groups} (see candidates())")
     if algorithm != "auto":
         return algorithm
-    # Weight gradient: Winograd where its GEMMs are big enough to stay near BLAS's peak
-    # (64+ channels each side; the 35→50-channel 19² layer measured gemm 0.29 ms, F(2×2) 0.45)
-    # and the cost model puts it 10% below im2col + GEMM.
-    if direction == "bwd_weight" and winograd_applies(geom) and geom.Cg >= 64 and geom.Kg >= 64:
+    # Weight gradient: Winograd where the cost model puts it below im2col + GEMM, from
+    # 16 channels each side (was 64, before the blocked transforms; 2 threads, ms, direct /
+    # gemm / F(4×4): 8×35×19² → 50 1.05 / 1.18 / 0.58, 8×32×28² 1.12 / 2.62 / 0.83, 8×16×28²
+    # 0.48 / 1.11 / 0.36).
+    if direction == "bwd_weight" and winograd_applies(geom) and geom.Cg >= 16 and geom.Kg >= 16:
         tile = _winograd_tile(geom, direction)
-        if _winograd_costs(geom, direction)[tile] < 0.9 * 9 * geom.N * geom.P * geom.Q:
+        if _winograd_costs(geom, direction)[tile] < 9 * geom.N * geom.P * geom.Q:
             return tile
     if _kblock_small(geom, direction):
+        return "direct"
+    if _shallow_direct(geom, direction, dtype):
         return "direct"
     # Winograd where the cost model puts it at least 20% below im2col + GEMM, for layers
     # with channels enough to feed BLAS (measured: 16→16 channels 28×28 is already 1.4×
@@ -190,6 +194,25 @@ def _kblock_small(geom, direction):
         return (geom.Kg * geom.R * geom.S <= 512 and geom.Kg < 32 and geom.Cg <= 64
                 and geom.N * ((geom.C + 3) // 4) >= 8 and kblock_applies_dgrad(geom))
     return geom.Cg * geom.R * geom.S <= 512 and geom.Kg <= 64 and (direction == "bwd_weight" or geom.Cg < 32)
+
+
+def _shallow_direct(geom, direction, dtype):
+    """Forward and input gradient of dense stride-1 layers reducing over at most 40 channels
+    (C, or K for the input gradient), float32 on AVX-512 hosts: the register-tiled flat
+    kernel (cpu_flat_simd) beats Winograd and im2col + GEMM, whose GEMMs run shallow there
+    (2 threads, ms, direct / gemm / F(4×4), forward: 8×35×19² → 50 0.53 / 0.65 / 0.46-0.74,
+    2×35×19² 0.18 / 0.23 / 0.26, 8×32×28² 0.57 / 0.90 / 0.63, 8×16×28² 0.32 / 0.47 / 0.38;
+    input gradient of 8×32×28² 0.72 / 0.98 / 0.77). ``dtype`` None: the data type is not
+    known (float32 assumed). The conditions are those under which conv2d_fwd and
+    conv2d_bwd_data then take cpu_flat_simd (not the slower cpu_kblock)."""
+    if direction == "bwd_weight" or not _flat(geom) or _reduction(geom, direction) > 40:
+        return False
+    if dtype is not None and np.dtype(dtype) != np.float32 or not gemm_enabled():
+        return False
+    blocks = geom.N * -(-geom.K // cpu_flat_simd.KB)  # cpu_flat_simd.applies
+    if direction == "bwd_data":
+        return kblock_applies_dgrad(geom) and blocks >= 16 and geom.N * -(-geom.C // cpu_flat_simd.KB) >= 16
+    return blocks >= 16
 
 
 def _dgrad_by_flat_simd(dy, out, geom):
@@ -253,7 +276,7 @@ def _pointwise(geom):
 
 
 def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
-    chosen = _choose(algorithm, geom)
+    chosen = _choose(algorithm, geom, dtype=x.dtype)
     if chosen in WINOGRAD:
         pt, _, pl, _ = geom.padding
         winograd_conv(x, w, b, out, pt, pl, geom.groups, 4 if chosen == "winograd_f4" else 2, activation == "relu")
@@ -301,7 +324,7 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
 
 
 def conv2d_bwd_data(w, dy, out, geom, algorithm):
-    chosen = _choose(algorithm, geom, "bwd_data")
+    chosen = _choose(algorithm, geom, "bwd_data", dy.dtype)
     if chosen in WINOGRAD:
         # Stride 1, dilation 1: dX = conv(dY, W rotated 180° with K ↔ C per group), padded
         # by R−1−p on each side (negative: cropped), which is a forward Winograd conv.
