@@ -88,6 +88,22 @@ def test_sgemm_rows_4k_apart_are_packed(rng):
     _check(a, b, out)
 
 
+def test_sgemm_shared_4k_apart_a_packed_once(rng, monkeypatch):
+    # A row-major A with rows 4 KB apart, shared by the batch (a weight), is packed once up
+    # front; B's full slivers are then read in place (under _B_IN_PLACE_ROWS rows), the
+    # full 12-row tiles straight into C, the last 5 rows and 7 columns through the edge
+    # tile; K over two slices (the accumulating pass).
+    pack, kernel = gemm._compiled()
+    packs = []
+    monkeypatch.setattr(gemm, "_compiled", lambda: (lambda a, ap: packs.append(a.shape) or pack(a, ap), kernel))
+    a, b = _operands(rng, (1, 29, 1024), (3, 1024, 2 * gemm.NR + 7))
+    assert a.strides[1] % gemm._SET_STRIDE == 0 and b.strides[1] % gemm._SET_STRIDE != 0
+    out = np.full((3, 29, b.shape[2]), np.nan, np.float32)
+    gemm.sgemm(a, b, out)
+    _check(a, b, out)
+    assert packs == [a.shape]
+
+
 def test_split_gives_enough_tasks_for_the_threads():
     m_block, n_block, k_split = gemm._split(1, 64, 576, 401408, 2)
     tasks = -(-64 // m_block) * -(-576 // n_block) * k_split

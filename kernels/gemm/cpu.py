@@ -208,8 +208,10 @@ def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile):
     direct = not prepacked and a.strides[1] == 4 and (lda * 4) % _SET_STRIDE != 0
     # Few rows of C: packing a B panel would cost about as much as the products that use
     # it, so a row-major B's full slivers are read in place too (only a partial one is
-    # packed), with the same exception for rows 4 KB apart.
-    b_direct = direct and b.strides[1] == 4 and i1 - i0 <= _B_IN_PLACE_ROWS and (ldb * 4) % _SET_STRIDE != 0
+    # packed), with the same exception for rows 4 KB apart; A is then read in place or
+    # comes packed up front.
+    b_direct = ((direct or prepacked) and b.strides[1] == 4 and i1 - i0 <= _B_IN_PLACE_ROWS
+                and (ldb * 4) % _SET_STRIDE != 0)
     for jc in range(j0, j1, NC):
         nc = min(NC, j1 - jc)
         for pc in range(p0, p1, KC):
@@ -231,6 +233,9 @@ def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile):
                         if b_direct and cols == NR:
                             if ir < full:
                                 _micro(a, at, lda, 1, b, b_at, ldb, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
+                                continue
+                            if rows == MR:
+                                _micro(packed, a0, 1, MR, b, b_at, ldb, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
                                 continue
                             _micro(packed, a0, 1, MR, b, b_at, ldb, kc, tile, 0, NR, False)
                         elif cols == NR and ir < full:
@@ -387,8 +392,12 @@ def sgemm(a, b, out, blocks=None):
     # cost half as much as the product). Otherwise A is packed once up front when several
     # tasks read the same matrix (a weight broadcast over the batch, or split columns) and
     # it is small enough to stay in cache, else block by block inside each task.
+    # A row-major A whose rows lie a multiple of 4 KB apart is packed anyway (see _block):
+    # once up front too when shared (8 × 256×1024 · 1024×196, the 1×1 14² 1024-channel
+    # layer: every task had packed all of A).
     shared = batch // a.shape[0] * _cdiv(N, n_block) > 1
-    prepacked = shared and a.strides[2] != 4 and a.shape[0] * Mp * K <= _PREPACK_LIMIT
+    aliased = a.strides[2] == 4 and a.strides[1] % _SET_STRIDE == 0
+    prepacked = shared and (a.strides[2] != 4 or aliased) and a.shape[0] * Mp * K <= _PREPACK_LIMIT
     ap = np.empty((a.shape[0], Mp * K) if prepacked else (1, 1), dtype=np.float32)
     pack, gemm = _compiled()
     if prepacked:
