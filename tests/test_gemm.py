@@ -188,3 +188,21 @@ def test_auto_follows_the_host_cpu(monkeypatch):
         gemm.enabled.cache_clear()
         assert gemm.enabled() is has_avx512
     gemm.enabled.cache_clear()
+
+
+def test_transpose16_any_strides(rng):
+    # A 16×16 block between two arrays at row strides 20 and 25, from offsets 3 and 5;
+    # nothing else in dst is written.
+    from convcore.kernels.gemm.simd import transpose16
+    from numba import njit
+
+    @njit
+    def run(src, dst):
+        transpose16(src, 3, 20, dst, 5, 25)
+
+    src = rng.standard_normal(40 * 20).astype(np.float32)
+    dst = np.full(30 * 25, np.nan, np.float32)
+    run(src, dst)
+    np.testing.assert_array_equal(dst[5:5 + 16 * 25].reshape(16, 25)[:, :16], src[3:3 + 16 * 20].reshape(16, 20)[:, :16].T)
+    dst[5:5 + 16 * 25].reshape(16, 25)[:, :16] = np.nan
+    assert np.isnan(dst).all()

@@ -5,7 +5,9 @@ Algorithms (``algorithm=``), each in its own module:
   layers use the flat-plane kernels instead: cpu_kblock (register-blocked over four
   output channels) forward, weight gradient and, for C >= 4, input gradient; cpu_flat's
   scatter for the other input gradients; for float32 on AVX-512 hosts, the forward of
-  cpu_flat_simd (3 output channels × 144 flat outputs in zmm registers).
+  cpu_flat_simd (3 output channels × 144 flat outputs in zmm registers); other dense
+  float32 forwards (strided: the ResNet stem's) cpu_kvec (64 output channels in four
+  vectors × 6 pixels).
 - ``gemm`` (cpu_gemm): im2col/col2im + BLAS; 1×1 stride-1 unpadded layers skip im2col
   (the input already is the column matrix).
 - ``winograd_f2`` / ``winograd_f4`` (cpu_winograd): F(2×2, 3×3) / F(4×4, 3×3) for 3×3
@@ -30,7 +32,7 @@ from ..gemm.cpu import matmul
 from ..gemm.nt import sgemm_nt
 from ..workspace import images_per_chunk, scratch
 from . import cpu_depthwise_strips as strips
-from . import cpu_flat_simd
+from . import cpu_flat_simd, cpu_kvec
 from .cpu_depthwise import (
     _dgrad_depthwise,
     _dgrad_depthwise_s1,
@@ -173,6 +175,11 @@ def _choose(algorithm, geom, direction="fwd", dtype=None):
     # GEMM (batch 8: 11.1 vs 12.1 ms; batch 1: 1.04 vs 1.36).
     if direction == "bwd_weight" and _stem_like(geom):
         return "phase"
+    # Its forward: the kernel with output channels in vectors (cpu_kvec), float32 on
+    # AVX-512 hosts (2 threads, ms, kvec / im2col + GEMM: batch 1 1.66 / 2.39, batch 8
+    # 8.2 / 10.3).
+    if direction == "fwd" and _stem_like(geom) and (dtype is None or np.dtype(dtype) == np.float32) and gemm_enabled():
+        return "direct"
     # GEMM pays once the reduction (C/g·R·S) is deep enough to feed BLAS;
     # depthwise and tiny-channel layers stay direct.
     return "gemm" if geom.Cg * geom.R * geom.S >= 16 and geom.Kg >= 8 else "direct"
@@ -317,6 +324,8 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
         cpu_flat_simd.flat_simd_fwd(x, w, out, geom.padding, geom.dilation)  # 16-lane register tiles
     elif _flat(geom):
         kblock_fwd(x, w, out, geom)
+    elif cpu_kvec.applies(x, out, geom):
+        cpu_kvec.kvec_fwd(x, w, out, geom)  # output channels in 16-lane vectors
     else:
         _fwd_direct(x, w, out, *_geom_args(geom))
     if b is not None or activation is not None:
