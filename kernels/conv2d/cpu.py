@@ -260,13 +260,16 @@ def _geom_args(geom):
 # layers with P·Q >= this many pixels per image; below, the reduced index is too short per
 # image and the one long GEMM over a reordered copy wins (2 threads, ms, copy + GEMM vs nt:
 # 8×256×56²→64 8.8 / 6.2; 8×64×56²→256 5.0 / 3.7; 8×256×28²→256 4.2 / 3.3; 8×100×23²→27
-# 0.45 / 0.20; 8×1024×14²→256 2.8 / 3.9). Not through im2col: there the GEMM's
-# Goto kernel wins (1×1 stride 2 8×256×56²→512 7.4 / 8.0; 3×3 8×35×19²→50 0.68 / 0.88).
+# 0.45 / 0.20; 8×1024×14²→256 2.8 / 3.9). Strided or padded 1×1 layers too, through an
+# image-by-image im2col (a strided copy of x), since gemm.nt's threads share the work
+# evenly (1×1 stride 2 8×256×56²→512: 8.7 / 7.5; batch 2 1.9 / 1.6; before, 7.4 / 8.0).
+# 3×3 layers keep the Goto GEMM (8×35×19²→50 0.68 / 0.88).
 _NT_MIN_PIXELS = 256
 
 
 def _wgrad_nt(x, geom):
-    return x.dtype == np.float32 and gemm_enabled() and _pointwise(geom) and geom.P * geom.Q >= _NT_MIN_PIXELS
+    return (x.dtype == np.float32 and gemm_enabled() and geom.R == geom.S == 1 and geom.P * geom.Q >= _NT_MIN_PIXELS
+            and not _depthwise(geom))
 
 
 def _fold_batch(geom):
@@ -393,10 +396,15 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
         crs, pq = geom.Cg * geom.R * geom.S, geom.P * geom.Q
         if _wgrad_nt(x, geom):
             # 1×1: dW[g] = Σ_n dY[n, g] · X[n, g]ᵀ by the dot-product kernel (gemm.nt),
-            # both read along P·Q where they lie: no reordered copies of dY or of x.
+            # both read along P·Q where they lie: no reordered copies of dY or of x (a
+            # strided or padded 1×1 layer's x through im2col, image by image).
             dy4 = dy.reshape(geom.N, geom.groups, geom.Kg, pq).transpose(1, 0, 2, 3)
-            col = x.reshape(geom.N, geom.groups, crs, pq).transpose(1, 0, 2, 3)
-            sgemm_nt(dy4, col, out.reshape(geom.groups, geom.Kg, crs))
+            if _pointwise(geom):
+                col = x.reshape(geom.N, geom.groups, crs, pq)
+            else:
+                col = scratch("conv2d.im2col", (geom.N, geom.groups, crs, pq), x.dtype)
+                _im2col(x, col, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
+            sgemm_nt(dy4, col.transpose(1, 0, 2, 3), out.reshape(geom.groups, geom.Kg, crs))
             return
         # One GEMM per group over the whole batch: (Kg, N·P·Q) × (N·P·Q, Cg·R·S).
         # im2col writes straight into the (g, Cg·R·S, N, P·Q) layout through a
