@@ -98,8 +98,8 @@ def test_weight_transform_in_blocks(algorithm, dtype, rng, monkeypatch):
     monkeypatch.setattr(cpu_winograd, "_PIPELINE_BYTES", 0)
     monkeypatch.setattr(cpu_winograd, "_PIPELINE_BLOCK", 1)
     blocks = []
-    original = cpu_winograd._weight_transform
-    monkeypatch.setattr(cpu_winograd, "_weight_transform",
+    original = cpu_winograd._run_weight_transform
+    monkeypatch.setattr(cpu_winograd, "_run_weight_transform",
                         lambda w, G, U, k0, flip: blocks.append((U.shape[1], k0, flip)) or original(w, G, U, k0, flip))
     x, w = random(rng, (2, 29, 8, 9), dtype), random(rng, (31, 29, 3, 3), dtype)
     args = dict(stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)
@@ -202,16 +202,17 @@ def test_candidates():
 
 def test_tile_choice():
     # (N, channels, plane, 'winograd' picks, 'auto' picks) by the cost model
-    # α²·(tiles + 32)·(C + 64)/C vs 9·N·P·Q·(9C + 64)/9C (auto: Winograd only when 20%
+    # α²·(tiles + 16)·(C + 64)/C vs 9·N·P·Q·(9C + 64)/9C (auto: Winograd only when 20%
     # cheaper; the channel factors charge a GEMM's shallow reductions): F(4×4) from 7×7 up
-    # at N = 8, F(2×2) for 14×14 at N = 2 (F(4×4) leaves 32 tiles for its GEMMs); tiny
-    # problems gemm.
+    # (14×14 at N = 2 too), F(2×2) for 6×6 planes (4 tiles of F(4×4) per plane against 9);
+    # tiny problems gemm.
     for n, channels, size, tile, auto in [(8, 64, 56, "winograd_f4", "winograd_f4"),
                                           (8, 64, 28, "winograd_f4", "winograd_f4"),
                                           (8, 256, 14, "winograd_f4", "winograd_f4"),
                                           (8, 64, 14, "winograd_f4", "winograd_f4"),
                                           (8, 512, 7, "winograd_f4", "winograd_f4"),
-                                          (2, 256, 14, "winograd_f2", "winograd_f2"), (1, 64, 2, "winograd_f2", "gemm")]:
+                                          (2, 256, 14, "winograd_f4", "winograd_f4"),
+                                          (8, 256, 6, "winograd_f2", "winograd_f2"), (1, 64, 2, "winograd_f2", "gemm")]:
         geom = conv_geometry("test", (n, channels, size, size), (channels, channels, 3, 3), 1, 1, 1, 1)
         assert cpu._choose("winograd", geom) == tile
         assert cpu._choose("auto", geom) == auto, (n, channels, size)
@@ -308,3 +309,26 @@ def test_weight_gradient_is_deterministic(rng):
         runs = [to_numpy(convcore.conv2d_weight(x, (8, 16, 3, 3), dy, padding=1, backend="cpu", algorithm=algorithm))
                 for _ in range(2)]
         assert runs[0].tobytes() == runs[1].tobytes()
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("shape", [(16, 32), (31, 29), (5, 48), (33, 16)])
+def test_float32_weight_transform_matches_the_generic_one(shape, flip, rng):
+    # The float32 kernel transposes the taps in 16×16 register blocks (the last Cg % 16
+    # channels, and a block that would read past the end of w, element by element): the
+    # same arithmetic as the generic kernel, so the same bits, forward and flipped.
+    from convcore.kernels.conv2d import cpu_winograd
+    from convcore.kernels.gemm import cpu as gemm
+
+    if not gemm.enabled():
+        pytest.skip("the float32 kernel runs where convcore's 16-lane kernels do")
+    w = random(rng, shape + (3, 3), np.float32)
+    rows, cg = (shape[1], shape[0]) if flip else shape
+    for m in (2, 4):
+        G = cpu_winograd._G[m].astype(np.float32)
+        fast = np.full(((m + 2) ** 2, rows - 1, cg), np.nan, np.float32)
+        slow = np.full_like(fast, np.nan)
+        cpu_winograd._weight_transform_f32(w, G, fast, 1, flip)
+        cpu_winograd._weight_transform(w, G, slow, 1, flip)
+        np.testing.assert_array_equal(fast, slow)
+        assert not np.isnan(fast).any()

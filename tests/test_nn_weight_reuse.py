@@ -15,13 +15,13 @@ from convcore.conv import conv_geometry
 def transforms(monkeypatch):
     """Counts the weight transforms the cpu backend computes."""
     calls = []
-    original = cpu_winograd._weight_transform
+    original = cpu_winograd._run_weight_transform
 
     def counting(w, G, U, k0, flip):
         calls.append(w.shape)
         original(w, G, U, k0, flip)
 
-    monkeypatch.setattr(cpu_winograd, "_weight_transform", counting)
+    monkeypatch.setattr(cpu_winograd, "_run_weight_transform", counting)
     return calls
 
 

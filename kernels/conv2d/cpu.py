@@ -84,11 +84,12 @@ def candidates(direction: str, geom) -> list[str]:
 # tiles: α²·T in the GEMMs, and the weight transform plus the GEMM's loss on thin products
 # weigh about as much as _TILE_OVERHEAD more tiles. im2col + GEMM costs 9·N·P·Q. Refitted
 # (128 → 32) once the transforms of small planes ran in blocks of images (they had cost
-# more than the GEMMs at 7² and 14²), from interleaved 2-thread timings, ms, gemm / F(2×2)
-# / F(4×4), forward: 8×256×14² 8.7 / 6.2 / 5.7 (input gradient 8.8 / 6.0 / 5.2); 8×512×7²
-# 8.5 / 8.9 / 7.8 (10.6 / 8.5 / 7.3); 2×256×14² 2.3 / 2.5 / 2.7, 2.0 / 1.7 / 2.1 in another
-# run (F(2×2) needs _TILE_OVERHEAD > 21 there, F(4×4) at 7² < 45).
-_TILE_OVERHEAD = 32
+# more than the GEMMs at 7² and 14²), and (→ 16) once the float32 weight transform
+# transposed its taps in registers: interleaved 2-thread timings, ms, gemm / F(2×2) /
+# F(4×4), PyTorch, forward: 8×512×7² 7.7 / 6.2 / 5.4, 5.6 (input gradient 8.2 / 6.6 / 5.5,
+# 5.9); 2×256×14² 1.9 / 1.6 / 1.5, 1.6 (1.9 / 1.7 / 1.5, 1.8). F(4×4) needs _TILE_OVERHEAD
+# < 21 there; 8×256×14² (earlier) 8.7 / 6.2 / 5.7.
+_TILE_OVERHEAD = 16
 
 
 # The weight gradient's GEMMs reduce over the tiles (K × T by T × C): at few tiles they run

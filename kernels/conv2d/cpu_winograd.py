@@ -34,8 +34,9 @@ import functools
 import numpy as np
 from numba import njit, prange
 
+from ..gemm.cpu import enabled as gemm_enabled
 from ..gemm.cpu import matmul
-from ..gemm.simd import load_at, store_at
+from ..gemm.simd import load_at, store_at, transpose16
 from ..workspace import images_per_chunk, scratch
 
 # G (α×3); cast to the data dtype per call.
@@ -83,34 +84,81 @@ def _at2(m0, m1, m2, m3):
 
 
 # ---------------------------------------------------------------- weight transform
+@njit(inline="always")
+def _transform_taps(wk, G, U, kk, flip):
+    # U[ξ·α+ν, kk, c] = Σ_r,s G[ξ,r] w'[r, s, c] G[ν,s] from the taps of one output channel,
+    # wk[r·3 + s, c] = w'[r, s, c] or, for flip, w'[2 − r, 2 − s, c] (the rotation read
+    # here). The inner loops run over c (vectorised).
+    Cg = U.shape[2]
+    a = G.shape[0]
+    gw = np.empty((3, Cg), G.dtype)  # (G w')[ξ, s, :] for one ξ
+    for i in range(a):
+        g0, g1, g2 = G[i, 0], G[i, 1], G[i, 2]
+        for s in range(3):
+            t0, t1, t2 = (8 - s, 5 - s, 2 - s) if flip else (s, 3 + s, 6 + s)  # taps (0, s), (1, s), (2, s)
+            for c in range(Cg):
+                gw[s, c] = g0 * wk[t0, c] + g1 * wk[t1, c] + g2 * wk[t2, c]
+        for j in range(a):
+            h0, h1, h2 = G[j, 0], G[j, 1], G[j, 2]
+            dst = U[i * a + j, kk]
+            for c in range(Cg):
+                dst[c] = gw[0, c] * h0 + gw[1, c] * h1 + gw[2, c] * h2
+
+
 @njit(parallel=True, cache=True)
 def _weight_transform(w, G, U, k0, flip):
     # U[ξ·α+ν, k − k0, c] = Σ_r,s G[ξ,r] w'[k,c,r,s] G[ν,s] for the U.shape[1] output channels
     # k from k0, in G's dtype (the data dtype: float32 keeps twice the SIMD lanes; its
     # rounding here is small next to the transforms'). w' = w, or for flip the input
     # gradient's weight w'[k, c, r, s] = w[c, k, 2 − r, 2 − s] (K ↔ C and rotated 180°, one
-    # group: no flipped copy of w). One prange iteration per k; the inner loops run over c
-    # (vectorised).
+    # group: no flipped copy of w). One prange iteration per k: w'[k] transposed to c
+    # innermost, then _transform_taps. Any dtype (float32 goes to _weight_transform_f32).
     KB, Cg = U.shape[1], U.shape[2]
-    a = G.shape[0]
     for kk in prange(KB):
         k = k0 + kk
-        wk = np.empty((3, 3, Cg), G.dtype)  # w'[k], c innermost
+        wk = np.empty((9, Cg), G.dtype)
         for c in range(Cg):
             for r in range(3):
                 for s in range(3):
-                    wk[r, s, c] = w[c, k, 2 - r, 2 - s] if flip else w[k, c, r, s]
-        gw = np.empty((3, Cg), G.dtype)  # (G w'[k])[ξ, s, :] for one ξ
-        for i in range(a):
-            g0, g1, g2 = G[i, 0], G[i, 1], G[i, 2]
-            for s in range(3):
-                for c in range(Cg):
-                    gw[s, c] = g0 * wk[0, s, c] + g1 * wk[1, s, c] + g2 * wk[2, s, c]
-            for j in range(a):
-                h0, h1, h2 = G[j, 0], G[j, 1], G[j, 2]
-                dst = U[i * a + j, kk]
-                for c in range(Cg):
-                    dst[c] = gw[0, c] * h0 + gw[1, c] * h1 + gw[2, c] * h2
+                    wk[r * 3 + s, c] = w[c, k, r, s] if flip else w[k, c, r, s]
+        _transform_taps(wk, G, U, kk, flip)
+
+
+@njit(parallel=True, cache=True)
+def _weight_transform_f32(w, G, U, k0, flip):
+    # _weight_transform for C-contiguous float32 w (AVX-512 hosts): the transposition of
+    # w'[k] (its 9 taps of each c, 36 bytes apart) in 16×16 register blocks (gemm.simd.
+    # transpose16; element by element it was most of the transform's time: 2 threads,
+    # 512→512 channels, 0.6-2.7 ms of ~3). A block whose 16-float rows would read past the
+    # end of w, and the last Cg % 16 channels, go element by element.
+    KB, Cg = U.shape[1], U.shape[2]
+    Cw = w.shape[1]
+    size = w.size
+    full = Cg // 16 * 16
+    for kk in prange(KB):
+        k = k0 + kk
+        wk = np.empty((16, Cg), np.float32)  # rows 9..15: scratch of the 16×16 blocks
+        base, stride = (k * 9, Cw * 9) if flip else (k * Cw * 9, 9)  # w'[k, c, 0, 0] at base + c·stride
+        for c0 in range(0, full, 16):
+            src = base + c0 * stride
+            if src + 15 * stride + 16 <= size:
+                transpose16(w, src, stride, wk, c0, Cg)
+            else:
+                for c in range(c0, c0 + 16):
+                    for t in range(9):
+                        store_at(wk, t * Cg + c, load_at(w, base + c * stride + t))
+        for c in range(full, Cg):
+            for t in range(9):
+                store_at(wk, t * Cg + c, load_at(w, base + c * stride + t))
+        _transform_taps(wk, G, U, kk, flip)
+
+
+def _run_weight_transform(w, G, U, k0, flip):
+    """The weight transform of U.shape[1] output channels from k0 (see _weight_transform)."""
+    if w.dtype == U.dtype == np.float32 and gemm_enabled():
+        _weight_transform_f32(np.ascontiguousarray(w), G, U, k0, flip)
+    else:
+        _weight_transform(w, G, U, k0, flip)
 
 
 # ---------------------------------------------------------------- input transform
@@ -475,7 +523,7 @@ def winograd_conv(x, w, b, out, pad_top, pad_left, groups, m, relu=False, flip=F
             G_m = _G[m].astype(dtype)
             for k0 in range(0, K, kb):
                 rows = min(kb, K - k0)
-                _weight_transform(w, G_m, Ub[:, :rows], k0, flip)
+                _run_weight_transform(w, G_m, Ub[:, :rows], k0, flip)
                 matmul(Ub[:, :rows], V, out=M[:, k0:k0 + rows])
         else:
             matmul(U.reshape(a2, groups, Kg, Cg), V.reshape(a2, groups, Cg, T), out=M.reshape(a2, groups, Kg, T))
@@ -546,7 +594,7 @@ def _transformed_weight(w, m, dtype, flip=False):
     shape = ((m + 2) ** 2, K, Cg)
     # A transform the layer keeps is an array of its own; a per-call one is scratch.
     U = np.empty(shape, dtype=dtype) if key is not None else scratch("winograd.U", shape, dtype)
-    _weight_transform(w, _G[m].astype(dtype), U, 0, flip)
+    _run_weight_transform(w, _G[m].astype(dtype), U, 0, flip)
     if key is not None:
         store.clear()  # one live transform per layer: older versions are stale
         store[key] = U
