@@ -205,27 +205,32 @@ def test_tile_choice():
     # α²·(tiles + 16)·(C + 64)/C vs 9·N·P·Q·(9C + 64)/9C (auto: Winograd only when 20%
     # cheaper; the channel factors charge a GEMM's shallow reductions): F(4×4) from 7×7 up
     # (14×14 at N = 2 too), F(2×2) for 6×6 planes (4 tiles of F(4×4) per plane against 9);
-    # tiny problems gemm.
+    # tiny problems the direct kernel (float32; float64 gemm).
     for n, channels, size, tile, auto in [(8, 64, 56, "winograd_f4", "winograd_f4"),
                                           (8, 64, 28, "winograd_f4", "winograd_f4"),
                                           (8, 256, 14, "winograd_f4", "winograd_f4"),
                                           (8, 64, 14, "winograd_f4", "winograd_f4"),
                                           (8, 512, 7, "winograd_f4", "winograd_f4"),
                                           (2, 256, 14, "winograd_f4", "winograd_f4"),
-                                          (8, 256, 6, "winograd_f2", "winograd_f2"), (1, 64, 2, "winograd_f2", "gemm")]:
+                                          (8, 256, 6, "winograd_f2", "winograd_f2"), (1, 64, 2, "winograd_f2", "direct")]:
         geom = conv_geometry("test", (n, channels, size, size), (channels, channels, 3, 3), 1, 1, 1, 1)
         assert cpu._choose("winograd", geom) == tile
         assert cpu._choose("auto", geom) == auto, (n, channels, size)
         assert cpu._choose("auto", geom, "bwd_data") == auto
-    # Reductions over at most 40 channels take the register-tiled direct kernel in float32
-    # (forward over C, input gradient over K), not in float64.
+    # Reductions over at most 40 channels, or Winograd GEMMs under 450 k multiply-adds,
+    # take the register-tiled direct kernel in float32 (forward over C, input gradient over
+    # K), not in float64.
     odd = conv_geometry("test", (8, 35, 19, 19), (50, 35, 3, 3), 1, 1, 1, 1)
     assert cpu._choose("auto", odd, dtype=np.float32) == "direct"
     assert cpu._choose("auto", odd, dtype=np.float64) != "direct"
-    assert cpu._choose("auto", odd, "bwd_data", np.float32) == "winograd_f4"
+    assert cpu._choose("auto", odd, "bwd_data", np.float32) == "direct"  # 35·50·200 multiply-adds per GEMM
+    wider = conv_geometry("test", (8, 64, 14, 14), (64, 64, 3, 3), 1, 1, 1, 1)  # 64·64·128
+    assert cpu._choose("auto", wider, "bwd_data", np.float32) == "winograd_f4"
     few = conv_geometry("test", (8, 32, 28, 28), (32, 32, 3, 3), 1, 1, 1, 1)
     assert cpu._choose("auto", few, dtype=np.float32) == cpu._choose("auto", few, "bwd_data", np.float32) == "direct"
     assert cpu._choose("auto", few, dtype=np.float64) == "winograd_f4"
+    tiny = conv_geometry("test", (1, 64, 2, 2), (64, 64, 3, 3), 1, 1, 1, 1)
+    assert cpu._choose("auto", tiny, dtype=np.float64) == "gemm"
     few_channels = conv_geometry("test", (8, 8, 28, 28), (8, 8, 3, 3), 1, 1, 1, 1)
     assert cpu._choose("auto", few_channels, dtype=np.float64) == "gemm"
 

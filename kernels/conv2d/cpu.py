@@ -204,16 +204,28 @@ def _kblock_small(geom, direction):
     return geom.Cg * geom.R * geom.S <= 512 and geom.Kg <= 64 and (direction == "bwd_weight" or geom.Cg < 32)
 
 
+# Below this many multiply-adds per Winograd GEMM (Kg·Cg·tiles at F(4×4)), its 16 or 36
+# products are too small to pay for the transforms against the register-tiled direct kernel.
+_SMALL_WINOGRAD = 450_000
+
+
 def _shallow_direct(geom, direction, dtype):
     """Forward and input gradient of dense stride-1 layers reducing over at most 40 channels
-    (C, or K for the input gradient), float32 on AVX-512 hosts: the register-tiled flat
-    kernel (cpu_flat_simd) beats Winograd and im2col + GEMM, whose GEMMs run shallow there
-    (2 threads, ms, direct / gemm / F(4×4), forward: 8×35×19² → 50 0.53 / 0.65 / 0.46-0.74,
-    2×35×19² 0.18 / 0.23 / 0.26, 8×32×28² 0.57 / 0.90 / 0.63, 8×16×28² 0.32 / 0.47 / 0.38;
-    input gradient of 8×32×28² 0.72 / 0.98 / 0.77). ``dtype`` None: the data type is not
-    known (float32 assumed). The conditions are those under which conv2d_fwd and
+    (C, or K for the input gradient), or small enough that Winograd's GEMMs are tiny
+    (_SMALL_WINOGRAD), float32 on AVX-512 hosts: the register-tiled flat kernel
+    (cpu_flat_simd) beats Winograd and im2col + GEMM, whose GEMMs run shallow there
+    (2 threads, ms, direct / gemm / F(4×4), forward: 8×35×19² → 50 0.52 / 0.67 / 0.73,
+    2×35×19² 0.15 / 0.19 / 0.28, 8×32×28² 0.57 / 0.90 / 0.63, 8×16×28² 0.32 / 0.47 / 0.38;
+    input gradient: 8×35×19² → 50 (350 k multiply-adds per GEMM) 0.61 / 0.63 / 0.78, at
+    batch 2 0.19 / 0.19 / 0.29, 8×32×28² 0.72 / 0.98 / 0.77; but 8×64×14² (524 k) 0.66 /
+    0.70 / 0.47 and 8×48×28² (903 k) 1.31 / 1.78 / 1.08). ``dtype`` None: the data type is
+    not known (float32 assumed). The conditions are those under which conv2d_fwd and
     conv2d_bwd_data then take cpu_flat_simd (not the slower cpu_kblock)."""
-    if direction == "bwd_weight" or not _flat(geom) or _reduction(geom, direction) > 40:
+    if direction == "bwd_weight" or not _flat(geom):
+        return False
+    th4, tw4 = tiles(geom, 4)
+    small = geom.Kg * geom.Cg * geom.N * th4 * tw4 < _SMALL_WINOGRAD
+    if _reduction(geom, direction) > 40 and not small:
         return False
     if dtype is not None and np.dtype(dtype) != np.float32 or not gemm_enabled():
         return False
