@@ -13,6 +13,7 @@ kept (allocated per call as before); ``release()`` frees this thread's buffers.
 """
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -33,7 +34,7 @@ _local = threading.local()
 def scratch(tag: str, shape, dtype) -> np.ndarray:
     """An uninitialised C-contiguous array of ``shape`` and ``dtype``, reused per (thread, tag)."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(int(n) for n in shape) * dtype.itemsize  # np.prod: 4 µs a call
     store = _buffers()
     held = store.get(tag)
     if held is None or held.nbytes < nbytes:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 
 import numpy as np
@@ -449,7 +450,7 @@ def _as_batch(x, batch_shape):
         return None
     view = x.view()
     try:
-        view.shape = (int(np.prod(own)),) + x.shape[-2:]  # raises rather than copy
+        view.shape = (math.prod(own),) + x.shape[-2:]  # raises rather than copy
     except AttributeError:
         return None
     return view
