@@ -83,6 +83,66 @@ def _at2(m0, m1, m2, m3):
     return m0 + m1 + m2, m1 - m2 - m3
 
 
+# ---------------------------------------------------------------- shared passes
+@njit(inline="always")
+def _b_along(E, V, c, t0, n, m, c2, c4, c5):
+    # V[ξ·α+ν, c, t0 + t] = (E[ξ, :, t] B)[ν] for t < n: B along the patch rows, one
+    # contiguous loop over n tiles per ξ (vectorised).
+    a = m + 2
+    for i in range(a):
+        e0, e1, e2, e3 = E[i, 0], E[i, 1], E[i, 2], E[i, 3]
+        v0, v1, v2, v3 = V[i * a, c, t0:], V[i * a + 1, c, t0:], V[i * a + 2, c, t0:], V[i * a + 3, c, t0:]
+        if m == 4:
+            e4, e5 = E[i, 4], E[i, 5]
+            v4, v5 = V[i * a + 4, c, t0:], V[i * a + 5, c, t0:]
+            for t in range(n):
+                v0[t], v1[t], v2[t], v3[t], v4[t], v5[t] = _bt4(e0[t], e1[t], e2[t], e3[t], e4[t], e5[t], c2, c4, c5)
+        else:
+            for t in range(n):
+                v0[t], v1[t], v2[t], v3[t] = _bt2(e0[t], e1[t], e2[t], e3[t])
+
+
+@njit(inline="always")
+def _gather(src, base, idx, dst, n, zero):
+    # dst[r·n + t] = src[base + idx[r, t]] for t < n, or 0 where idx[r, t] < 0 (padding):
+    # the small-plane transforms' patch planes.
+    for r in range(idx.shape[0]):
+        row = idx[r]
+        for t in range(n):
+            o = row[t]
+            v = load_at(src, base + max(o, 0))  # always in bounds; padding selected away
+            store_at(dst, r * n + t, v if o >= 0 else zero)
+
+
+@njit(inline="always")
+def _at_passes(M, k, t0, n, tmp, Y, m, c2, c4, c8):
+    # Y[i, j, t] = (Aᵀ M[·, k, t0 + t] A)[i, j] for t < n: Aᵀ over ξ into tmp[i, ν, t], then
+    # A over ν, each one contiguous loop over n tiles (vectorised).
+    a = m + 2
+    for nu in range(a):
+        m0, m1, m2, m3 = M[nu, k, t0:], M[a + nu, k, t0:], M[2 * a + nu, k, t0:], M[3 * a + nu, k, t0:]
+        if m == 4:
+            m4, m5 = M[4 * a + nu, k, t0:], M[5 * a + nu, k, t0:]
+            y0, y1, y2, y3 = tmp[0, nu], tmp[1, nu], tmp[2, nu], tmp[3, nu]
+            for t in range(n):
+                y0[t], y1[t], y2[t], y3[t] = _at4(m0[t], m1[t], m2[t], m3[t], m4[t], m5[t], c2, c4, c8)
+        else:
+            y0, y1 = tmp[0, nu], tmp[1, nu]
+            for t in range(n):
+                y0[t], y1[t] = _at2(m0[t], m1[t], m2[t], m3[t])
+    for i in range(m):
+        s0, s1, s2, s3 = tmp[i, 0], tmp[i, 1], tmp[i, 2], tmp[i, 3]
+        if m == 4:
+            s4, s5 = tmp[i, 4], tmp[i, 5]
+            y0, y1, y2, y3 = Y[i, 0], Y[i, 1], Y[i, 2], Y[i, 3]
+            for t in range(n):
+                y0[t], y1[t], y2[t], y3[t] = _at4(s0[t], s1[t], s2[t], s3[t], s4[t], s5[t], c2, c4, c8)
+        else:
+            y0, y1 = Y[i, 0], Y[i, 1]
+            for t in range(n):
+                y0[t], y1[t] = _at2(s0[t], s1[t], s2[t], s3[t])
+
+
 # ---------------------------------------------------------------- weight transform
 @njit(inline="always")
 def _transform_taps(wk, G, U, kk, flip):
@@ -236,19 +296,7 @@ def _input_transform(x, V, pt, pl, m, TH, TW, cst):
                     d2, d3 = X[0, j, TW:], X[1, j, TW:]
                     for t in range(L):
                         E[0, j, t], E[1, j, t], E[2, j, t], E[3, j, t] = _bt2(d0[t], d1[t], d2[t], d3[t])
-            t0 = n * L
-            for i in range(a):
-                e0, e1, e2, e3 = E[i, 0], E[i, 1], E[i, 2], E[i, 3]
-                v0, v1, v2, v3 = V[i * a, c, t0:], V[i * a + 1, c, t0:], V[i * a + 2, c, t0:], V[i * a + 3, c, t0:]
-                if m == 4:
-                    e4, e5 = E[i, 4], E[i, 5]
-                    v4, v5 = V[i * a + 4, c, t0:], V[i * a + 5, c, t0:]
-                    for t in range(L):
-                        v0[t], v1[t], v2[t], v3[t], v4[t], v5[t] = _bt4(e0[t], e1[t], e2[t], e3[t], e4[t], e5[t],
-                                                                        c2, c4, c5)
-                else:
-                    for t in range(L):
-                        v0[t], v1[t], v2[t], v3[t] = _bt2(e0[t], e1[t], e2[t], e3[t])
+            _b_along(E, V, c, n * L, L, m, c2, c4, c5)
 
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
@@ -272,13 +320,7 @@ def _input_transform_gather(x, idx, V, m, TH, TW, nb, cst):
         BL = (min(N, n0 + nb) - n0) * L
         X = np.empty((a, a, BL), V.dtype)
         E = np.empty((a, a, BL), V.dtype)
-        base = (n0 * C + c) * H * W
-        for ij in range(a * a):
-            row = idx[ij]
-            for t in range(BL):
-                o = row[t]
-                v = load_at(x, base + max(o, 0))  # always in bounds; padding selected away
-                store_at(X, ij * BL + t, v if o >= 0 else zero)
+        _gather(x, (n0 * C + c) * H * W, idx, X, BL, zero)
         for j in range(a):
             d0, d1, d2, d3 = X[0, j], X[1, j], X[2, j], X[3, j]
             if m == 4:
@@ -289,19 +331,7 @@ def _input_transform_gather(x, idx, V, m, TH, TW, nb, cst):
             else:
                 for t in range(BL):
                     E[0, j, t], E[1, j, t], E[2, j, t], E[3, j, t] = _bt2(d0[t], d1[t], d2[t], d3[t])
-        t0 = n0 * L
-        for i in range(a):
-            e0, e1, e2, e3 = E[i, 0], E[i, 1], E[i, 2], E[i, 3]
-            v0, v1, v2, v3 = V[i * a, c, t0:], V[i * a + 1, c, t0:], V[i * a + 2, c, t0:], V[i * a + 3, c, t0:]
-            if m == 4:
-                e4, e5 = E[i, 4], E[i, 5]
-                v4, v5 = V[i * a + 4, c, t0:], V[i * a + 5, c, t0:]
-                for t in range(BL):
-                    v0[t], v1[t], v2[t], v3[t], v4[t], v5[t] = _bt4(e0[t], e1[t], e2[t], e3[t], e4[t], e5[t],
-                                                                    c2, c4, c5)
-            else:
-                for t in range(BL):
-                    v0[t], v1[t], v2[t], v3[t] = _bt2(e0[t], e1[t], e2[t], e3[t])
+        _b_along(E, V, c, n0 * L, BL, m, c2, c4, c5)
 
 
 # Planes with fewer tile columns than this take _input_transform_gather; its blocks hold
@@ -364,28 +394,7 @@ def _output_transform(M, out, b, has_bias, relu, m, TH, TW, cst):
             k = nk % K
             t0 = n * L
             bv = b[k] if has_bias else zero
-            for nu in range(a):
-                m0, m1, m2, m3 = M[nu, k, t0:], M[a + nu, k, t0:], M[2 * a + nu, k, t0:], M[3 * a + nu, k, t0:]
-                if m == 4:
-                    m4, m5 = M[4 * a + nu, k, t0:], M[5 * a + nu, k, t0:]
-                    y0, y1, y2, y3 = tmp[0, nu], tmp[1, nu], tmp[2, nu], tmp[3, nu]
-                    for t in range(L):
-                        y0[t], y1[t], y2[t], y3[t] = _at4(m0[t], m1[t], m2[t], m3[t], m4[t], m5[t], c2, c4, c8)
-                else:
-                    y0, y1 = tmp[0, nu], tmp[1, nu]
-                    for t in range(L):
-                        y0[t], y1[t] = _at2(m0[t], m1[t], m2[t], m3[t])
-            for i in range(m):
-                s0, s1, s2, s3 = tmp[i, 0], tmp[i, 1], tmp[i, 2], tmp[i, 3]
-                if m == 4:
-                    s4, s5 = tmp[i, 4], tmp[i, 5]
-                    y0, y1, y2, y3 = Y[i, 0], Y[i, 1], Y[i, 2], Y[i, 3]
-                    for t in range(L):
-                        y0[t], y1[t], y2[t], y3[t] = _at4(s0[t], s1[t], s2[t], s3[t], s4[t], s5[t], c2, c4, c8)
-                else:
-                    y0, y1 = Y[i, 0], Y[i, 1]
-                    for t in range(L):
-                        y0[t], y1[t] = _at2(s0[t], s1[t], s2[t], s3[t])
+            _at_passes(M, k, t0, L, tmp, Y, m, c2, c4, c8)
             # Y back to the plane, tile columns interleaved (raw offsets: Numba's wraparound
             # code for signed indices would keep this loop scalar); q < Q only.
             full = Q // m  # tile columns whose m outputs are all inside the plane
@@ -428,28 +437,7 @@ def _output_transform_scatter(M, out, idx, b, has_bias, relu, m, TH, TW, nb, cst
         Y = np.empty((m, m, BL), out.dtype)
         t0 = n0 * L
         bv = b[k] if has_bias else zero
-        for nu in range(a):
-            m0, m1, m2, m3 = M[nu, k, t0:], M[a + nu, k, t0:], M[2 * a + nu, k, t0:], M[3 * a + nu, k, t0:]
-            if m == 4:
-                m4, m5 = M[4 * a + nu, k, t0:], M[5 * a + nu, k, t0:]
-                y0, y1, y2, y3 = tmp[0, nu], tmp[1, nu], tmp[2, nu], tmp[3, nu]
-                for t in range(BL):
-                    y0[t], y1[t], y2[t], y3[t] = _at4(m0[t], m1[t], m2[t], m3[t], m4[t], m5[t], c2, c4, c8)
-            else:
-                y0, y1 = tmp[0, nu], tmp[1, nu]
-                for t in range(BL):
-                    y0[t], y1[t] = _at2(m0[t], m1[t], m2[t], m3[t])
-        for i in range(m):
-            s0, s1, s2, s3 = tmp[i, 0], tmp[i, 1], tmp[i, 2], tmp[i, 3]
-            if m == 4:
-                s4, s5 = tmp[i, 4], tmp[i, 5]
-                y0, y1, y2, y3 = Y[i, 0], Y[i, 1], Y[i, 2], Y[i, 3]
-                for t in range(BL):
-                    y0[t], y1[t], y2[t], y3[t] = _at4(s0[t], s1[t], s2[t], s3[t], s4[t], s5[t], c2, c4, c8)
-            else:
-                y0, y1 = Y[i, 0], Y[i, 1]
-                for t in range(BL):
-                    y0[t], y1[t] = _at2(s0[t], s1[t], s2[t], s3[t])
+        _at_passes(M, k, t0, BL, tmp, Y, m, c2, c4, c8)
         base = (n0 * K + k) * P * Q
         for ij in range(m * m):
             row = idx[ij]

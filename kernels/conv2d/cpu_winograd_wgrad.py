@@ -26,7 +26,7 @@ from ..gemm.nt import sgemm_nt
 from ..gemm.simd import load_at, store_at
 from ..workspace import scratch
 from . import cpu_winograd
-from .cpu_winograd import _BLOCKS, _FAST, _G, _block_images, _chunk_images, _gather_index, input_transform
+from .cpu_winograd import _BLOCKS, _FAST, _G, _block_images, _chunk_images, _gather, _gather_index, input_transform
 
 # gemm.nt for dU where the reduction over tiles is long, or the product has few rows (its
 # transposed packing of V then weighs more against the FMAs); else the Goto GEMM (its B
@@ -48,6 +48,35 @@ def _a4(d0, d1, d2, d3, c2, c4, c8):
 def _a2(d0, d1):
     """A d for F(2, 3): A (4×2) has rows 1 0 / 1 1 / 1 −1 / 0 −1."""
     return d0, d0 + d1, d0 - d1, -d1
+
+
+@njit(inline="always")
+def _a_passes(D, E, Y, k, t0, n, m, c2, c4, c8):
+    # Y[ξ·α+ν, k, t0 + t] = (A D[:, :, t] Aᵀ)[ξ, ν] for t < n: A along j into E[i, ν, t],
+    # then along i, each one contiguous loop over n tiles (vectorised).
+    a = m + 2
+    for i in range(m):
+        d0, d1 = D[i, 0], D[i, 1]
+        e0, e1, e2, e3 = E[i, 0], E[i, 1], E[i, 2], E[i, 3]
+        if m == 4:
+            d2, d3 = D[i, 2], D[i, 3]
+            e4, e5 = E[i, 4], E[i, 5]
+            for t in range(n):
+                e0[t], e1[t], e2[t], e3[t], e4[t], e5[t] = _a4(d0[t], d1[t], d2[t], d3[t], c2, c4, c8)
+        else:
+            for t in range(n):
+                e0[t], e1[t], e2[t], e3[t] = _a2(d0[t], d1[t])
+    for nu in range(a):
+        f0, f1 = E[0, nu], E[1, nu]
+        y0, y1, y2, y3 = Y[nu, k, t0:], Y[a + nu, k, t0:], Y[2 * a + nu, k, t0:], Y[3 * a + nu, k, t0:]
+        if m == 4:
+            f2, f3 = E[2, nu], E[3, nu]
+            y4, y5 = Y[4 * a + nu, k, t0:], Y[5 * a + nu, k, t0:]
+            for t in range(n):
+                y0[t], y1[t], y2[t], y3[t], y4[t], y5[t] = _a4(f0[t], f1[t], f2[t], f3[t], c2, c4, c8)
+        else:
+            for t in range(n):
+                y0[t], y1[t], y2[t], y3[t] = _a2(f0[t], f1[t])
 
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
@@ -96,29 +125,7 @@ def _grad_output_transform(dy, Y, m, TH, TW, cst):
                         for j in range(m):
                             q = tw * m + j
                             store_at(D, d + j * L + tw, load_at(dy, o + q) if q < Q else zero)
-            for i in range(m):  # A along j
-                d0, d1 = D[i, 0], D[i, 1]
-                e0, e1, e2, e3 = E[i, 0], E[i, 1], E[i, 2], E[i, 3]
-                if m == 4:
-                    d2, d3 = D[i, 2], D[i, 3]
-                    e4, e5 = E[i, 4], E[i, 5]
-                    for t in range(L):
-                        e0[t], e1[t], e2[t], e3[t], e4[t], e5[t] = _a4(d0[t], d1[t], d2[t], d3[t], c2, c4, c8)
-                else:
-                    for t in range(L):
-                        e0[t], e1[t], e2[t], e3[t] = _a2(d0[t], d1[t])
-            t0 = n * L
-            for nu in range(a):  # A along i
-                f0, f1 = E[0, nu], E[1, nu]
-                y0, y1, y2, y3 = Y[nu, k, t0:], Y[a + nu, k, t0:], Y[2 * a + nu, k, t0:], Y[3 * a + nu, k, t0:]
-                if m == 4:
-                    f2, f3 = E[2, nu], E[3, nu]
-                    y4, y5 = Y[4 * a + nu, k, t0:], Y[5 * a + nu, k, t0:]
-                    for t in range(L):
-                        y0[t], y1[t], y2[t], y3[t], y4[t], y5[t] = _a4(f0[t], f1[t], f2[t], f3[t], c2, c4, c8)
-                else:
-                    for t in range(L):
-                        y0[t], y1[t], y2[t], y3[t] = _a2(f0[t], f1[t])
+            _a_passes(D, E, Y, k, n * L, L, m, c2, c4, c8)
 
 
 @njit(parallel=True, cache=True, fastmath=_FAST)
@@ -139,36 +146,8 @@ def _grad_output_transform_gather(dy, idx, Y, m, TH, TW, nb, cst):
         BL = (min(N, n0 + nb) - n0) * L
         D = np.empty((m, m, BL), Y.dtype)
         E = np.empty((m, a, BL), Y.dtype)
-        base = (n0 * K + k) * P * Q
-        for ij in range(m * m):
-            row = idx[ij]
-            for t in range(BL):
-                o = row[t]
-                v = load_at(dy, base + max(o, 0))  # always in bounds; outside P×Q selected away
-                store_at(D, ij * BL + t, v if o >= 0 else zero)
-        for i in range(m):  # A along j
-            d0, d1 = D[i, 0], D[i, 1]
-            e0, e1, e2, e3 = E[i, 0], E[i, 1], E[i, 2], E[i, 3]
-            if m == 4:
-                d2, d3 = D[i, 2], D[i, 3]
-                e4, e5 = E[i, 4], E[i, 5]
-                for t in range(BL):
-                    e0[t], e1[t], e2[t], e3[t], e4[t], e5[t] = _a4(d0[t], d1[t], d2[t], d3[t], c2, c4, c8)
-            else:
-                for t in range(BL):
-                    e0[t], e1[t], e2[t], e3[t] = _a2(d0[t], d1[t])
-        t0 = n0 * L
-        for nu in range(a):  # A along i
-            f0, f1 = E[0, nu], E[1, nu]
-            y0, y1, y2, y3 = Y[nu, k, t0:], Y[a + nu, k, t0:], Y[2 * a + nu, k, t0:], Y[3 * a + nu, k, t0:]
-            if m == 4:
-                f2, f3 = E[2, nu], E[3, nu]
-                y4, y5 = Y[4 * a + nu, k, t0:], Y[5 * a + nu, k, t0:]
-                for t in range(BL):
-                    y0[t], y1[t], y2[t], y3[t], y4[t], y5[t] = _a4(f0[t], f1[t], f2[t], f3[t], c2, c4, c8)
-            else:
-                for t in range(BL):
-                    y0[t], y1[t], y2[t], y3[t] = _a2(f0[t], f1[t])
+        _gather(dy, (n0 * K + k) * P * Q, idx, D, BL, zero)
+        _a_passes(D, E, Y, k, n0 * L, BL, m, c2, c4, c8)
 
 
 def grad_output_transform(dy, Y, m, TH, TW, cst):
