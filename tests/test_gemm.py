@@ -52,11 +52,13 @@ def test_sgemm_forced_splits(rng, monkeypatch, blocks, a_layout, prepack_limit):
 
 @pytest.mark.parametrize("M", [gemm._B_IN_PLACE_ROWS - 7, gemm._B_IN_PLACE_ROWS + 13])
 @pytest.mark.parametrize("b_layout", ["rows", "columns"])
-def test_sgemm_b_read_in_place_or_packed(rng, M, b_layout):
+@pytest.mark.parametrize("N", [3 * gemm.NR + 5, gemm._B_IN_PLACE_STRIDE // 4 + 2 * gemm.NR + 5])
+def test_sgemm_b_read_in_place_or_packed(rng, M, b_layout, N):
     # Up to _B_IN_PLACE_ROWS rows of C per task a row-major B's full 32-column slivers are
-    # read in place (only the partial last one packed); above, or column-major, B is packed.
-    # K spans two KC slices (the accumulating pass), N ends in a partial sliver.
-    a, b = _operands(rng, (1, M, gemm.KC + 29), (2, gemm.KC + 29, 3 * gemm.NR + 5))
+    # read in place (only the partial last one packed), if its rows are at most
+    # _B_IN_PLACE_STRIDE bytes long; otherwise, or column-major, B is packed. K spans two
+    # KC slices (the accumulating pass), N ends in a partial sliver.
+    a, b = _operands(rng, (1, M, gemm.KC + 29), (2, gemm.KC + 29, N))
     if b_layout == "columns":
         b = np.ascontiguousarray(b.transpose(0, 2, 1)).transpose(0, 2, 1)
     out = np.full((2, M, b.shape[2]), np.nan, np.float32)

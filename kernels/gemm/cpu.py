@@ -44,6 +44,7 @@ KC = 192          # reduced-index depth of one packed slice: a B sliver is 24 KB
 MC = 192          # rows of one packed A block: 144 KB (L2: 1 MB)
 NC = 2048         # columns of one packed B panel: 1.5 MB
 _B_IN_PLACE_ROWS = 256  # rows of C per task at most for which B is read in place
+_B_IN_PLACE_STRIDE = 4096  # bytes between rows of B at most for reading it in place
 _SET_STRIDE = 4096  # bytes between addresses of one L1 set (48 KB, 12 ways, 64 B lines)
 _PREPACK_LIMIT = 2**23  # floats (32 MB) of A packed up front at most (the 3x3 512-channel dgrad Wᵀ is 2.4 M)
 
@@ -210,9 +211,12 @@ def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile):
     # Few rows of C: packing a B panel would cost about as much as the products that use
     # it, so a row-major B's full slivers are read in place too (only a partial one is
     # packed), with the same exception for rows 4 KB apart; A is then read in place or
-    # comes packed up front.
+    # comes packed up front. Only for rows of B at most 4 KB long: a KC-deep sliver of
+    # longer rows touches a page per row, more than the L1 TLB holds (Intel Xeon, 2
+    # threads, 8 × 64×576 · 576×3136: 130 GFLOP/s in place, 187 packed; 784-column B, a
+    # 28² plane, the same either way).
     b_direct = ((direct or prepacked) and b.strides[1] == 4 and i1 - i0 <= _B_IN_PLACE_ROWS
-                and (ldb * 4) % _SET_STRIDE != 0)
+                and (ldb * 4) % _SET_STRIDE != 0 and ldb * 4 <= _B_IN_PLACE_STRIDE)
     for jc in range(j0, j1, NC):
         nc = min(NC, j1 - jc)
         for pc in range(p0, p1, KC):
