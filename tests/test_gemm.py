@@ -117,6 +117,21 @@ def test_split_gives_enough_tasks_for_the_threads():
     assert (m_block, n_block) == (5, 20) and k_split == 2
 
 
+def test_short_reductions_split_rows_into_balanced_blocks(rng):
+    # K <= _SHORT_K: row blocks of at most _SHORT_K_ROWS rows, tile multiples, balanced
+    # (64 rows: 36 + 28, not 48 + 16); a longer K keeps whole rows. The product through
+    # such a split (a ragged last block, edge rows and columns) is still right.
+    K = gemm._SHORT_K
+    assert gemm._split(36, 64, 3136, K, 2)[0] == 36
+    assert gemm._split(8, 256, 3136, K, 2)[0] == 48
+    assert gemm._split(8, 256, 3136, K + 1, 2)[0] == 256
+    a, b = _operands(rng, (3, 61, K - 5), (3, K - 5, 2 * gemm.NR + 9))
+    out = np.full((3, 61, b.shape[2]), np.nan, np.float32)
+    assert gemm._split(3, 61, b.shape[2], K - 5, 2)[0] == 36
+    gemm.sgemm(a, b, out)
+    _check(a, b, out)
+
+
 def test_matmul_transposed_and_broadcast_operands(rng):
     # The conv kernels' products: Wᵀ views, a broadcast weight batch, a transposed B
     # (the weight gradient's col matrix), 2-D operands (linear).

@@ -45,6 +45,7 @@ MC = 192          # rows of one packed A block: 144 KB (L2: 1 MB)
 NC = 2048         # columns of one packed B panel: 1.5 MB
 _B_IN_PLACE_ROWS = 256  # rows of C per task at most for which B is read in place
 _B_IN_PLACE_STRIDE = 4096  # bytes between rows of B at most for reading it in place
+_SHORT_K, _SHORT_K_ROWS = 96, 48  # reductions this short: row blocks at most this tall (_split)
 _SET_STRIDE = 4096  # bytes between addresses of one L1 set (48 KB, 12 ways, 64 B lines)
 _PREPACK_LIMIT = 2**23  # floats (32 MB) of A packed up front at most (the 3x3 512-channel dgrad Wᵀ is 2.4 M)
 
@@ -320,6 +321,12 @@ def _split(batch, M, N, K, threads):
             m_block = _round_up(_cdiv(m_block, 2), MR)
         else:
             break
+    if K <= _SHORT_K and m_block > _SHORT_K_ROWS:
+        # A short reduction: each C tile gets few FMAs per store, and blocks of at most
+        # _SHORT_K_ROWS rows (balanced) ran faster, repacked B panels and all (Intel Xeon,
+        # 2 threads, GFLOP/s, full rows -> 36-48: 36 × 64×64·64×3136 (a Winograd product)
+        # 95-129 -> 180-187, 8 × 256×64·64×3136 (1×1 expand) 197 -> 247; K = 256 lost)
+        m_block = _round_up(_cdiv(M, _cdiv(M, _SHORT_K_ROWS)), MR)
     tasks = batch * _cdiv(M, m_block) * _cdiv(N, n_block)
     while tasks * k_split < want and K // (2 * k_split) >= 4 * KC:
         k_split *= 2
