@@ -5,7 +5,8 @@ Algorithms (``algorithm=``), each in its own module:
   layers use the flat-plane kernels instead: cpu_kblock (register-blocked over four
   output channels) forward, weight gradient and, for C >= 4, input gradient; cpu_flat's
   scatter for the other input gradients; for float32 on AVX-512 hosts, the forward of
-  cpu_flat_simd (3 output channels × 144 flat outputs in zmm registers); other dense
+  cpu_flat_simd (3 output channels × 144 flat outputs in zmm registers), or with 12-16
+  output channels and 8+ images cpu_kvec16 (all channels in one vector × 25 pixels); other dense
   float32 forwards (strided: the ResNet stem's) cpu_kvec (64 output channels in four
   vectors × 6 pixels).
 - ``gemm`` (cpu_gemm): im2col/col2im + BLAS; 1×1 stride-1 unpadded layers skip im2col
@@ -32,7 +33,7 @@ from ..gemm.cpu import matmul
 from ..gemm.nt import sgemm_nt
 from ..workspace import images_per_chunk, scratch
 from . import cpu_depthwise_strips as strips
-from . import cpu_flat_simd, cpu_kvec
+from . import cpu_flat_simd, cpu_kvec, cpu_kvec16
 from .cpu_depthwise import (
     _dgrad_depthwise,
     _dgrad_depthwise_s1,
@@ -336,6 +337,8 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
         return
     elif _depthwise(geom):
         _depthwise_launch(_fwd_depthwise_s1, _fwd_depthwise, geom, out, x, w, out)
+    elif _flat(geom) and cpu_kvec16.applies(x, out, geom):
+        cpu_kvec16.kvec16_fwd(x, w, out, geom)  # 12-16 output channels: one vector × 25 pixels
     elif _flat(geom) and cpu_flat_simd.applies(x, out, geom):
         cpu_flat_simd.flat_simd_fwd(x, w, out, geom.padding, geom.dilation)  # 16-lane register tiles
     elif _flat(geom):

@@ -1,0 +1,179 @@
+"""Stride-1 dense conv2d forward for layers with 12 to 16 output channels (float32, AVX-512
+hosts): all output channels in one 16-lane vector, a run of TJ = 25 consecutive output
+pixels in registers. LeNet conv2 (6 → 16 channels, 5×5, 14² → 10²) is the case: the flat
+kernel (cpu_flat_simd) computes whole padded rows there, 14 columns for 10 outputs, and
+blocks of 3 channels for 16 (18), 1.6 times the work.
+
+    out[n, k, p, q] = Σ_c,r,s w[k, c, r, s] · x[n, c, p + r·dh − pt, q + s·dw − pl]
+
+Per image, the input goes first into shifted copies xs[c, s, h, q] = xpad[c, h, q + s·dw]
+(h < Hp = P + dh·(R − 1), q < Q; xpad the zero-padded plane): tap (c, r, s) of output pixel
+j = p·Q + q then reads xs at ((c·S + s)·Hp + r·dh)·Q + j, so the pixels of a run are
+consecutive whatever the row width. Register tile: 25 zmm accumulators (pixel j0 + i, all
+channels in lanes) across all C·R·S taps: per tap, one weight vector (wp[t, l] = w[l, c, r,
+s], zero past K) and 25 broadcast inputs feed 25 FMAs. An image's tiles go pixel-major into
+a thread buffer, then to out's planes in 16×16 blocks transposed in registers.
+
+Threads: one prange iteration per image; each writes only its own image of out. The last
+run of an image reads up to TJ − 1 values past its copies, into zero slack.
+"""
+# ruff: noqa: E702 -- the tile's 25 accumulators five to a line
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numba import config, get_thread_id, njit, prange, types
+
+from ..gemm.simd import load_at, store_at, transpose16, vfma, vload, vload_first, vstore, vzero
+from ..gemm.simd import vbroadcast_load as vb
+from ..precompile import njit_cached
+from ..workspace import scratch
+
+TJ = 25  # output pixels per register tile
+LANES = 16
+
+
+@njit(inline="always")
+def _tile(xs, xo, offs, wp, buf, bo):
+    # buf[bo + i·16 + l] = Σ_t wp[t·16 + l] · xs[xo + offs[t] + i], i < TJ.
+    a0 = vzero(); a1 = vzero(); a2 = vzero(); a3 = vzero(); a4 = vzero()
+    b0 = vzero(); b1 = vzero(); b2 = vzero(); b3 = vzero(); b4 = vzero()
+    c0 = vzero(); c1 = vzero(); c2 = vzero(); c3 = vzero(); c4 = vzero()
+    d0 = vzero(); d1 = vzero(); d2 = vzero(); d3 = vzero(); d4 = vzero()
+    e0 = vzero(); e1 = vzero(); e2 = vzero(); e3 = vzero(); e4 = vzero()
+    for t in range(offs.shape[0]):
+        o = xo + offs[t]
+        u = vload(wp, t * LANES)
+        a0 = vfma(vb(xs, o), u, a0); a1 = vfma(vb(xs, o + 1), u, a1); a2 = vfma(vb(xs, o + 2), u, a2)
+        a3 = vfma(vb(xs, o + 3), u, a3); a4 = vfma(vb(xs, o + 4), u, a4)
+        b0 = vfma(vb(xs, o + 5), u, b0); b1 = vfma(vb(xs, o + 6), u, b1); b2 = vfma(vb(xs, o + 7), u, b2)
+        b3 = vfma(vb(xs, o + 8), u, b3); b4 = vfma(vb(xs, o + 9), u, b4)
+        c0 = vfma(vb(xs, o + 10), u, c0); c1 = vfma(vb(xs, o + 11), u, c1); c2 = vfma(vb(xs, o + 12), u, c2)
+        c3 = vfma(vb(xs, o + 13), u, c3); c4 = vfma(vb(xs, o + 14), u, c4)
+        d0 = vfma(vb(xs, o + 15), u, d0); d1 = vfma(vb(xs, o + 16), u, d1); d2 = vfma(vb(xs, o + 17), u, d2)
+        d3 = vfma(vb(xs, o + 18), u, d3); d4 = vfma(vb(xs, o + 19), u, d4)
+        e0 = vfma(vb(xs, o + 20), u, e0); e1 = vfma(vb(xs, o + 21), u, e1); e2 = vfma(vb(xs, o + 22), u, e2)
+        e3 = vfma(vb(xs, o + 23), u, e3); e4 = vfma(vb(xs, o + 24), u, e4)
+    vstore(buf, bo + 0, a0); vstore(buf, bo + 16, a1); vstore(buf, bo + 32, a2); vstore(buf, bo + 48, a3)
+    vstore(buf, bo + 64, a4)
+    vstore(buf, bo + 80, b0); vstore(buf, bo + 96, b1); vstore(buf, bo + 112, b2); vstore(buf, bo + 128, b3)
+    vstore(buf, bo + 144, b4)
+    vstore(buf, bo + 160, c0); vstore(buf, bo + 176, c1); vstore(buf, bo + 192, c2); vstore(buf, bo + 208, c3)
+    vstore(buf, bo + 224, c4)
+    vstore(buf, bo + 240, d0); vstore(buf, bo + 256, d1); vstore(buf, bo + 272, d2); vstore(buf, bo + 288, d3)
+    vstore(buf, bo + 304, d4)
+    vstore(buf, bo + 320, e0); vstore(buf, bo + 336, e1); vstore(buf, bo + 352, e2); vstore(buf, bo + 368, e3)
+    vstore(buf, bo + 384, e4)
+
+
+@njit(inline="always")
+def _fill(x, n, xs, pt, pl, dw, S, Hp, Q):
+    # xs[((c·S + s)·Hp + h)·Q + q] = x[n, c, h − pt, q + s·dw − pl], 0 outside x.
+    # Rows of at most 16: one masked load (lanes past the row's input columns read as 0)
+    # and 16-lane stores, whose lanes past Q land in the next row's place before that row
+    # is written (the last row's in the slack); scalar copies cost 40% of the forward.
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    zero = np.float32(0)
+    if Q <= LANES:
+        for c in range(C):
+            for s in range(S):
+                shift = s * dw - pl
+                q_lo = min(max(0, -shift), Q)
+                q_hi = max(min(Q, W - shift), q_lo)
+                for h in range(Hp):
+                    base = ((c * S + s) * Hp + h) * Q
+                    hi = h - pt
+                    if hi < 0 or hi >= H or q_lo > 0:
+                        vstore(xs, base, vzero())
+                    if 0 <= hi < H:
+                        xo = ((n * C + c) * H + hi) * W + shift
+                        vstore(xs, base + q_lo, vload_first(x, xo + q_lo, q_hi - q_lo))
+        return
+    for c in range(C):
+        for s in range(S):
+            shift = s * dw - pl  # column q reads input column q + shift
+            q_lo = min(max(0, -shift), Q)
+            q_hi = max(min(Q, W - shift), q_lo)
+            for h in range(Hp):
+                base = ((c * S + s) * Hp + h) * Q
+                hi = h - pt
+                if hi < 0 or hi >= H:
+                    for q in range(Q):
+                        store_at(xs, base + q, zero)
+                    continue
+                xo = ((n * C + c) * H + hi) * W + shift
+                for q in range(q_lo):
+                    store_at(xs, base + q, zero)
+                for q in range(q_lo, q_hi):
+                    store_at(xs, base + q, load_at(x, xo + q))
+                for q in range(q_hi, Q):
+                    store_at(xs, base + q, zero)
+
+
+def _fwd_kvec16(x, wp, offs, out, pt, pl, dw, S, Hp, xs_work, buf_work):
+    # out (N, K, P, Q) and x (N, C, H, W) C-contiguous; wp (C·R·S·16,); offs (C·R·S,).
+    N = x.shape[0]
+    K, P, Q = out.shape[1], out.shape[2], out.shape[3]
+    PQ = P * Q
+    full = PQ // LANES * LANES
+    for n in prange(N):
+        xs = xs_work[get_thread_id()]
+        buf = buf_work[get_thread_id()]
+        _fill(x, n, xs, pt, pl, dw, S, Hp, Q)
+        for j0 in range(0, PQ, TJ):
+            _tile(xs, j0, offs, wp, buf, j0 * LANES)
+        o = n * K * PQ  # out[n, 0, 0, 0]
+        j_lo = 0
+        if K == LANES:
+            for j in range(0, full, LANES):
+                transpose16(buf, j * LANES, LANES, out, o + j, PQ)
+            j_lo = full
+        for k in range(K):
+            for j in range(j_lo, PQ):
+                store_at(out, o + k * PQ + j, load_at(buf, j * LANES + k))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled():
+    # compiled in a child process, loaded from Numba's cache (kernels.precompile: register-
+    # tiled kernels JIT-compiled in-process ran at half speed)
+    f1, f2, f4 = (types.Array(types.float32, d, "C") for d in (1, 2, 4))
+    ip = types.intp
+    sig = types.void(f4, f1, types.Array(types.int64, 1, "C"), f4, ip, ip, ip, ip, ip, f2, f2)
+    return njit_cached(_fwd_kvec16, sig, "_compiled", parallel=True)
+
+
+# An image's shifted copies stay in L2 (C·S·Hp·Q floats at most).
+_MAX_COPY = 1 << 16
+
+
+def applies(x, out, geom) -> bool:
+    """float32 on a host where convcore's 16-lane kernels run (gemm.cpu.enabled), dense
+    stride 1, 12 to 16 output channels (at least 3/4 of the lanes used), at least 8
+    images (one per prange iteration) and an image's copies within _MAX_COPY floats."""
+    from ..gemm.cpu import enabled
+
+    Hp = geom.P + geom.dilation[0] * (geom.R - 1)
+    return (x.dtype == out.dtype == np.float32 and enabled() and geom.groups == 1 and geom.stride == (1, 1)
+            and 12 <= geom.K <= LANES and geom.N >= 8 and geom.C * geom.S * Hp * geom.Q <= _MAX_COPY)
+
+
+def kvec16_fwd(x, w, out, geom):
+    """out = conv2d(x, w) for a dense stride-1 layer with at most 16 output channels (any
+    padding and dilation); out C-contiguous."""
+    x = np.ascontiguousarray(x)
+    K, C, R, S = w.shape
+    P, Q = out.shape[2], out.shape[3]
+    (pt, _, pl, _), (dh, dw) = geom.padding, geom.dilation
+    Hp = P + dh * (R - 1)
+    size = C * S * Hp * Q
+    threads = config.NUMBA_NUM_THREADS
+    xs = scratch("conv2d.kvec16_x", (threads, size + TJ), np.float32)
+    xs[:, size:] = 0  # the slack the last run reads (and the last row's copy spills into)
+    buf = scratch("conv2d.kvec16_out", (threads, -(-(P * Q) // TJ) * TJ * LANES), np.float32)
+    wp = np.zeros((C, R, S, LANES), np.float32)
+    wp[..., :K] = w.transpose(1, 2, 3, 0)
+    offs = (((np.arange(C)[:, None, None] * S + np.arange(S)[None, None, :]) * Hp
+             + np.arange(R)[None, :, None] * dh) * Q).reshape(-1).astype(np.int64)
+    _compiled()(x, wp.reshape(-1), offs, out, pt, pl, dw, S, Hp, xs, buf)
