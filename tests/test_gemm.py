@@ -132,6 +132,18 @@ def test_short_reductions_split_rows_into_balanced_blocks(rng):
     _check(a, b, out)
 
 
+@pytest.mark.parametrize("T", [1, 2])
+def test_sgemm_sum_adds_the_products_of_each_batch(rng, T):
+    # out[t] = Σ_r a[t, r] @ b[t, r]: B a transposed view (a weight gradient's X[n]ᵀ), A a
+    # strided view; K over two KC slices, edge rows and columns, several tasks per t.
+    a = rng.standard_normal((T, 3, 2 * gemm.MR + 5, 2 * gemm.KC + 7)).astype(np.float32)[:, :, :, 3:]
+    b = rng.standard_normal((T, 3, 3 * gemm.NR + 9, 2 * gemm.KC + 4)).astype(np.float32).transpose(0, 1, 3, 2)
+    out = np.full((T, a.shape[2], b.shape[3]), np.nan, np.float32)
+    gemm.sgemm_sum(a, b, out)
+    expected = np.einsum("trmk,trkn->tmn", a.astype(np.float64), b.astype(np.float64))
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4 * np.sqrt(3 * a.shape[3]))
+
+
 def test_matmul_transposed_and_broadcast_operands(rng):
     # The conv kernels' products: Wᵀ views, a broadcast weight batch, a transposed B
     # (the weight gradient's col matrix), 2-D operands (linear).

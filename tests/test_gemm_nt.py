@@ -64,21 +64,25 @@ def test_strided_batch_views_and_empty_reduction(rng):
 
 
 @pytest.mark.parametrize("groups", [1, 2])
-def test_conv_weight_gradient_by_nt(rng, monkeypatch, groups):
-    # 1×1 layers with P·Q >= 256 take the nt product, reading x and dy in place at stride 1
-    # without padding, else x through im2col; under 256 pixels, the Goto GEMM.
+def test_conv_weight_gradient_by_nt_or_sum(rng, monkeypatch, groups):
+    # 1×1 layers with 128..1024 pixels take the Goto GEMM summing per-image products
+    # (sgemm_sum, X[n]ᵀ a transposed view), over 1024 the nt product, reading x and dy in
+    # place at stride 1 without padding, else x through im2col; under 128 pixels, the Goto
+    # GEMM over a reordered copy.
     calls = []
-    original = cpu.sgemm_nt
-    monkeypatch.setattr(cpu, "sgemm_nt", lambda *args: calls.append(1) or original(*args))
+    for name in ("sgemm_nt", "sgemm_sum"):
+        original = getattr(cpu, name)
+        monkeypatch.setattr(cpu, name, lambda *args, _f=original, _n=name: calls.append(_n) or _f(*args))
     x = random(rng, (2, 4, 33, 32), np.float32)
-    for stride, padding, uses_nt in [(1, 0, True), (2, 0, True), ((2, 1), (1, 0), True), (3, 0, False)]:
+    # 33×32 = 1056 pixels; 17×16 = 272; 18×32 = 576; 11² = 121
+    for stride, padding, route in [(1, 0, "sgemm_nt"), (2, 0, "sgemm_sum"), ((2, 1), (1, 0), "sgemm_sum"), (3, 0, None)]:
         geom = conv_geometry("test", x.shape, (6, 4 // groups, 1, 1), stride, padding, 1, groups)
         dy = random(rng, geom.output_shape, np.float32)
         dw = convcore.conv2d_weight(x, geom.weight_shape, dy, stride=stride, padding=padding, groups=groups,
                                     backend="cpu", algorithm="gemm")
         expected = reference.conv2d_weight(x.astype(np.float64), geom.weight_shape, dy.astype(np.float64),
                                            stride=geom.stride, padding=geom.padding, dilation=(1, 1), groups=groups)
-        assert (calls == [1]) == uses_nt and cpu._wgrad_nt(x, geom) == uses_nt, (stride, padding)
+        assert calls == ([route] if route else []) and cpu._wgrad_nt(x, geom) == bool(route), (stride, padding)
         calls.clear()
         assert_matches(dw, expected, np.float32, 2 * geom.P * geom.Q, f"weight gradient, stride {stride}")
 

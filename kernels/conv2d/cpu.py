@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..gemm.cpu import enabled as gemm_enabled
-from ..gemm.cpu import matmul
+from ..gemm.cpu import matmul, sgemm_sum
 from ..gemm.nt import sgemm_nt
 from ..workspace import images_per_chunk, scratch
 from . import cpu_depthwise_strips as strips
@@ -281,9 +281,19 @@ def _geom_args(geom):
 _NT_MIN_PIXELS = 256
 
 
+# On the Intel Xeon host, though, the Goto GEMM summing per-image products in each task
+# (sgemm_sum, X[n]ᵀ a transposed view, still no copies) beat both up to 1024 pixels (2
+# threads, GFLOP/s, nt / sum / PyTorch: 8×256×28²→256 179 / 237 / 292; 8×1024×14²→256 165 /
+# 262 / 255 (the copy + GEMM: 212); batch 2 158 / 275 / 179), not at 56² (8×64×56²→256 182 /
+# 192 / 192; 8×256×56²→64 201 / 181 / 178); so 1×1 layers with 128 to 1024 pixels take it.
+_SUM_MIN_PIXELS, _SUM_MAX_PIXELS = 128, 1024
+
+
 def _wgrad_nt(x, geom):
-    return (x.dtype == np.float32 and gemm_enabled() and geom.R == geom.S == 1 and geom.P * geom.Q >= _NT_MIN_PIXELS
-            and not _depthwise(geom))
+    """1×1 float32 weight gradients by gemm.nt or sgemm_sum (conv2d_bwd_weight)."""
+    pq = geom.P * geom.Q
+    return (x.dtype == np.float32 and gemm_enabled() and geom.R == geom.S == 1 and not _depthwise(geom)
+            and (pq >= _NT_MIN_PIXELS or _SUM_MIN_PIXELS <= pq <= _SUM_MAX_PIXELS))
 
 
 def _fold_batch(geom):
@@ -420,7 +430,11 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
             else:
                 col = scratch("conv2d.im2col", (geom.N, geom.groups, crs, pq), x.dtype)
                 _im2col(x, col, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
-            sgemm_nt(dy4, col.transpose(1, 0, 2, 3), out.reshape(geom.groups, geom.Kg, crs))
+            if _SUM_MIN_PIXELS <= pq <= _SUM_MAX_PIXELS:
+                # the Goto GEMM summing the images' products in each task, X[n]ᵀ a view
+                sgemm_sum(dy4, col.transpose(1, 0, 3, 2), out.reshape(geom.groups, geom.Kg, crs))
+            else:
+                sgemm_nt(dy4, col.transpose(1, 0, 2, 3), out.reshape(geom.groups, geom.Kg, crs))
             return
         # One GEMM per group over the whole batch: (Kg, N·P·Q) × (N·P·Q, Cg·R·S).
         # im2col writes straight into the (g, Cg·R·S, N, P·Q) layout through a

@@ -197,8 +197,9 @@ def _pack_b(b, p0, kc, j0, nc, bp, partial_only):
 
 
 @njit(inline="always")
-def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile):
-    # c[i0:i1, j0:j1] = a[i0:i1, p0:p1] · b[p0:p1, j0:j1]; i0 and p0 multiples of MR and KC;
+def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile, add):
+    # c[i0:i1, j0:j1] (+)= a[i0:i1, p0:p1] · b[p0:p1, j0:j1] (added to c when add); i0 and p0
+    # multiples of MR and KC;
     # c has unit column stride. A comes packed by _pack_a in ap when prepacked, else each
     # MC×KC block is packed here into al (read once, straight into L2).
     ldc = c.strides[0] // 4
@@ -238,23 +239,23 @@ def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile):
                         a0 = pc * Mp + (ic + ir) * kc if prepacked else ir * kc
                         if b_direct and cols == NR:
                             if ir < full:
-                                _micro(a, at, lda, 1, b, b_at, ldb, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
+                                _micro(a, at, lda, 1, b, b_at, ldb, kc, c, (ic + ir) * ldc + jc + jr, ldc, (add or pc > p0))
                                 continue
                             if rows == MR:
-                                _micro(packed, a0, 1, MR, b, b_at, ldb, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
+                                _micro(packed, a0, 1, MR, b, b_at, ldb, kc, c, (ic + ir) * ldc + jc + jr, ldc, (add or pc > p0))
                                 continue
                             _micro(packed, a0, 1, MR, b, b_at, ldb, kc, tile, 0, NR, False)
                         elif cols == NR and ir < full:
-                            _micro(a, at, lda, 1, bp, jr * kc, NR, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
+                            _micro(a, at, lda, 1, bp, jr * kc, NR, kc, c, (ic + ir) * ldc + jc + jr, ldc, (add or pc > p0))
                             continue
                         elif cols == NR and rows == MR:
-                            _micro(packed, a0, 1, MR, bp, jr * kc, NR, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
+                            _micro(packed, a0, 1, MR, bp, jr * kc, NR, kc, c, (ic + ir) * ldc + jc + jr, ldc, (add or pc > p0))
                             continue
                         elif cols == 16 and ir < full:
-                            _micro16(a, at, lda, 1, bp, jr * kc, NR, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
+                            _micro16(a, at, lda, 1, bp, jr * kc, NR, kc, c, (ic + ir) * ldc + jc + jr, ldc, (add or pc > p0))
                             continue
                         elif cols == 16 and rows == MR:
-                            _micro16(packed, a0, 1, MR, bp, jr * kc, NR, kc, c, (ic + ir) * ldc + jc + jr, ldc, pc > p0)
+                            _micro16(packed, a0, 1, MR, bp, jr * kc, NR, kc, c, (ic + ir) * ldc + jc + jr, ldc, (add or pc > p0))
                             continue
                         elif cols < 16 and ir < full:
                             _micro16(a, at, lda, 1, bp, jr * kc, NR, kc, tile, 0, NR, False)
@@ -266,17 +267,17 @@ def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile):
                             _micro(packed, a0, 1, MR, bp, jr * kc, NR, kc, tile, 0, NR, False)
                         for i in range(rows):
                             for j in range(cols):
-                                if pc > p0:
+                                if (add or pc > p0):
                                     c[ic + ir + i, jc + jr + j] += tile[i * NR + j]
                                 else:
                                     c[ic + ir + i, jc + jr + j] = tile[i * NR + j]
 
 
-def _gemm(a, ap, Mp, prepacked, b, c, m_block, n_block, k_block, partial, work):
-    # c[t] = a[t % len(a)] · b[t % len(b)] for every t < len(c) (A packed in ap when
-    # prepacked). Task =
-    # (t, row block, column block, k slice); k slice s > 0 writes partial[s − 1, t], summed
-    # into c[t] below in slice order.
+def _gemm(a, ap, Mp, prepacked, b, c, m_block, n_block, k_block, partial, work, R):
+    # c[t] = Σ_{r < R} a[u % len(a)] · b[u % len(b)], u = t·R + r, for every t < len(c) (A
+    # packed in ap when prepacked; R = 1: one product each). Task = (t, row block, column
+    # block, k slice), summing its R products in order; k slice s > 0 writes partial[s − 1,
+    # t], summed into c[t] below in slice order.
     batch, M, N = c.shape
     K = b.shape[1]
     mt = (M + m_block - 1) // m_block
@@ -296,9 +297,11 @@ def _gemm(a, ap, Mp, prepacked, b, c, m_block, n_block, k_block, partial, work):
         al = mine[bn:bn + MC * KC]
         tile = mine[bn + MC * KC:bn + MC * KC + MR * NR]
         target = c[t] if s == 0 else partial[s - 1, t]
-        _block(a[t % a.shape[0]], ap[t % ap.shape[0]], Mp, prepacked, b[t % b.shape[0]], target,
-               i * m_block, min(M, (i + 1) * m_block), j * n_block, min(N, (j + 1) * n_block),
-               s * k_block, min(K, (s + 1) * k_block), al, bp, tile)
+        for r in range(R):
+            u = t * R + r
+            _block(a[u % a.shape[0]], ap[u % ap.shape[0]], Mp, prepacked, b[u % b.shape[0]], target,
+                   i * m_block, min(M, (i + 1) * m_block), j * n_block, min(N, (j + 1) * n_block),
+                   s * k_block, min(K, (s + 1) * k_block), al, bp, tile, r > 0)
     if k_split > 1:
         for row in prange(batch * M):
             t = row // M
@@ -352,7 +355,7 @@ def _compiled():
     # process's JIT code of the micro-kernel ran at half speed).
     pack = njit_cached(_pack_a, types.void(f3, f2c), "_compiled", parallel=True)
     gemm = njit_cached(_gemm, types.void(f3, f2c, types.intp, types.boolean, f3, f3, types.intp, types.intp, types.intp,
-                                         f4c, f2c), "_compiled", parallel=True)
+                                         f4c, f2c, types.intp), "_compiled", parallel=True)
     return pack, gemm
 
 
@@ -382,10 +385,12 @@ def describe() -> str:
             else "NumPy's BLAS (np.matmul)")
 
 
-def sgemm(a, b, out, blocks=None):
+def sgemm(a, b, out, blocks=None, summed=1):
     """out[t] = a[t % len(a)] @ b[t % len(b)] for float32 3-D arrays (any strides for a and b;
     out with unit column stride). Shapes are the caller's to check. ``blocks`` (rows,
-    columns, k slices per task) overrides ``_split``; rows and columns round up to the tile."""
+    columns, k slices per task) overrides ``_split``; rows and columns round up to the tile.
+    ``summed`` = R > 1: out[t] = Σ_{r < R} a[u % len(a)] @ b[u % len(b)], u = t·R + r (the
+    products summed in order inside each task: no per-product temporaries)."""
     batch, M, N = out.shape
     K = a.shape[2]
     if M == 0 or N == 0:
@@ -415,7 +420,16 @@ def sgemm(a, b, out, blocks=None):
     if prepacked:
         pack(a, ap)
     work = scratch("gemm.work", (config.NUMBA_NUM_THREADS, min(NC, n_block + NR) * KC + MC * KC + MR * NR), np.float32)
-    gemm(a, ap, Mp, prepacked, b, out, m_block, n_block, k_block, partial, work)
+    gemm(a, ap, Mp, prepacked, b, out, m_block, n_block, k_block, partial, work, summed)
+    return out
+
+
+def sgemm_sum(a, b, out):
+    """out[t] = Σ_r a[t, r] @ b[t, r] for float32 a (T, R, M, K), b (T, R, K, N) (any strides)
+    and out (T, M, N) with unit column stride: weight gradients, dW = Σ_n dY[n] · X[n]ᵀ with
+    X[n]ᵀ a transposed view. Shapes are the caller's to check."""
+    for t in range(out.shape[0]):  # one call per t: (R, M, K) views of any strides, no copies
+        sgemm(a[t], b[t], out[t:t + 1], summed=a.shape[1])
     return out
 
 
