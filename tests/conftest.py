@@ -64,3 +64,24 @@ def pytest_collection_finish(session):
     report_tests = [item for item in session.items if item.path.name == "test_ptx_report.py"]
     if report_tests:
         report_tests[0].module.start_report(alone=len(report_tests) == len(session.items))
+
+
+@pytest.fixture
+def sixteen_lanes():
+    """convcore's 16-lane CPU kernels (its GEMM, cpu_flat_simd, cpu_kvec, cpu_kvec16), which run
+    by default only on AVX-512 hosts, forced on (CONVCORE_CPU_GEMM=convcore) for one test: on
+    other hosts LLVM splits the vectors, slower but the same arithmetic, so their correctness
+    and routing are tested on every machine, not skipped where CI lacks AVX-512."""
+    from convcore.kernels.gemm import cpu as gemm
+
+    before = os.environ.get("CONVCORE_CPU_GEMM")
+    os.environ["CONVCORE_CPU_GEMM"] = "convcore"
+    gemm.enabled.cache_clear()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CONVCORE_CPU_GEMM", None)
+        else:
+            os.environ["CONVCORE_CPU_GEMM"] = before
+        gemm.enabled.cache_clear()

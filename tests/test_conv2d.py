@@ -600,13 +600,10 @@ def test_cpu_gemm_input_gradient_chunked_and_folded(rng, monkeypatch, dtype_):
     ((8, 3, 23, 30), (7, 3, 3, 3), 1, 1),              # several strips, K = 7 (a short last block)
     ((8, 5, 12, 11), (4, 5, 3, 2), (2, 0, 1, 2), (2, 1)),  # dilated, asymmetric padding
 ])
-def test_cpu_flat_simd_forward(rng, shape, weight, padding, dilation):
+def test_cpu_flat_simd_forward(sixteen_lanes, rng, shape, weight, padding, dilation):
     # The register-tiled flat forward (float32, AVX-512 hosts) against the float64 reference.
     from convcore.kernels.conv2d import cpu_flat_simd
-    from convcore.kernels.gemm import cpu as gemm_cpu
 
-    if not gemm_cpu.enabled():
-        pytest.skip("convcore's 16-lane kernels are off on this host (no AVX-512)")
     x, w = random(rng, shape, np.float32), random(rng, weight, np.float32)
     geom = conv_geometry("test", shape, weight, 1, padding, dilation, 1)
     assert cpu_flat_simd.applies(x, np.empty(geom.output_shape, np.float32), geom)
@@ -621,14 +618,11 @@ def test_cpu_flat_simd_forward(rng, shape, weight, padding, dilation):
 
 
 @pytest.mark.parametrize("padding,dilation", [(0, 1), ((2, 1, 0, 2), (1, 2))])
-def test_cpu_flat_simd_input_gradient(rng, padding, dilation):
+def test_cpu_flat_simd_input_gradient(sixteen_lanes, rng, padding, dilation):
     # The input gradient as the flat register-tiled forward of dY padded by dil·(R−1) − pad
     # with W rotated 180° and K ↔ C (float32, AVX-512 hosts, 16+ tasks).
     from convcore.kernels.conv2d import cpu as cpu_kernels
-    from convcore.kernels.gemm import cpu as gemm_cpu
 
-    if not gemm_cpu.enabled():
-        pytest.skip("convcore's 16-lane kernels are off on this host (no AVX-512)")
     shape, weight = (8, 6, 14, 13), (16, 6, 5, 3)
     geom = conv_geometry("test", shape, weight, 1, padding, dilation, 1)
     w, dy = random(rng, weight, np.float32), random(rng, geom.output_shape, np.float32)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from convcore.kernels.conv2d import cpu, cpu_kvec
-from convcore.kernels.gemm import cpu as gemm
 from helpers import assert_matches, random
 
 import convcore
 from convcore import reference
 from convcore.conv import conv_geometry
 
-pytestmark = pytest.mark.skipif(not gemm.enabled(), reason="cpu_kvec runs where convcore's 16-lane kernels do")
+pytestmark = pytest.mark.usefixtures("sixteen_lanes")  # run on every host, AVX-512 or not
 
 # K over and under the 64-channel tile (a short last block), Q not a multiple of the 6-pixel
 # tile (the last tile runs past Q) nor of the 16-pixel transposed block, strides 2-3,

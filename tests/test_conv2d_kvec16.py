@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from convcore.kernels.conv2d import cpu_kvec16
-from convcore.kernels.gemm import cpu as gemm
 from helpers import assert_matches, random
 
 import convcore
 from convcore import reference
 from convcore.conv import conv_geometry
 
-pytestmark = pytest.mark.skipif(not gemm.enabled(), reason="cpu_kvec16 runs where convcore's 16-lane kernels do")
+pytestmark = pytest.mark.usefixtures("sixteen_lanes")  # run on every host, AVX-512 or not
 
 # K = 16 (whole 16×16 blocks transposed, P·Q not a multiple of 16 nor of the 25-pixel run)
 # and K < 16 (scalar copies); rows of at most 16 (the masked-load copy) and wider (scalar);

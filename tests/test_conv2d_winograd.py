@@ -200,7 +200,7 @@ def test_candidates():
         cpu.candidates("forward", geom)
 
 
-def test_tile_choice():
+def test_tile_choice(sixteen_lanes):
     # (N, channels, plane, 'winograd' picks, 'auto' picks) by the cost model
     # α²·(tiles + 16)·(C + 64)/C vs 9·N·P·Q·(9C + 64)/9C (auto: Winograd only when 20%
     # cheaper; the channel factors charge a GEMM's shallow reductions): F(4×4) from 7×7 up
@@ -233,6 +233,25 @@ def test_tile_choice():
     assert cpu._choose("auto", tiny, dtype=np.float64) == "gemm"
     few_channels = conv_geometry("test", (8, 8, 28, 28), (8, 8, 3, 3), 1, 1, 1, 1)
     assert cpu._choose("auto", few_channels, dtype=np.float64) == "gemm"
+
+
+def test_tile_choice_without_the_16_lane_kernels(monkeypatch):
+    # Where they are off (no AVX-512, or CONVCORE_CPU_GEMM=blas) the register-tiled direct
+    # forward does not run: tiny and shallow float32 layers go to im2col + BLAS instead,
+    # Winograd's choices stay.
+    from convcore.kernels.gemm import cpu as gemm
+
+    monkeypatch.setenv("CONVCORE_CPU_GEMM", "blas")
+    gemm.enabled.cache_clear()
+    try:
+        tiny = conv_geometry("test", (1, 64, 2, 2), (64, 64, 3, 3), 1, 1, 1, 1)
+        assert cpu._choose("auto", tiny, dtype=np.float32) == cpu._choose("auto", tiny) == "gemm"
+        few = conv_geometry("test", (8, 32, 28, 28), (32, 32, 3, 3), 1, 1, 1, 1)
+        assert cpu._choose("auto", few, dtype=np.float32) == "winograd_f4"
+        big = conv_geometry("test", (8, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1)
+        assert cpu._choose("auto", big, dtype=np.float32) == "winograd_f4"
+    finally:
+        gemm.enabled.cache_clear()
 
 
 @pytest.mark.parametrize("algorithm", WINOGRAD)
@@ -318,15 +337,12 @@ def test_weight_gradient_is_deterministic(rng):
 
 @pytest.mark.parametrize("flip", [False, True])
 @pytest.mark.parametrize("shape", [(16, 32), (31, 29), (5, 48), (33, 16)])
-def test_float32_weight_transform_matches_the_generic_one(shape, flip, rng):
+def test_float32_weight_transform_matches_the_generic_one(sixteen_lanes, shape, flip, rng):
     # The float32 kernel transposes the taps in 16×16 register blocks (the last Cg % 16
     # channels, and a block that would read past the end of w, element by element): the
     # same arithmetic as the generic kernel, so the same bits, forward and flipped.
     from convcore.kernels.conv2d import cpu_winograd
-    from convcore.kernels.gemm import cpu as gemm
 
-    if not gemm.enabled():
-        pytest.skip("the float32 kernel runs where convcore's 16-lane kernels do")
     w = random(rng, shape + (3, 3), np.float32)
     rows, cg = (shape[1], shape[0]) if flip else shape
     for m in (2, 4):
