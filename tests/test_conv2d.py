@@ -441,6 +441,40 @@ def test_cpu_depthwise_strips(dtype, config, rng):
 
 
 @pytest.mark.parametrize("stride", [1, 2])
+def test_cpu_depthwise_strips_keep_the_neighbouring_row_out(dtype, stride):
+    """The strips read rows Q wide, so a tap past a row's end reads the next row: the masks
+    must drop it exactly (a select, not a multiply by 0, which would turn Inf into NaN).
+    An Inf in every row's last column of x (forward, weight gradient) or of dY (input
+    gradient), positive weights: the reference's Inf entries, and nothing else, are Inf."""
+    from convcore.kernels.conv2d import cpu_depthwise_strips as strips
+
+    rng = np.random.default_rng(7)
+    shape, weight = (2, 3, 9, 12), (3, 1, 3, 3)
+    geom = conv_geometry("test", shape, weight, stride, 1, 1, 3)
+    assert strips.applies(geom)
+    x = rng.uniform(0.5, 1.0, shape).astype(dtype)
+    w = rng.uniform(0.5, 1.0, weight).astype(dtype)
+    dy = rng.uniform(0.5, 1.0, geom.output_shape).astype(dtype)
+    finite_dy = dy.copy()  # the weight gradient's: an Inf in both would meet the reference's 0 · Inf padding
+    x[..., -1], dy[..., -1] = np.inf, np.inf
+    x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
+    kwargs = dict(stride=stride, padding=1, groups=3, backend="cpu")
+    results = {
+        "conv2d": (convcore.conv2d(x, w, **kwargs), reference.conv2d(x64, w64, None, out_hw=(geom.P, geom.Q),
+                                                                  **_ref_kwargs(geom))),
+        "conv2d_input": (convcore.conv2d_input(shape, w, dy, **kwargs),
+                         reference.conv2d_input(shape, w64, dy64, **_ref_kwargs(geom))),
+        "conv2d_weight": (convcore.conv2d_weight(x, weight, finite_dy, **kwargs),
+                          reference.conv2d_weight(x64, weight, finite_dy.astype(np.float64), **_ref_kwargs(geom))),
+    }
+    for op, (got, want) in results.items():
+        assert not np.isnan(want).any() and np.isinf(want).any() and np.isfinite(want).any(), op
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want), err_msg=op)
+        finite = np.isfinite(want)
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, err_msg=op)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
 def test_cpu_depthwise_strips_bitwise_across_threads(stride, rng):
     """The strip kernels hand chunks to threads dynamically; every result is still the same
     bits on 1 thread and on all, and from run to run (the weight gradient's sums included)."""
