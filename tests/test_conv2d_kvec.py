@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from convcore.kernels.conv2d import cpu, cpu_kvec
+from convcore.kernels.gemm import cpu as gemm
 from helpers import assert_matches, random
 
 import convcore
@@ -28,8 +29,16 @@ KVEC_CONFIGS = {
 }
 
 
+@pytest.mark.parametrize("tile", ["wide", "avx2"])
 @pytest.mark.parametrize("config", KVEC_CONFIGS)
-def test_kvec_forward_matches_reference(config, rng, monkeypatch):
+def test_kvec_forward_matches_reference(config, tile, rng, monkeypatch):
+    # wide: 4 vectors of output channels (convcore's 16-lane kernels on); avx2: the narrow
+    # tile of hosts without AVX-512 (the 16-lane kernels off, AVX2 claimed for the routing)
+    if tile == "avx2":
+        monkeypatch.setenv("CONVCORE_CPU_GEMM", "blas")
+        gemm.enabled.cache_clear()
+        monkeypatch.setattr(cpu_kvec, "_avx2_host", lambda: True)
+    assert cpu_kvec.tile_channels() == (cpu_kvec.KL if tile == "wide" else cpu_kvec.KL_AVX2)
     input_shape, weight_shape, kwargs = KVEC_CONFIGS[config]
     x, w, b = random(rng, input_shape, np.float32), random(rng, weight_shape, np.float32), random(rng, weight_shape[:1],
                                                                                                    np.float32)
@@ -50,3 +59,14 @@ def test_auto_takes_kvec_for_the_stem_in_float32_only():
     assert cpu._choose("auto", stem, dtype=np.float32) == "direct"
     assert cpu._choose("auto", stem, dtype=np.float64) == "gemm"
     assert cpu._choose("auto", stem, "bwd_weight") == "phase"
+
+
+def test_auto_takes_kvec_for_the_stem_where_it_runs(monkeypatch):
+    # with the 16-lane kernels off: the narrow tile on AVX2 hosts, else im2col + BLAS
+    monkeypatch.setenv("CONVCORE_CPU_GEMM", "blas")
+    gemm.enabled.cache_clear()
+    stem = conv_geometry("test", (8, 3, 224, 224), (64, 3, 7, 7), 2, 3, 1, 1)
+    for avx2, choice in ((True, "direct"), (False, "gemm")):
+        monkeypatch.setattr(cpu_kvec, "_avx2_host", lambda v=avx2: v)
+        assert cpu_kvec.available() is avx2
+        assert cpu._choose("auto", stem, dtype=np.float32) == choice

@@ -8,7 +8,7 @@ Algorithms (``algorithm=``), each in its own module:
   cpu_flat_simd (3 output channels × 144 flat outputs in zmm registers), or with 12-16
   output channels and 8+ images cpu_kvec16 (all channels in one vector × 25 pixels); other dense
   float32 forwards (strided: the ResNet stem's) cpu_kvec (64 output channels in four
-  vectors × 6 pixels).
+  vectors × 6 pixels; on AVX2 hosts without AVX-512, 16 channels × 6 pixels).
 - ``gemm`` (cpu_gemm): im2col/col2im + BLAS; 1×1 stride-1 unpadded layers skip im2col
   (the input already is the column matrix).
 - ``winograd_f2`` / ``winograd_f4`` (cpu_winograd): F(2×2, 3×3) / F(4×4, 3×3) for 3×3
@@ -179,8 +179,9 @@ def _choose(algorithm, geom, direction="fwd", dtype=None):
         return "phase"
     # Its forward: the kernel with output channels in vectors (cpu_kvec), float32 on
     # AVX-512 hosts (2 threads, ms, kvec / im2col + GEMM: batch 1 1.66 / 2.39, batch 8
-    # 8.2 / 10.3).
-    if direction == "fwd" and _stem_like(geom) and (dtype is None or np.dtype(dtype) == np.float32) and gemm_enabled():
+    # 8.2 / 10.3) and, with its narrow tile, on AVX2 ones (AMD Zen, 2 threads, kvec /
+    # im2col + BLAS / PyTorch: batch 1 5.5 / 11.1 / 7.1, batch 8 57-69 / 103-118 / 62-70).
+    if direction == "fwd" and _stem_like(geom) and (dtype is None or np.dtype(dtype) == np.float32) and cpu_kvec.available():
         return "direct"
     # GEMM pays once the reduction (C/g·R·S) is deep enough to feed BLAS;
     # depthwise and tiny-channel layers stay direct.

@@ -31,6 +31,10 @@ from ..workspace import scratch
 
 KL = 64  # output channels per tile (4 vectors)
 TQ = 6   # output pixels per tile
+# Hosts with AVX2 but not AVX-512 (16 ymm registers): a 16-lane vector is two ymm, so the
+# tile is 1 vector of 16 output channels × 6 pixels (12 ymm accumulators, 2 for the weights,
+# 1 for the broadcast), not 4 × 6 (48 ymm: spilled).
+KL_AVX2 = 16
 
 
 @njit(inline="always")
@@ -67,6 +71,26 @@ def _tile(xp, xo, sw, dw, C, R, S, plane, row, wp, wo, acc, a):
     vstore(acc, a + 320, f0); vstore(acc, a + 336, f1); vstore(acc, a + 352, f2); vstore(acc, a + 368, f3)
 
 
+@njit(inline="always")
+def _tile_avx2(xp, xo, sw, dw, C, R, S, plane, row, wp, wo, acc, a):
+    # _tile for KL_AVX2 = 16 output channels: acc[a + j·16 + l], j < TQ, l < 16.
+    a0 = vzero(); b0 = vzero(); c0 = vzero(); d0 = vzero(); e0 = vzero(); f0 = vzero()
+    for c in range(C):
+        for r in range(R):
+            xr = xo + c * plane + r * row
+            wr = wo + (c * R + r) * S * KL_AVX2
+            for s in range(S):
+                o = xr + s * dw
+                w0 = vload(wp, wr + s * KL_AVX2)
+                a0 = vfma(vb(xp, o), w0, a0); b0 = vfma(vb(xp, o + sw), w0, b0)
+                o2 = o + 2 * sw
+                c0 = vfma(vb(xp, o2), w0, c0); d0 = vfma(vb(xp, o2 + sw), w0, d0)
+                o4 = o + 4 * sw
+                e0 = vfma(vb(xp, o4), w0, e0); f0 = vfma(vb(xp, o4 + sw), w0, f0)
+    vstore(acc, a + 0, a0); vstore(acc, a + 16, b0); vstore(acc, a + 32, c0)
+    vstore(acc, a + 48, d0); vstore(acc, a + 64, e0); vstore(acc, a + 80, f0)
+
+
 def _fwd_kvec(xp, wp, out, sh, sw, dh, dw, R, S, work):
     # out (N, K, P, Q) C-contiguous; xp (N, C, Hp, Wp) C-contiguous; wp (KB, C·R·S·KL).
     # A row's tiles go to this thread's row buffer row[q·KL + l] (pixel-major, as the
@@ -75,28 +99,32 @@ def _fwd_kvec(xp, wp, out, sh, sw, dh, dw, R, S, work):
     N, C, Hp, Wp = xp.shape
     K, P, Q = out.shape[1], out.shape[2], out.shape[3]
     blocks = wp.shape[0]
+    kl = wp.shape[1] // (C * R * S)  # KL, or KL_AVX2 (the narrow tile)
     plane = Hp * Wp
     for task in prange(N * blocks * P):
         p = task % P
         kb = (task // P) % blocks
         n = task // (P * blocks)
         row = work[get_thread_id()]
-        k0 = kb * KL
-        kn = min(KL, K - k0)
+        k0 = kb * kl
+        kn = min(kl, K - k0)
         for q0 in range(0, Q, TQ):
-            _tile(xp, (n * C * Hp + p * sh) * Wp + q0 * sw, sw, dw, C, R, S, plane, dh * Wp, wp, kb * C * R * S * KL,
-                  row, q0 * KL)
+            xo = (n * C * Hp + p * sh) * Wp + q0 * sw
+            if kl == KL:
+                _tile(xp, xo, sw, dw, C, R, S, plane, dh * Wp, wp, kb * C * R * S * KL, row, q0 * KL)
+            else:
+                _tile_avx2(xp, xo, sw, dw, C, R, S, plane, dh * Wp, wp, kb * C * R * S * KL_AVX2, row, q0 * KL_AVX2)
         full = Q // 16 * 16
         for v in range(0, kn, 16):
             o = ((n * K + k0 + v) * P + p) * Q  # out[n, k0 + v, p, 0]
             q_lo = 0
             if v + 16 <= kn:
                 for q in range(0, full, 16):
-                    transpose16(row, q * KL + v, KL, out, o + q, P * Q)
+                    transpose16(row, q * kl + v, kl, out, o + q, P * Q)
                 q_lo = full
             for k in range(min(16, kn - v)):
                 for q in range(q_lo, Q):
-                    store_at(out, o + k * P * Q + q, load_at(row, q * KL + v + k))
+                    store_at(out, o + k * P * Q + q, load_at(row, q * kl + v + k))
 
 
 @functools.lru_cache(maxsize=None)
@@ -109,11 +137,34 @@ def _compiled():
     return njit_cached(_fwd_kvec, sig, "_compiled", parallel=True)
 
 
-def applies(x, out, geom) -> bool:
-    """float32 on a host where convcore's 16-lane kernels run (gemm.cpu.enabled), one group."""
+def _avx2_host() -> bool:
+    """AVX2 and FMA but convcore's 16-lane kernels off (no AVX-512): the narrow tile."""
+    from llvmlite import binding as llvm
+
     from ..gemm.cpu import enabled
 
-    return x.dtype == out.dtype == np.float32 and enabled() and geom.groups == 1
+    features = llvm.get_host_cpu_features()
+    return not enabled() and bool(features.get("avx2", False)) and bool(features.get("fma", False))
+
+
+def available() -> bool:
+    """Whether this kernel runs here: with the wide tile where convcore's 16-lane kernels
+    run (gemm.cpu.enabled), with the narrow one on AVX2 hosts without AVX-512."""
+    from ..gemm.cpu import enabled
+
+    return enabled() or _avx2_host()
+
+
+def tile_channels() -> int:
+    """Output channels per register tile: KL with convcore's 16-lane kernels, else KL_AVX2."""
+    from ..gemm.cpu import enabled
+
+    return KL if enabled() else KL_AVX2
+
+
+def applies(x, out, geom) -> bool:
+    """float32, one group, on a host where it runs (available)."""
+    return x.dtype == out.dtype == np.float32 and geom.groups == 1 and available()
 
 
 def kvec_fwd(x, w, out, geom):
@@ -132,9 +183,10 @@ def kvec_fwd(x, w, out, geom):
     w0, w1 = max(0, pl), min(Wp, pl + W)
     if h1 > h0 and w1 > w0:
         xp[:, :, h0:h1, w0:w1] = x[:, :, h0 - pt:h1 - pt, w0 - pl:w1 - pl]
-    blocks = -(-K // KL)
-    wp = np.zeros((blocks * KL, C, R, S), np.float32)
+    kl = tile_channels()
+    blocks = -(-K // kl)
+    wp = np.zeros((blocks * kl, C, R, S), np.float32)
     wp[:K] = w
-    wp = np.ascontiguousarray(wp.reshape(blocks, KL, C * R * S).transpose(0, 2, 1)).reshape(blocks, C * R * S * KL)
-    work = scratch("conv2d.kvec_row", (config.NUMBA_NUM_THREADS, -(-Q // TQ) * TQ * KL), np.float32)
+    wp = np.ascontiguousarray(wp.reshape(blocks, kl, C * R * S).transpose(0, 2, 1)).reshape(blocks, C * R * S * kl)
+    work = scratch("conv2d.kvec_row", (config.NUMBA_NUM_THREADS, -(-Q // TQ) * TQ * kl), np.float32)
     _compiled()(xp, wp, out, sh, sw, dh, dw, R, S, work)
