@@ -109,7 +109,7 @@ def plan(direction, R, S, sh, sw, pt, pl, dh, dw, Q, out_rows, itemsize):
     # Strip rows: input phase rows + output rows + the mask rows within STRIP_BYTES.
     per_row = Q * itemsize * (n_in + n_out + 1 + len(shifts))
     rows = max(1, min(out_rows, STRIP_BYTES // per_row - d_span))
-    bits = {0: 0, **{c: (b + 1) * rows * Q for b, c in enumerate(shifts)}}  # mask row offsets
+    mask_row = {0: 0, **{c: (b + 1) * rows * Q for b, c in enumerate(shifts)}}  # offsets into masks
     q = np.arange(rows * Q) % Q
     masks = np.ones((1 + len(shifts), rows * Q), np.float32 if itemsize == 4 else np.float64)
     for b, c in enumerate(shifts):
@@ -143,7 +143,7 @@ def plan(direction, R, S, sh, sw, pt, pl, dh, dw, Q, out_rows, itemsize):
                     row += list(bl[min(k, len(bl) - 1)])
                 for k in range(3):
                     c = cl[min(k, len(cl) - 1)]
-                    row += [c, bits[c]]
+                    row += [c, mask_row[c]]
                 taps = [-1] * 9
                 for a, bkey in enumerate(bl):
                     r = bases[bkey][0]

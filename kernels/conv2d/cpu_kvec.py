@@ -137,14 +137,19 @@ def _compiled():
     return njit_cached(_fwd_kvec, sig, "_compiled", parallel=True)
 
 
-def _avx2_host() -> bool:
-    """AVX2 and FMA but convcore's 16-lane kernels off (no AVX-512): the narrow tile."""
+@functools.lru_cache(maxsize=None)
+def _host_has_avx2_fma() -> bool:
     from llvmlite import binding as llvm
 
+    features = llvm.get_host_cpu_features()  # asked once: available() runs on every dispatch
+    return bool(features.get("avx2", False)) and bool(features.get("fma", False))
+
+
+def _avx2_host() -> bool:
+    """AVX2 and FMA but convcore's 16-lane kernels off (no AVX-512): the narrow tile."""
     from ..gemm.cpu import enabled
 
-    features = llvm.get_host_cpu_features()
-    return not enabled() and bool(features.get("avx2", False)) and bool(features.get("fma", False))
+    return not enabled() and _host_has_avx2_fma()
 
 
 def available() -> bool:
