@@ -85,3 +85,21 @@ def sixteen_lanes():
         else:
             os.environ["CONVCORE_CPU_GEMM"] = before
         gemm.enabled.cache_clear()
+
+
+@pytest.fixture(params=["wide", "avx2"])
+def cpu_tile(request, monkeypatch):
+    """A register-tiled 16-lane CPU kernel (cpu_flat_simd, cpu_kvec, cpu_kvec16) each way it
+    runs: 'wide', its AVX-512 tile (sixteen_lanes); 'avx2', the narrow tile of AVX2 hosts
+    without AVX-512 (the 16-lane GEMM off, AVX2 claimed: the same arithmetic on any x86)."""
+    from convcore.kernels.conv2d import cpu_kvec
+    from convcore.kernels.gemm import cpu as gemm
+
+    if request.param == "wide":
+        request.getfixturevalue("sixteen_lanes")
+    else:
+        monkeypatch.setenv("CONVCORE_CPU_GEMM", "blas")
+        gemm.enabled.cache_clear()
+        monkeypatch.setattr(cpu_kvec, "_avx2_host", lambda: True)
+        request.addfinalizer(gemm.enabled.cache_clear)  # before monkeypatch restores the variable
+    return request.param

@@ -634,10 +634,12 @@ def test_cpu_gemm_input_gradient_chunked_and_folded(rng, monkeypatch, dtype_):
     ((8, 3, 23, 30), (7, 3, 3, 3), 1, 1),              # several strips, K = 7 (a short last block)
     ((8, 5, 12, 11), (4, 5, 3, 2), (2, 0, 1, 2), (2, 1)),  # dilated, asymmetric padding
 ])
-def test_cpu_flat_simd_forward(sixteen_lanes, rng, shape, weight, padding, dilation):
-    # The register-tiled flat forward (float32, AVX-512 hosts) against the float64 reference.
+def test_cpu_flat_simd_forward(cpu_tile, rng, shape, weight, padding, dilation):
+    # The register-tiled flat forward (float32; AVX-512 hosts' 144-output strip, AVX2 hosts'
+    # 32) against the float64 reference.
     from convcore.kernels.conv2d import cpu_flat_simd
 
+    assert cpu_flat_simd.strip_length() == (cpu_flat_simd.STRIP if cpu_tile == "wide" else cpu_flat_simd.STRIP_AVX2)
     x, w = random(rng, shape, np.float32), random(rng, weight, np.float32)
     geom = conv_geometry("test", shape, weight, 1, padding, dilation, 1)
     assert cpu_flat_simd.applies(x, np.empty(geom.output_shape, np.float32), geom)
@@ -652,15 +654,16 @@ def test_cpu_flat_simd_forward(sixteen_lanes, rng, shape, weight, padding, dilat
 
 
 @pytest.mark.parametrize("padding,dilation", [(0, 1), ((2, 1, 0, 2), (1, 2))])
-def test_cpu_flat_simd_input_gradient(sixteen_lanes, rng, padding, dilation):
+def test_cpu_flat_simd_input_gradient(cpu_tile, rng, padding, dilation):
     # The input gradient as the flat register-tiled forward of dY padded by dil·(R−1) − pad
-    # with W rotated 180° and K ↔ C (float32, AVX-512 hosts, 16+ tasks).
+    # with W rotated 180° and K ↔ C (float32, 16+ tasks), with the wide tile only: the AVX2
+    # hosts' narrow one lost to cpu_kblock's scatter, which then computes it.
     from convcore.kernels.conv2d import cpu as cpu_kernels
 
     shape, weight = (8, 6, 14, 13), (16, 6, 5, 3)
     geom = conv_geometry("test", shape, weight, 1, padding, dilation, 1)
     w, dy = random(rng, weight, np.float32), random(rng, geom.output_shape, np.float32)
-    assert cpu_kernels._dgrad_by_flat_simd(dy, np.empty(shape, np.float32), geom)
+    assert cpu_kernels._dgrad_by_flat_simd(dy, np.empty(shape, np.float32), geom) is (cpu_tile == "wide")
     dx = convcore.conv2d_input(shape, w, dy, padding=padding, dilation=dilation, backend="cpu", algorithm="direct")
     expected = reference.conv2d_input(shape, w.astype(np.float64), dy.astype(np.float64), stride=(1, 1),
                                       padding=geom.padding, dilation=geom.dilation, groups=1)

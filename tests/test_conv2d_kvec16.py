@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from convcore.kernels.conv2d import cpu_kvec16
+from convcore.kernels.conv2d import cpu_kvec, cpu_kvec16
+from convcore.kernels.gemm import cpu as gemm
 from helpers import assert_matches, random
 
 import convcore
 from convcore import reference
 from convcore.conv import conv_geometry
-
-pytestmark = pytest.mark.usefixtures("sixteen_lanes")  # run on every host, AVX-512 or not
 
 # K = 16 (whole 16×16 blocks transposed, P·Q not a multiple of 16 nor of the 25-pixel run)
 # and K < 16 (scalar copies); rows of at most 16 (the masked-load copy) and wider (scalar);
@@ -26,7 +25,9 @@ KVEC16_CONFIGS = {
 
 
 @pytest.mark.parametrize("config", KVEC16_CONFIGS)
-def test_kvec16_forward_matches_reference(config, rng, monkeypatch):
+def test_kvec16_forward_matches_reference(config, cpu_tile, rng, monkeypatch):
+    # wide: the 25-pixel run; avx2: the 6-pixel run of AVX2 hosts (run on every host)
+    assert cpu_kvec16.run_pixels() == (cpu_kvec16.TJ if cpu_tile == "wide" else cpu_kvec16.TJ_AVX2)
     input_shape, weight_shape, kwargs = KVEC16_CONFIGS[config]
     x, w, b = (random(rng, s, np.float32) for s in (input_shape, weight_shape, weight_shape[:1]))
     geom = conv_geometry("test", input_shape, weight_shape, 1, kwargs.get("padding", 0), kwargs.get("dilation", 1), 1)
@@ -40,7 +41,7 @@ def test_kvec16_forward_matches_reference(config, rng, monkeypatch):
     assert calls == [1]
 
 
-def test_kvec16_applies_to_lenet_conv2_at_batch_8_not_1_nor_float64():
+def test_kvec16_applies_to_lenet_conv2_at_batch_8_not_1_nor_float64(sixteen_lanes):
     def applies(n, k, dtype=np.float32):
         geom = conv_geometry("test", (n, 6, 14, 14), (k, 6, 5, 5), 1, 0, 1, 1)
         x, out = np.empty((n, 6, 14, 14), dtype), np.empty((n, k, 10, 10), dtype)
@@ -48,3 +49,15 @@ def test_kvec16_applies_to_lenet_conv2_at_batch_8_not_1_nor_float64():
 
     assert applies(128, 16) and applies(8, 12)
     assert not applies(1, 16) and not applies(128, 17) and not applies(128, 6) and not applies(128, 16, np.float64)
+
+
+def test_kvec16_runs_where_kvec_does(monkeypatch):
+    # with the 16-lane kernels off: the 6-pixel run on AVX2 hosts, else not at all (and
+    # LeNet conv2's direct forward goes to cpu_kblock)
+    monkeypatch.setenv("CONVCORE_CPU_GEMM", "blas")
+    gemm.enabled.cache_clear()
+    geom = conv_geometry("test", (128, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1)
+    x, out = np.empty((128, 6, 14, 14), np.float32), np.empty((128, 16, 10, 10), np.float32)
+    for avx2 in (True, False):
+        monkeypatch.setattr(cpu_kvec, "_avx2_host", lambda v=avx2: v)
+        assert cpu_kvec16.applies(x, out, geom) is avx2

@@ -6,7 +6,8 @@ Algorithms (``algorithm=``), each in its own module:
   output channels) forward, weight gradient and, for C >= 4, input gradient; cpu_flat's
   scatter for the other input gradients; for float32 on AVX-512 hosts, the forward of
   cpu_flat_simd (3 output channels × 144 flat outputs in zmm registers), or with 12-16
-  output channels and 8+ images cpu_kvec16 (all channels in one vector × 25 pixels); other dense
+  output channels and 8+ images cpu_kvec16 (all channels in one vector × 25 pixels), both
+  with narrower tiles on AVX2 hosts (32 flat outputs; 6 pixels); other dense
   float32 forwards (strided: the ResNet stem's) cpu_kvec (64 output channels in four
   vectors × 6 pixels; on AVX2 hosts without AVX-512, 16 channels × 6 pixels).
 - ``gemm`` (cpu_gemm): im2col/col2im + BLAS; 1×1 stride-1 unpadded layers skip im2col
@@ -240,7 +241,10 @@ def _shallow_direct(geom, direction, dtype):
 def _dgrad_by_flat_simd(dy, out, geom):
     # kblock_applies_dgrad's layers (padding <= dil·(R−1)) in float32 on AVX-512 hosts:
     # 128×16×10² → 6 5×5 (LeNet conv2's input gradient) 0.62-0.68 ms by cpu_kblock's scatter.
-    return cpu_flat_simd.applies(dy, out, geom) and geom.N * -(-geom.C // cpu_flat_simd.KB) >= 16
+    # Not with the narrow AVX2 tile: there the scatter is faster (AMD Zen, 1 thread, ms,
+    # flat simd / kblock: 8.9-9.6 / 7.2-7.6), 18² padded planes for 14² outputs.
+    return (gemm_enabled() and cpu_flat_simd.applies(dy, out, geom)
+            and geom.N * -(-geom.C // cpu_flat_simd.KB) >= 16)
 
 
 def _stem_like(geom):

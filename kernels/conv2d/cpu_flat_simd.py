@@ -1,5 +1,6 @@
 """Stride-1 dense conv2d forward on flattened padded planes with explicit 16-lane vectors:
-the ``direct`` forward of small float32 layers (LeNet's) on AVX-512 hosts.
+the ``direct`` forward of small float32 layers (LeNet's) on AVX-512 hosts, and with a
+shorter strip (STRIP_AVX2) on AVX2 hosts.
 
 Same flat layout as cpu_kblock / cpu_flat: x zero-padded to (N, C, Hp, Wp) and flattened,
 tap t = (c·R + r)·S + s reading flat offset offs[t] + p·Wp + q for output (p, q), so an
@@ -28,6 +29,10 @@ from ..workspace import scratch
 V = 9                 # vectors per strip
 STRIP = V * 16        # flat outputs per strip
 KB = 3                # output channels per tile
+# Hosts with AVX2 but not AVX-512 (16 ymm registers): a 16-lane vector is two ymm, so the
+# strip is 2 vectors (3 × 4 = 12 ymm accumulators, 3 broadcasts, one input half), not 9
+# (54 ymm: spilled).
+STRIP_AVX2 = 2 * 16
 
 
 @njit(inline="always")
@@ -62,13 +67,29 @@ def _strip3(xf, xb, offs, w, w0, w1, w2, acc):
     vstore(acc, s + 80, c5); vstore(acc, s + 96, c6); vstore(acc, s + 112, c7); vstore(acc, s + 128, c8)
 
 
-def _fwd_flat_simd(xf, plane, offs, w, out, Wp):
+@njit(inline="always")
+def _strip3_avx2(xf, xb, offs, w, w0, w1, w2, acc):
+    # _strip3 for a strip of STRIP_AVX2 = 32 flat outputs: acc[j·STRIP + i], i < 32.
+    a0 = vzero(); a1 = vzero(); b0 = vzero(); b1 = vzero(); c0 = vzero(); c1 = vzero()
+    for t in range(offs.shape[0]):
+        o = xb + offs[t]
+        u = vbroadcast_load(w, w0 + t)
+        y = vbroadcast_load(w, w1 + t)
+        z = vbroadcast_load(w, w2 + t)
+        v = vload(xf, o + 0); a0 = vfma(u, v, a0); b0 = vfma(y, v, b0); c0 = vfma(z, v, c0)
+        v = vload(xf, o + 16); a1 = vfma(u, v, a1); b1 = vfma(y, v, b1); c1 = vfma(z, v, c1)
+    vstore(acc, 0, a0); vstore(acc, 16, a1)
+    vstore(acc, STRIP, b0); vstore(acc, STRIP + 16, b1)
+    vstore(acc, 2 * STRIP, c0); vstore(acc, 2 * STRIP + 16, c1)
+
+
+def _fwd_flat_simd(xf, plane, offs, w, out, Wp, strip_len):
     # out[n, k, p, q] = Σ_t w[k, t] · xf[n·plane + offs[t] + p·Wp + q]; w is (K, T) float32,
-    # out C-contiguous.
+    # out C-contiguous; strip_len STRIP, or STRIP_AVX2 (the narrow tile).
     N, K, P, Q = out.shape
     T = offs.shape[0]
     L = (P - 1) * Wp + Q
-    strips = (L + STRIP - 1) // STRIP
+    strips = (L + strip_len - 1) // strip_len
     pairs = (K + KB - 1) // KB
     for task in prange(N * pairs):
         n = task // pairs
@@ -76,15 +97,18 @@ def _fwd_flat_simd(xf, plane, offs, w, out, Wp):
         k1 = min(k0 + KB - 1, K - 1)  # a short last block computes its last channel again
         acc = np.empty(3 * STRIP, np.float32)
         for strip in range(strips):
-            i0 = strip * STRIP
-            _strip3(xf, n * plane + i0, offs, w, k0 * T, min(k0 + 1, K - 1) * T, k1 * T, acc)
+            i0 = strip * strip_len
+            if strip_len == STRIP:
+                _strip3(xf, n * plane + i0, offs, w, k0 * T, min(k0 + 1, K - 1) * T, k1 * T, acc)
+            else:
+                _strip3_avx2(xf, n * plane + i0, offs, w, k0 * T, min(k0 + 1, K - 1) * T, k1 * T, acc)
             # crop into out (raw offsets: Numba's wraparound code for the signed acc index
             # made this copy cost as much as the FMAs)
             for j in range(k1 - k0 + 1):
                 o = ((n * K + k0 + j) * P) * Q
-                for p in range(i0 // Wp, min(P, (i0 + STRIP - 1) // Wp + 1)):
+                for p in range(i0 // Wp, min(P, (i0 + strip_len - 1) // Wp + 1)):
                     row = j * STRIP + p * Wp - i0  # acc index of (p, 0)
-                    for q in range(max(0, i0 - p * Wp), min(Q, i0 + STRIP - p * Wp)):
+                    for q in range(max(0, i0 - p * Wp), min(Q, i0 + strip_len - p * Wp)):
                         store_at(out, o + p * Q + q, load_at(acc, row + q))
 
 
@@ -94,16 +118,29 @@ def _compiled():
     # kernel's in-process JIT copy ran 1.6x slower)
     f1, i1 = types.Array(types.float32, 1, "C"), types.Array(types.int64, 1, "C")
     sig = types.void(f1, types.intp, i1, types.Array(types.float32, 2, "C"), types.Array(types.float32, 4, "C"),
-                     types.intp)
+                     types.intp, types.intp)
     return njit_cached(_fwd_flat_simd, sig, "_compiled", parallel=True)
 
 
-def applies(x, out, geom) -> bool:
-    """float32 on a host where convcore's 16-lane kernels run (gemm.cpu.enabled), with 16+
-    (image, channel block) tasks (below, cpu_kblock's forward was as fast: 3×5×9×8 → 7)."""
+def strip_length() -> int:
+    """Flat outputs per register tile: STRIP where convcore's 16-lane kernels run
+    (gemm.cpu.enabled), STRIP_AVX2 on AVX2 hosts without AVX-512 (cpu_kvec.available)."""
     from ..gemm.cpu import enabled
 
-    return (x.dtype == out.dtype == np.float32 and enabled() and geom.groups == 1 and geom.stride == (1, 1)
+    return STRIP if enabled() else STRIP_AVX2
+
+
+def available() -> bool:
+    """Whether this kernel runs here: as cpu_kvec (either tile)."""
+    from .cpu_kvec import available
+
+    return available()
+
+
+def applies(x, out, geom) -> bool:
+    """float32 on a host where it runs (available), with 16+ (image, channel block) tasks
+    (below, cpu_kblock's forward was as fast: 3×5×9×8 → 7)."""
+    return (x.dtype == out.dtype == np.float32 and available() and geom.groups == 1 and geom.stride == (1, 1)
             and geom.N * -(-geom.K // KB) >= 16)
 
 
@@ -126,4 +163,4 @@ def flat_simd_fwd(x, w, out, padding, dilation):
     K, _, R, S = w.shape
     offs = ((np.arange(C)[:, None, None] * Hp + np.arange(R)[None, :, None] * dh) * Wp
             + np.arange(S)[None, None, :] * dw).reshape(-1).astype(np.int64)
-    _compiled()(xf, C * Hp * Wp, offs, np.ascontiguousarray(w).reshape(K, -1), out, Wp)
+    _compiled()(xf, C * Hp * Wp, offs, np.ascontiguousarray(w).reshape(K, -1), out, Wp, strip_length())

@@ -1,8 +1,9 @@
 """Stride-1 dense conv2d forward for layers with 12 to 16 output channels (float32, AVX-512
-hosts): all output channels in one 16-lane vector, a run of TJ = 25 consecutive output
-pixels in registers. LeNet conv2 (6 → 16 channels, 5×5, 14² → 10²) is the case: the flat
-kernel (cpu_flat_simd) computes whole padded rows there, 14 columns for 10 outputs, and
-blocks of 3 channels for 16 (18), 1.6 times the work.
+hosts, and AVX2 ones with a shorter run): all output channels in one 16-lane vector, a run
+of TJ = 25 consecutive output pixels in registers (TJ_AVX2 = 6 on AVX2 hosts). LeNet conv2
+(6 → 16 channels, 5×5, 14² → 10²) is the case: the flat kernel (cpu_flat_simd) computes
+whole padded rows there, 14 columns for 10 outputs, and blocks of 3 channels for 16 (18),
+1.6 times the work.
 
     out[n, k, p, q] = Σ_c,r,s w[k, c, r, s] · x[n, c, p + r·dh − pt, q + s·dw − pl]
 
@@ -13,6 +14,10 @@ consecutive whatever the row width. Register tile: 25 zmm accumulators (pixel j0
 channels in lanes) across all C·R·S taps: per tap, one weight vector (wp[t, l] = w[l, c, r,
 s], zero past K) and 25 broadcast inputs feed 25 FMAs. An image's tiles go pixel-major into
 a thread buffer, then to out's planes in 16×16 blocks transposed in registers.
+
+On AVX2 hosts (16 ymm registers) a 16-lane vector is two ymm: the 6-pixel run holds 12
+accumulators, and its pixels still run on across rows, so LeNet conv2's 100 outputs are
+17 runs (2% idle lanes), where cpu_kvec's per-row tiles of 6 would compute 12 per row of 10.
 
 Threads: one prange iteration per image; each writes only its own image of out. The last
 run of an image reads up to TJ − 1 values past its copies, into zero slack.
@@ -32,6 +37,10 @@ from ..workspace import scratch
 
 TJ = 25  # output pixels per register tile
 LANES = 16
+# Hosts with AVX2 but not AVX-512 (16 ymm registers): a 16-lane vector is two ymm, so the
+# run is 6 pixels (12 ymm accumulators, 2 for the weights, 1 for the broadcast), not 25
+# (50 ymm: spilled).
+TJ_AVX2 = 6
 
 
 @njit(inline="always")
@@ -65,6 +74,19 @@ def _tile(xs, xo, offs, wp, buf, bo):
     vstore(buf, bo + 304, d4)
     vstore(buf, bo + 320, e0); vstore(buf, bo + 336, e1); vstore(buf, bo + 352, e2); vstore(buf, bo + 368, e3)
     vstore(buf, bo + 384, e4)
+
+
+@njit(inline="always")
+def _tile_avx2(xs, xo, offs, wp, buf, bo):
+    # _tile for a run of TJ_AVX2 = 6 pixels: buf[bo + i·16 + l], i < 6.
+    a0 = vzero(); a1 = vzero(); a2 = vzero(); a3 = vzero(); a4 = vzero(); a5 = vzero()
+    for t in range(offs.shape[0]):
+        o = xo + offs[t]
+        u = vload(wp, t * LANES)
+        a0 = vfma(vb(xs, o), u, a0); a1 = vfma(vb(xs, o + 1), u, a1); a2 = vfma(vb(xs, o + 2), u, a2)
+        a3 = vfma(vb(xs, o + 3), u, a3); a4 = vfma(vb(xs, o + 4), u, a4); a5 = vfma(vb(xs, o + 5), u, a5)
+    vstore(buf, bo + 0, a0); vstore(buf, bo + 16, a1); vstore(buf, bo + 32, a2)
+    vstore(buf, bo + 48, a3); vstore(buf, bo + 64, a4); vstore(buf, bo + 80, a5)
 
 
 @njit(inline="always")
@@ -111,8 +133,9 @@ def _fill(x, n, xs, pt, pl, dw, S, Hp, Q):
                     store_at(xs, base + q, zero)
 
 
-def _fwd_kvec16(x, wp, offs, out, pt, pl, dw, S, Hp, xs_work, buf_work):
-    # out (N, K, P, Q) and x (N, C, H, W) C-contiguous; wp (C·R·S·16,); offs (C·R·S,).
+def _fwd_kvec16(x, wp, offs, out, pt, pl, dw, S, Hp, tj, xs_work, buf_work):
+    # out (N, K, P, Q) and x (N, C, H, W) C-contiguous; wp (C·R·S·16,); offs (C·R·S,);
+    # tj the run: TJ, or TJ_AVX2 (the narrow tile).
     N = x.shape[0]
     K, P, Q = out.shape[1], out.shape[2], out.shape[3]
     PQ = P * Q
@@ -121,8 +144,12 @@ def _fwd_kvec16(x, wp, offs, out, pt, pl, dw, S, Hp, xs_work, buf_work):
         xs = xs_work[get_thread_id()]
         buf = buf_work[get_thread_id()]
         _fill(x, n, xs, pt, pl, dw, S, Hp, Q)
-        for j0 in range(0, PQ, TJ):
-            _tile(xs, j0, offs, wp, buf, j0 * LANES)
+        if tj == TJ:
+            for j0 in range(0, PQ, TJ):
+                _tile(xs, j0, offs, wp, buf, j0 * LANES)
+        else:
+            for j0 in range(0, PQ, TJ_AVX2):
+                _tile_avx2(xs, j0, offs, wp, buf, j0 * LANES)
         o = n * K * PQ  # out[n, 0, 0, 0]
         j_lo = 0
         if K == LANES:
@@ -140,7 +167,7 @@ def _compiled():
     # tiled kernels JIT-compiled in-process ran at half speed)
     f1, f2, f4 = (types.Array(types.float32, d, "C") for d in (1, 2, 4))
     ip = types.intp
-    sig = types.void(f4, f1, types.Array(types.int64, 1, "C"), f4, ip, ip, ip, ip, ip, f2, f2)
+    sig = types.void(f4, f1, types.Array(types.int64, 1, "C"), f4, ip, ip, ip, ip, ip, ip, f2, f2)
     return njit_cached(_fwd_kvec16, sig, "_compiled", parallel=True)
 
 
@@ -148,14 +175,23 @@ def _compiled():
 _MAX_COPY = 1 << 16
 
 
-def applies(x, out, geom) -> bool:
-    """float32 on a host where convcore's 16-lane kernels run (gemm.cpu.enabled), dense
-    stride 1, 12 to 16 output channels (at least 3/4 of the lanes used), at least 8
-    images (one per prange iteration) and an image's copies within _MAX_COPY floats."""
+def run_pixels() -> int:
+    """Output pixels per register tile: TJ where convcore's 16-lane kernels run
+    (gemm.cpu.enabled), TJ_AVX2 on AVX2 hosts without AVX-512 (cpu_kvec.available)."""
     from ..gemm.cpu import enabled
 
+    return TJ if enabled() else TJ_AVX2
+
+
+def applies(x, out, geom) -> bool:
+    """float32 on a host where it runs (cpu_kvec.available: with the 25-pixel run where
+    convcore's 16-lane kernels do, with the 6-pixel one on AVX2 hosts), dense stride 1, 12
+    to 16 output channels (at least 3/4 of the lanes used), at least 8 images (one per
+    prange iteration) and an image's copies within _MAX_COPY floats."""
+    from .cpu_kvec import available
+
     Hp = geom.P + geom.dilation[0] * (geom.R - 1)
-    return (x.dtype == out.dtype == np.float32 and enabled() and geom.groups == 1 and geom.stride == (1, 1)
+    return (x.dtype == out.dtype == np.float32 and available() and geom.groups == 1 and geom.stride == (1, 1)
             and 12 <= geom.K <= LANES and geom.N >= 8 and geom.C * geom.S * Hp * geom.Q <= _MAX_COPY)
 
 
@@ -169,11 +205,13 @@ def kvec16_fwd(x, w, out, geom):
     Hp = P + dh * (R - 1)
     size = C * S * Hp * Q
     threads = config.NUMBA_NUM_THREADS
-    xs = scratch("conv2d.kvec16_x", (threads, size + TJ), np.float32)
-    xs[:, size:] = 0  # the slack the last run reads (and the last row's copy spills into)
-    buf = scratch("conv2d.kvec16_out", (threads, -(-(P * Q) // TJ) * TJ * LANES), np.float32)
+    tj = run_pixels()
+    # slack the last run reads past the copies (and the last row's 16-lane copy spills into)
+    xs = scratch("conv2d.kvec16_x", (threads, size + max(tj, LANES)), np.float32)
+    xs[:, size:] = 0
+    buf = scratch("conv2d.kvec16_out", (threads, -(-(P * Q) // tj) * tj * LANES), np.float32)
     wp = np.zeros((C, R, S, LANES), np.float32)
     wp[..., :K] = w.transpose(1, 2, 3, 0)
     offs = (((np.arange(C)[:, None, None] * S + np.arange(S)[None, None, :]) * Hp
              + np.arange(R)[None, :, None] * dh) * Q).reshape(-1).astype(np.int64)
-    _compiled()(x, wp.reshape(-1), offs, out, pt, pl, dw, S, Hp, xs, buf)
+    _compiled()(x, wp.reshape(-1), offs, out, pt, pl, dw, S, Hp, tj, xs, buf)
