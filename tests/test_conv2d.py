@@ -668,3 +668,19 @@ def test_cpu_flat_simd_input_gradient(cpu_tile, rng, padding, dilation):
     expected = reference.conv2d_input(shape, w.astype(np.float64), dy.astype(np.float64), stride=(1, 1),
                                       padding=geom.padding, dilation=geom.dilation, groups=1)
     assert_matches(dx, expected, np.float32, 16 * 15, "flat simd input gradient")
+
+
+@pytest.mark.parametrize("two_taps", [True, False])
+@pytest.mark.parametrize("dtype_", [np.float32, np.float64])
+@pytest.mark.parametrize("config", [name for name in CONFIGS if name.startswith("kblock_")])
+def test_cpu_kblock_weight_gradient_both_tap_passes(config, dtype_, two_taps, rng, monkeypatch):
+    # cpu_kblock's weight gradient, four taps a pass (hosts with AVX-512) and two (AVX2
+    # hosts: 16 vector registers), each on every host; R·S odd (a repeated last tap) and even.
+    from convcore.kernels.conv2d import cpu_kblock
+
+    monkeypatch.setattr(cpu_kblock, "_two_taps", lambda: two_taps)
+    x, _, _, dy, geom, _ = _problem(rng, dtype_, config)
+    out = np.full(geom.weight_shape, np.nan, dtype_)
+    cpu_kblock.kblock_wgrad(x, dy, out, geom)
+    expected = reference.conv2d_weight(x.astype(np.float64), geom.weight_shape, dy.astype(np.float64), **_ref_kwargs(geom))
+    assert_matches(out, expected, dtype_, geom.N * geom.P * geom.Q, f"kblock weight gradient [{config}, two_taps={two_taps}]")
