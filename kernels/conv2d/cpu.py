@@ -46,6 +46,7 @@ from .cpu_depthwise import (
 from .cpu_direct import _bias_grad, _dgrad_direct, _epilogue, _fwd_direct, _wgrad_direct
 from .cpu_flat import flat_dgrad
 from .cpu_gemm import _col2im, _im2col, _im2col_batch
+from .cpu_kblock import _two_taps as kblock_two_taps
 from .cpu_kblock import kblock_applies_dgrad, kblock_dgrad, kblock_fwd, kblock_wgrad
 from .cpu_phase import phase_applies, phase_fwd, phase_wgrad
 from .cpu_winograd import flipped_transposed, tiles, winograd_conv
@@ -149,6 +150,11 @@ def _choose(algorithm, geom, direction="fwd", dtype=None):
     # 16 channels each side (was 64, before the blocked transforms; 2 threads, ms, direct /
     # gemm / F(4×4): 8×35×19² → 50 1.05 / 1.18 / 0.58, 8×32×28² 1.12 / 2.62 / 0.83, 8×16×28²
     # 0.48 / 1.11 / 0.36).
+    # On AVX2 hosts (cpu_kblock's two-tap weight gradient) and at batch 1-2, though, the
+    # small layers' direct weight gradient is ahead (2 threads, ms, direct / F(2×2) / F(4×4):
+    # 1×35×19² → 50 0.38 / 0.65 / 0.55, 2×35×19² 0.63 / 1.11 / 0.84).
+    if direction == "bwd_weight" and geom.N <= 2 and kblock_two_taps() and _kblock_small(geom, direction):
+        return "direct"
     if direction == "bwd_weight" and winograd_applies(geom) and geom.Cg >= 16 and geom.Kg >= 16:
         tile = _winograd_tile(geom, direction)
         if _winograd_costs(geom, direction)[tile] < 9 * geom.N * geom.P * geom.Q:
