@@ -29,16 +29,10 @@ KVEC_CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("tile", ["wide", "avx2"])
 @pytest.mark.parametrize("config", KVEC_CONFIGS)
-def test_kvec_forward_matches_reference(config, tile, rng, monkeypatch):
-    # wide: 4 vectors of output channels (convcore's 16-lane kernels on); avx2: the narrow
-    # tile of hosts without AVX-512 (the 16-lane kernels off, AVX2 claimed for the routing)
-    if tile == "avx2":
-        monkeypatch.setenv("CONVCORE_CPU_GEMM", "blas")
-        gemm.enabled.cache_clear()
-        monkeypatch.setattr(cpu_kvec, "_avx2_host", lambda: True)
-    assert cpu_kvec.tile_channels() == (cpu_kvec.KL if tile == "wide" else cpu_kvec.KL_AVX2)
+def test_kvec_forward_matches_reference(config, cpu_tile, rng, monkeypatch):
+    # wide: 4 vectors of output channels; avx2: the narrow tile of AVX2 hosts (cpu_tile)
+    assert cpu_kvec.tile_channels() == (cpu_kvec.KL if cpu_tile == "wide" else cpu_kvec.KL_AVX2)
     input_shape, weight_shape, kwargs = KVEC_CONFIGS[config]
     x, w, b = random(rng, input_shape, np.float32), random(rng, weight_shape, np.float32), random(rng, weight_shape[:1],
                                                                                                    np.float32)
