@@ -678,7 +678,7 @@ def test_cpu_kblock_weight_gradient_both_tap_passes(config, dtype_, two_taps, rn
     # hosts: 16 vector registers), each on every host; R·S odd (a repeated last tap) and even.
     from convcore.kernels.conv2d import cpu_kblock
 
-    monkeypatch.setattr(cpu_kblock, "_two_taps", lambda: two_taps)
+    monkeypatch.setattr(cpu_kblock, "wgrad_two_taps", lambda: two_taps)
     x, _, _, dy, geom, _ = _problem(rng, dtype_, config)
     out = np.full(geom.weight_shape, np.nan, dtype_)
     cpu_kblock.kblock_wgrad(x, dy, out, geom)

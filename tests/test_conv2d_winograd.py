@@ -304,7 +304,7 @@ def test_weight_gradient_tile_choice(monkeypatch):
     """auto takes the Winograd weight gradient for 16+ channels where the cost model
     α²·(tiles + 80) puts it under 9·N·P·Q (measured on 2 cores: see cpu._WGRAD_TILE_OVERHEAD),
     on hosts where cpu_kblock runs four taps a pass (AVX2 ones: the next test)."""
-    monkeypatch.setattr(cpu, "kblock_two_taps", lambda: False)
+    monkeypatch.setattr(cpu, "wgrad_two_taps", lambda: False)
     for n, channels, size, auto in [(8, 64, 56, "winograd_f4"), (8, 128, 28, "winograd_f4"),
                                     (8, 256, 14, "winograd_f4"), (2, 256, 14, "winograd_f2"), (8, 512, 7, "winograd_f2"),
                                     (8, 32, 28, "winograd_f4"), (2, 35, 19, "winograd_f2"), (8, 8, 28, None)]:
@@ -361,12 +361,12 @@ def test_weight_gradient_choice_at_batch_1_and_2(monkeypatch):
     # The small layers' weight gradient: cpu_kblock's direct kernel at batch 1-2 on hosts
     # where it runs two taps a pass (AVX2), Winograd elsewhere and from batch 3 on.
     for two_taps in (True, False):
-        monkeypatch.setattr(cpu, "kblock_two_taps", lambda v=two_taps: v)
+        monkeypatch.setattr(cpu, "wgrad_two_taps", lambda v=two_taps: v)
         for n in (1, 2, 3, 8):
             odd = conv_geometry("test", (n, 35, 19, 19), (50, 35, 3, 3), 1, 0, 1, 1)
             chosen = cpu._choose("auto", odd, "bwd_weight")
             assert (chosen == "direct") is (two_taps and n <= 2), (two_taps, n, chosen)
             assert chosen in ("direct",) + cpu.WINOGRAD
     big = conv_geometry("test", (2, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, 1)  # not a small layer
-    monkeypatch.setattr(cpu, "kblock_two_taps", lambda: True)
+    monkeypatch.setattr(cpu, "wgrad_two_taps", lambda: True)
     assert cpu._choose("auto", big, "bwd_weight") != "direct"

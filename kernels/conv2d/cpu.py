@@ -46,8 +46,7 @@ from .cpu_depthwise import (
 from .cpu_direct import _bias_grad, _dgrad_direct, _epilogue, _fwd_direct, _wgrad_direct
 from .cpu_flat import flat_dgrad
 from .cpu_gemm import _col2im, _im2col, _im2col_batch
-from .cpu_kblock import _two_taps as kblock_two_taps
-from .cpu_kblock import kblock_applies_dgrad, kblock_dgrad, kblock_fwd, kblock_wgrad
+from .cpu_kblock import kblock_applies_dgrad, kblock_dgrad, kblock_fwd, kblock_wgrad, wgrad_two_taps
 from .cpu_phase import phase_applies, phase_fwd, phase_wgrad
 from .cpu_winograd import flipped_transposed, tiles, winograd_conv
 from .cpu_winograd_wgrad import winograd_wgrad
@@ -153,7 +152,7 @@ def _choose(algorithm, geom, direction="fwd", dtype=None):
     # On AVX2 hosts (cpu_kblock's two-tap weight gradient) and at batch 1-2, though, the
     # small layers' direct weight gradient is ahead (2 threads, ms, direct / F(2×2) / F(4×4):
     # 1×35×19² → 50 0.38 / 0.65 / 0.55, 2×35×19² 0.63 / 1.11 / 0.84).
-    if direction == "bwd_weight" and geom.N <= 2 and kblock_two_taps() and _kblock_small(geom, direction):
+    if direction == "bwd_weight" and geom.N <= 2 and wgrad_two_taps() and _kblock_small(geom, direction):
         return "direct"
     if direction == "bwd_weight" and winograd_applies(geom) and geom.Cg >= 16 and geom.Kg >= 16:
         tile = _winograd_tile(geom, direction)

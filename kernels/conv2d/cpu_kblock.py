@@ -333,7 +333,7 @@ def _wgrad_kblock(xp, dyp, dw_out, L, dh, dw, two_taps, zero):
 
 
 @functools.lru_cache(maxsize=None)
-def _two_taps() -> bool:
+def wgrad_two_taps() -> bool:
     """The weight gradient two taps a pass (_wgrad_taps_k4_t2) on hosts without AVX-512
     (16 vector registers), four elsewhere (32)."""
     from ..gemm.cpu import _host_has_avx512
@@ -348,7 +348,7 @@ def kblock_wgrad(x, dy, out, geom):
     L = (geom.P - 1) * Wp + geom.Q
     dyp = np.zeros((geom.N, (geom.K + 3) // 4 * 4, geom.P * Wp), dy.dtype)
     dyp.reshape(geom.N, -1, geom.P, Wp)[:, :geom.K, :, :geom.Q] = dy
-    _wgrad_kblock(xp, dyp, out, L, dh, dw, _two_taps(), out.dtype.type(0))
+    _wgrad_kblock(xp, dyp, out, L, dh, dw, wgrad_two_taps(), out.dtype.type(0))
 
 
 @njit(parallel=True, cache=True, fastmath=True)
