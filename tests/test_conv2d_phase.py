@@ -19,6 +19,9 @@ PHASE_CONFIGS = {
     "dilated_stride2": ((3, 1, 15, 16), (6, 1, 3, 3), {"stride": 2, "dilation": 2, "padding": 2}),
     "stride1": ((1, 4, 9, 7), (3, 4, 3, 3), {"padding": 1}),
     "one_output_pixel": ((3, 3, 5, 5), (5, 3, 7, 7), {"stride": 2, "padding": 1}),
+    # 50 × 46 outputs on rows of 49: 2447 flat outputs, more than one chunk (_CHUNK) of
+    # the narrow weight-gradient tile, the last one partial.
+    "chunked_rows": ((2, 3, 100, 92), (6, 3, 7, 7), {"stride": 2, "padding": 3}),
 }
 
 
@@ -60,10 +63,14 @@ def test_phase_forward(dtype, config, rng):
                    geom.C * geom.R * geom.S + 1, f"phase+bias+relu[{config}]")
 
 
+@pytest.mark.parametrize("narrow", [False, True], ids=["tile4x4", "tile4x3_chunked"])
 @pytest.mark.parametrize("config", PHASE_CONFIGS)
-def test_phase_weight_gradient(dtype, config, rng):
+def test_phase_weight_gradient(dtype, config, narrow, rng, monkeypatch):
+    """Both register tiles on every host: 4 × 4 (AVX-512) and the chunked 4 × 3 (AVX2)."""
     from convcore.kernels.conv2d import cpu as cpu_kernels
+    from convcore.kernels.conv2d import cpu_phase
 
+    monkeypatch.setattr(cpu_phase, "wgrad_narrow", lambda: narrow)
     geom = _geom(config)
     assert "phase" in cpu_kernels.candidates("bwd_weight", geom)
     x = random(rng, geom.input_shape, dtype)
