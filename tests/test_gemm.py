@@ -8,6 +8,14 @@ from convcore.kernels.gemm import cpu as gemm
 RTOL = 2e-6  # relative to max |C|: float32 accumulation over up to a few thousand terms
 
 
+@pytest.fixture(autouse=True, params=["wide", "narrow"])
+def tile(request, monkeypatch):
+    """Every test with both register tiles on every host: 12×32 (AVX-512) and the narrow
+    6×16 (hosts with 16 vector registers; on AVX-512 the same arithmetic)."""
+    monkeypatch.setattr(gemm, "narrow_tile", lambda: request.param == "narrow")
+    return request.param
+
+
 def _check(a, b, out):
     ref = np.matmul(a.astype(np.float64), b.astype(np.float64))
     scale = max(np.abs(ref).max(), 1.0)
@@ -25,6 +33,7 @@ def _operands(rng, a_shape, b_shape):
     (1, 1, 193, 385, 31),   # M across an MC block, K across three slices, N under one sliver
     (4, 1, 25, 5, 500),
     (1, 1, 12, 64, 2080),   # N across an NC panel, exact 12-row tile
+    (2, 2, 18, 230, 48),    # exact narrow tiles (6 rows, 16 columns), K across two slices
 ])
 def test_sgemm_matches_float64_product(rng, batch, a_batch, M, K, N):
     a, b = _operands(rng, (a_batch, M, K), (batch, K, N))
@@ -95,9 +104,10 @@ def test_sgemm_shared_4k_apart_a_packed_once(rng, monkeypatch):
     # front; B's full slivers are then read in place (under _B_IN_PLACE_ROWS rows), the
     # full 12-row tiles straight into C, the last 5 rows and 7 columns through the edge
     # tile; K over two slices (the accumulating pass).
-    pack, kernel = gemm._compiled()
+    compiled = "_compiled_narrow" if gemm.narrow_tile() else "_compiled"
+    pack, kernel = getattr(gemm, compiled)()
     packs = []
-    monkeypatch.setattr(gemm, "_compiled", lambda: (lambda a, ap: packs.append(a.shape) or pack(a, ap), kernel))
+    monkeypatch.setattr(gemm, compiled, lambda: (lambda a, ap: packs.append(a.shape) or pack(a, ap), kernel))
     a, b = _operands(rng, (1, 29, 1024), (3, 1024, 2 * gemm.NR + 7))
     assert a.strides[1] % gemm._SET_STRIDE == 0 and b.strides[1] % gemm._SET_STRIDE != 0
     out = np.full((3, 29, b.shape[2]), np.nan, np.float32)
