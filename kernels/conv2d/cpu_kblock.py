@@ -29,8 +29,6 @@ on hosts without AVX-512 8 (four k × two taps), whose sums and loads fit 16 reg
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 from numba import njit, prange, uintp
 
@@ -332,7 +330,6 @@ def _wgrad_kblock(xp, dyp, dw_out, L, dh, dw, two_taps, zero):
                 dwk[t] = dwc[j, t]
 
 
-@functools.lru_cache(maxsize=None)
 def wgrad_two_taps() -> bool:
     """The weight gradient two taps a pass (_wgrad_taps_k4_t2) on hosts without AVX-512
     (16 vector registers), four elsewhere (32)."""

@@ -419,7 +419,9 @@ def narrow_tile() -> bool:
     return not _host_has_avx512()
 
 
+@functools.lru_cache(maxsize=None)
 def _host_has_avx512():
+    # asked once: narrow_tile() runs on every sgemm call, and the query takes about 0.2 ms
     return bool(llvm.get_host_cpu_features().get("avx512f", False))
 
 
