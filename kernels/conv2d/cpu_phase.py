@@ -39,7 +39,8 @@ from .cpu_direct import _column_range
 
 _TILE = 4  # output channels × taps per register tile
 _STRIP = 256  # flat outputs per forward accumulator tile (4 × 256 floats: 4 KB)
-_CHUNK = 2048  # flat outputs per chunk of the narrow weight-gradient tile (_wgrad_tiles_k4t3)
+_NARROW_TAPS = 3  # taps per register tile of the narrow weight gradient (_wgrad_tiles_k4t3)
+_CHUNK = 2048  # flat outputs per chunk of the narrow weight-gradient tile
 
 
 def phase_applies(geom) -> bool:
@@ -192,7 +193,7 @@ def _wgrad_tiles_k4t3(planes, dyf, tap_plane, tap_off, acc, L, first, zero):
             n = min(_CHUNK, L - c0)
             y0, y1 = dyf[k0, c0:c0 + n], dyf[k0 + 1, c0:c0 + n]
             y2, y3 = dyf[k0 + 2, c0:c0 + n], dyf[k0 + 3, c0:c0 + n]
-            for t0 in range(0, n_taps, 3):
+            for t0 in range(0, n_taps, _NARROW_TAPS):
                 x0 = planes[tap_plane[t0], tap_off[t0] + c0:]
                 x1 = planes[tap_plane[t0 + 1], tap_off[t0 + 1] + c0:]
                 x2 = planes[tap_plane[t0 + 2], tap_off[t0 + 2] + c0:]
@@ -216,18 +217,10 @@ def _wgrad_tiles_k4t3(planes, dyf, tap_plane, tap_off, acc, L, first, zero):
                     a30 += d * v0
                     a31 += d * v1
                     a32 += d * v2
-                sums[0, t0] += a00
-                sums[0, t0 + 1] += a01
-                sums[0, t0 + 2] += a02
-                sums[1, t0] += a10
-                sums[1, t0 + 1] += a11
-                sums[1, t0 + 2] += a12
-                sums[2, t0] += a20
-                sums[2, t0 + 1] += a21
-                sums[2, t0 + 2] += a22
-                sums[3, t0] += a30
-                sums[3, t0 + 1] += a31
-                sums[3, t0 + 2] += a32
+                part = ((a00, a01, a02), (a10, a11, a12), (a20, a21, a22), (a30, a31, a32))
+                for j in range(4):
+                    for u in range(3):
+                        sums[j, t0 + u] += part[j][u]
         for j in range(4):
             row = acc[k0 + j]
             for t in range(n_taps):
@@ -345,7 +338,7 @@ def phase_wgrad(x, dy, out, geom):
         return
     narrow = wgrad_narrow()
     tiles = _wgrad_tiles_k4t3 if narrow else _wgrad_tiles
-    phases, tap_plane, tap_off, Wph, L, dyf = _setup(x, geom, dy, 3 if narrow else _TILE)
+    phases, tap_plane, tap_off, Wph, L, dyf = _setup(x, geom, dy, _NARROW_TAPS if narrow else _TILE)
     crs = geom.C * geom.R * geom.S
     acc = np.empty((dyf.shape[1], tap_plane.shape[0]), x.dtype)
     for n in range(geom.N):
