@@ -176,7 +176,7 @@ def test_matmul_sends_float32_to_sgemm_and_float64_to_numpy(rng, monkeypatch):
     calls = []
     real = gemm.sgemm
     monkeypatch.setattr(gemm, "sgemm", lambda *args, **kw: calls.append(args[2].shape) or real(*args, **kw))
-    monkeypatch.setattr(gemm, "enabled", lambda: True)
+    monkeypatch.setattr(gemm, "enabled", lambda winograd=False: True)
     a, b = _operands(rng, (6, 9), (9, 5))
     gemm.matmul(a, b)
     assert calls == [(1, 6, 5)]
@@ -191,7 +191,7 @@ def test_conv2d_gemm_algorithm_goes_through_sgemm(rng, monkeypatch):
     calls = []
     real = gemm.sgemm
     monkeypatch.setattr(gemm, "sgemm", lambda *args, **kw: calls.append(1) or real(*args, **kw))
-    monkeypatch.setattr(gemm, "enabled", lambda: True)
+    monkeypatch.setattr(gemm, "enabled", lambda winograd=False: True)
     x = rng.standard_normal((2, 5, 9, 9)).astype(np.float32)
     w = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
     y = convcore.conv2d(x, w, padding=1, algorithm="gemm", backend="cpu")
@@ -227,6 +227,48 @@ def test_auto_follows_the_host_cpu(monkeypatch):
         gemm.enabled.cache_clear()
         assert gemm.enabled() is has_avx512
     gemm.enabled.cache_clear()
+
+
+def test_auto_without_avx512_sends_only_winograds_products_to_sgemm(rng, monkeypatch):
+    # On AVX2 hosts the narrow tile runs Winograd's batched products (forward and input
+    # gradient); im2col + GEMM's single products stay with BLAS, and so does everything
+    # under CONVCORE_CPU_GEMM=blas.
+    import convcore
+
+    calls = []
+    real = gemm.sgemm
+    monkeypatch.setattr(gemm, "sgemm", lambda *args, **kw: calls.append(args[2].shape) or real(*args, **kw))
+    monkeypatch.setattr(gemm, "_host_has_avx512", lambda: False)
+    monkeypatch.delenv("CONVCORE_CPU_GEMM", raising=False)
+    gemm.enabled.cache_clear()
+    try:
+        assert gemm.enabled() is False and gemm.enabled(winograd=True) is True
+        assert "Winograd's products: convcore's 6x16" in gemm.describe()
+        x = rng.standard_normal((2, 16, 10, 10)).astype(np.float32)
+        w = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+        ref = convcore.conv2d(x.astype(np.float64), w.astype(np.float64), padding=1, backend="numpy")
+        dy = rng.standard_normal(ref.shape).astype(np.float32)
+        ref_dx = convcore.conv2d_input(x.shape, w.astype(np.float64), dy.astype(np.float64), padding=1,
+                                       backend="numpy")
+        for algorithm, a2 in (("winograd_f2", 16), ("winograd_f4", 36)):
+            calls.clear()
+            y = convcore.conv2d(x, w, padding=1, algorithm=algorithm, backend="cpu")
+            assert calls and all(shape[0] == a2 for shape in calls), (algorithm, calls)
+            np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+            calls.clear()
+            dx = convcore.conv2d_input(x.shape, w, dy, padding=1, algorithm=algorithm, backend="cpu")
+            assert calls and all(shape[0] == a2 for shape in calls), (algorithm, calls)
+            np.testing.assert_allclose(dx, ref_dx, rtol=1e-4, atol=1e-4 * np.abs(ref_dx).max())
+        calls.clear()
+        y = convcore.conv2d(x, w, padding=1, algorithm="gemm", backend="cpu")
+        assert calls == []
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+        monkeypatch.setenv("CONVCORE_CPU_GEMM", "blas")
+        gemm.enabled.cache_clear()
+        convcore.conv2d(x, w, padding=1, algorithm="winograd_f4", backend="cpu")
+        assert calls == [] and gemm.describe() == "NumPy's BLAS (np.matmul)"
+    finally:
+        gemm.enabled.cache_clear()
 
 
 def test_transpose16_any_strides(rng):

@@ -9,7 +9,8 @@
 Four steps: weight transform (prange over k), then for each chunk of G images (sized so
 that the chunk's V and M stay in cache, _chunk_images) input transform (prange over blocks
 of input planes (n, c)) → one batched product (``kernels.gemm.cpu.matmul``: convcore's
-AVX-512 GEMM, or BLAS; outside any prange so threads are not nested) → output transform
+GEMM, its AVX-512 tile or, without AVX-512, its narrow one (``enabled(winograd=True)``), or
+BLAS; outside any prange so threads are not nested) → output transform
 (prange over blocks of output planes (n, k)) with the bias and ReLU fused. Edge tiles read
 zeros beyond the input and write only the P×Q valid outputs. Deterministic: every sum runs
 in a fixed order (the GEMM's order is fixed for given shapes and threads).
@@ -512,9 +513,10 @@ def winograd_conv(x, w, b, out, pad_top, pad_left, groups, m, relu=False, flip=F
             for k0 in range(0, K, kb):
                 rows = min(kb, K - k0)
                 _run_weight_transform(w, G_m, Ub[:, :rows], k0, flip)
-                matmul(Ub[:, :rows], V, out=M[:, k0:k0 + rows])
+                matmul(Ub[:, :rows], V, out=M[:, k0:k0 + rows], winograd=True)
         else:
-            matmul(U.reshape(a2, groups, Kg, Cg), V.reshape(a2, groups, Cg, T), out=M.reshape(a2, groups, Kg, T))
+            matmul(U.reshape(a2, groups, Kg, Cg), V.reshape(a2, groups, Cg, T), out=M.reshape(a2, groups, Kg, T),
+                   winograd=True)
         output_transform(M, outs, b if has_bias else cst, has_bias, relu, m, TH, TW, cst)
 
 

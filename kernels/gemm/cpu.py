@@ -425,10 +425,20 @@ def _host_has_avx512():
     return bool(llvm.get_host_cpu_features().get("avx512f", False))
 
 
+# Winograd's products on AVX2 (AMD Zen 1, 2 threads, pytest-benchmark medians, ms, narrow
+# tile / OpenBLAS: 36 × 512×512·512×32, ResNet-50's 7² layer at batch 8, 10.1 / 11.5;
+# 36 × 128×128·128×392 8.2 / 9.1), while single large products stay BLAS's (2048³ 266 /
+# 244). `convcore bench --suite full --cases resnet50_3x3,vgg16_3x3,odd_3x3`, two runs each
+# way, alternating processes, ratio to PyTorch, CONVCORE_CPU_GEMM=blas / auto: the 7² layer
+# forward 1.16-1.18 / 1.58-1.71, input gradient 0.77-0.81 / 1.15-1.42; geometric mean of the
+# 24 Winograd rows 1.45-1.60 / 1.62-1.70.
 @functools.lru_cache(maxsize=None)
-def enabled() -> bool:
+def enabled(winograd: bool = False) -> bool:
     """Whether ``matmul`` uses this GEMM for float32: on hosts with AVX-512, unless
-    ``CONVCORE_CPU_GEMM=blas``. ``CONVCORE_CPU_GEMM=convcore`` forces it on any host."""
+    ``CONVCORE_CPU_GEMM=blas``. ``CONVCORE_CPU_GEMM=convcore`` forces it on any host.
+    ``winograd``: the caller's products are Winograd's 16 or 36 products of one shape (the
+    transformed weight times the transformed input tiles), which the narrow tile runs
+    faster than OpenBLAS on AVX2 hosts, so they take it there too."""
     choice = os.environ.get("CONVCORE_CPU_GEMM", "auto").strip().lower()
     if choice not in ("auto", "convcore", "blas"):
         raise ValueError(f"CONVCORE_CPU_GEMM={choice!r}: expected 'auto', 'convcore' or 'blas'")
@@ -436,6 +446,9 @@ def enabled() -> bool:
         log.info("float32 GEMMs go to NumPy's BLAS (CONVCORE_CPU_GEMM=blas)")
         return False
     if choice == "auto" and not _host_has_avx512():
+        if winograd:
+            log.info("Winograd's float32 products go to convcore's narrow 6x16 tile (no AVX-512 here)")
+            return True
         log.info("float32 GEMMs go to NumPy's BLAS: the host CPU has no AVX-512 for convcore's 16-lane kernel")
         return False
     return True
@@ -443,6 +456,8 @@ def enabled() -> bool:
 
 def describe() -> str:
     if not enabled():
+        if enabled(winograd=True):
+            return "NumPy's BLAS (np.matmul); Winograd's products: convcore's 6x16 micro-kernel (no AVX-512 here)"
         return "NumPy's BLAS (np.matmul)"
     if narrow_tile():
         return "convcore's 6x16 micro-kernel, 16-lane vectors as register pairs (no AVX-512 here) (float32), BLAS for float64"
@@ -499,14 +514,14 @@ def sgemm_sum(a, b, out):
     return out
 
 
-def matmul(a, b, out=None):
+def matmul(a, b, out=None, winograd=False):
     """``np.matmul(a, b, out=out)`` for the products convcore's CPU kernels issue: float32
-    goes to ``sgemm`` when ``enabled()`` and the batch dimensions of ``a`` and ``b`` are a
-    trailing part of ``out``'s (leading ones broadcast), everything else to NumPy."""
+    goes to ``sgemm`` when ``enabled(winograd)`` and the batch dimensions of ``a`` and ``b``
+    are a trailing part of ``out``'s (leading ones broadcast), everything else to NumPy."""
     if out is None:
         out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]),
                        dtype=np.result_type(a, b))
-    if not (a.dtype == b.dtype == out.dtype == np.float32 and enabled()):
+    if not (a.dtype == b.dtype == out.dtype == np.float32 and enabled(winograd)):
         return np.matmul(a, b, out=out)  # float64, or BLAS chosen (enabled() logged why)
     if out.ndim < 2 or not (out.strides[-1] == 4 or out.shape[-1] == 1):
         _log_once(f"float32 product into out of shape {out.shape}, strides {out.strides} goes to NumPy's BLAS: "
