@@ -166,9 +166,11 @@ def _choose(algorithm, geom, direction="fwd", dtype=None):
     # with channels enough to feed BLAS (measured: 16→16 channels 28×28 is already 1.4×
     # faster than gemm). The margin: at 8×512×7×7→512, F(2×2) estimated 13% cheaper, gemm
     # was ahead with 2 threads (49 vs 42 GFLOP/s) though behind with one (31-40 vs 49-65).
+    # No margin where Winograd's products run convcore's narrow tile and im2col's run BLAS
+    # (AVX2 hosts, see _winograd_margin).
     if direction != "bwd_weight" and winograd_applies(geom) and geom.Cg >= 16 and geom.Kg >= 16:
         tile = _winograd_tile(geom, direction)
-        if _winograd_costs(geom, direction)[tile] < 0.8 * _gemm_cost(geom, direction):
+        if _winograd_costs(geom, direction)[tile] < _winograd_margin() * _gemm_cost(geom, direction):
             return tile
     # Small planes with 5x5+ kernels (LeNet): im2col costs more than the GEMM, the flat
     # kernels win forward and weight gradient. (Input gradient: flat and col2im + GEMM
@@ -192,6 +194,18 @@ def _choose(algorithm, geom, direction="fwd", dtype=None):
     # GEMM pays once the reduction (C/g·R·S) is deep enough to feed BLAS;
     # depthwise and tiny-channel layers stay direct.
     return "gemm" if geom.Cg * geom.R * geom.S >= 16 and geom.Kg >= 8 else "direct"
+
+
+def _winograd_margin():
+    """The fraction of im2col + GEMM's cost below which auto takes Winograd (forward, input
+    gradient): 0.8, or 1.0 on hosts where Winograd's products run convcore's narrow tile and
+    im2col's run OpenBLAS (no AVX-512). There, each of the layers the model put 3-19% below
+    im2col + GEMM ran faster by Winograd (AMD Zen 1, 2 threads, separate processes, median
+    ms, gemm / Winograd / PyTorch, forward: 1×128×14² F(2×2) 2.3-2.9 / 1.9-2.1 / 2.0; 1×256×10²
+    F(2×2) 3.8-6.2 / 4.3-4.8 / 3.1-4.2; 2×64×14² F(4×4) 1.7-1.8 / 0.82-0.84 / 0.75-0.83;
+    2×512×7² F(2×2) 9.1-10.7 / 7.7-8.1 / 8.6-8.8; 2×35×19² → 50 F(4×4) 1.6-2.0 / 0.67-0.84 /
+    0.76-1.03; input gradient 2×64×14² 1.4-1.5 / 0.54-1.06 / 0.69-1.30)."""
+    return 1.0 if gemm_enabled(winograd=True) and not gemm_enabled() else 0.8
 
 
 def _kblock_small(geom, direction):
