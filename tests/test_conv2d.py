@@ -629,6 +629,43 @@ def test_cpu_gemm_input_gradient_chunked_and_folded(rng, monkeypatch, dtype_):
     assert cpu_kernels._fold_batch(geom) and geom.Kg >= 64
 
 
+@pytest.mark.parametrize("dtype_", [np.float32, np.float64])
+@pytest.mark.parametrize("chunk_bytes", [1, 8 << 20])
+def test_cpu_1x1_weight_gradient_by_blas(rng, monkeypatch, dtype_, chunk_bytes):
+    # The 1×1 weight gradient where its products go to BLAS (float64; float32 with
+    # CONVCORE_CPU_GEMM=blas): one product per (image, group) from dy and x as they lie (x
+    # through im2col where strided or padded), summed over the images in one chunk, or in
+    # chunks of one image (CHUNK_BYTES = 1).
+    from convcore.kernels import workspace
+    from convcore.kernels.conv2d import cpu as cpu_kernels
+    from convcore.kernels.gemm import cpu as gemm
+
+    monkeypatch.setattr(workspace, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setenv("CONVCORE_CPU_GEMM", "blas")
+    gemm.enabled.cache_clear()
+    calls = []
+    real = cpu_kernels._wgrad_1x1_blas
+    monkeypatch.setattr(cpu_kernels, "_wgrad_1x1_blas", lambda *a: calls.append(1) or real(*a))
+    try:
+        for shape, weight, groups, stride, padding in [((5, 12, 7, 9), (10, 12, 1, 1), 1, 1, 0),
+                                                       ((3, 6, 5, 4), (9, 2, 1, 1), 3, 1, 0),
+                                                       ((3, 8, 9, 7), (6, 4, 1, 1), 2, 2, 0),
+                                                       ((4, 5, 6, 6), (7, 5, 1, 1), 1, (1, 2), (1, 0))]:
+            geom = conv_geometry("test", shape, weight, stride, padding, 1, groups)
+            x = random(rng, shape, dtype_)
+            dy = random(rng, geom.output_shape, dtype_)
+            expected = reference.conv2d_weight(x.astype(np.float64), weight, dy.astype(np.float64), stride=geom.stride,
+                                               padding=geom.padding, dilation=(1, 1), groups=groups)
+            # the per-image products' scratch (the size the call asks for) poisoned first
+            workspace.scratch("conv2d.wgrad_1x1", (shape[0],) + weight[:2], dtype_).fill(np.nan)
+            dw = convcore.conv2d_weight(x, weight, dy, stride=stride, padding=padding, groups=groups, backend="cpu",
+                                        algorithm="gemm")
+            assert_matches(dw, expected, dtype_, geom.N * geom.P * geom.Q, f"1x1 wgrad {shape} g={groups} s={stride}")
+        assert len(calls) == 4
+    finally:
+        gemm.enabled.cache_clear()
+
+
 @pytest.mark.parametrize("shape,weight,padding,dilation", [
     ((16, 6, 14, 14), (16, 6, 5, 5), 0, 1),            # LeNet conv2: one strip per plane
     ((8, 3, 23, 30), (7, 3, 3, 3), 1, 1),              # several strips, K = 7 (a short last block)

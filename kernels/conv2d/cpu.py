@@ -460,6 +460,9 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
             else:
                 sgemm_nt(dy4, col.transpose(1, 0, 2, 3), out.reshape(geom.groups, geom.Kg, crs))
             return
+        if geom.R == geom.S == 1 and (x.dtype != np.float32 or not gemm_enabled()):
+            _wgrad_1x1_blas(x, dy, out, geom)
+            return
         # One GEMM per group over the whole batch: (Kg, N·P·Q) × (N·P·Q, Cg·R·S).
         # im2col writes straight into the (g, Cg·R·S, N, P·Q) layout through a
         # transposed view, so neither operand of the product needs a strided copy
@@ -485,6 +488,36 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
         kblock_wgrad(x, dy, out, geom)
     else:
         _wgrad_direct(x, dy, out, *_geom_args(geom), out.dtype.type(0))
+
+
+def _wgrad_1x1_blas(x, dy, out, geom):
+    """1×1 weight gradient by BLAS: dW[g] = Σ_n dY[n, g] · X[n, g]ᵀ, one product per (image,
+    group) straight from dy and x (X[n]ᵀ a transposed view, which BLAS reads as is; a strided
+    or padded layer's x through im2col, a chunk of images at a time), the images' products
+    summed in order. Before, dy and x were both reordered to (g, C, N·P·Q) for one product
+    over the batch: those copies cost more than the per-image products lose (AMD Zen 1, 2
+    threads, separate processes, min ms, reordered / per image / PyTorch: 8×64×56² → 256
+    20.4 / 14.0 / 15.7; 8×256×56² → 64 25.4 / 18.7 / 16.4; 8×1024×14² → 256 15.9 / 13.1 /
+    13.1; 8×256×28² → 256 16.1 / 12.7 / 13.5; 8×100×23² → 27 0.95 / 0.56 / 0.79)."""
+    N, pq, g, Kg, Cg = geom.N, geom.P * geom.Q, geom.groups, geom.Kg, geom.Cg
+    dy4 = dy.reshape(N, g, Kg, pq)
+    pointwise = _pointwise(geom)
+    per_image = g * Kg * Cg + (0 if pointwise else g * Cg * pq)
+    G = images_per_chunk(N, per_image * out.itemsize)
+    part = scratch("conv2d.wgrad_1x1", (G, g, Kg, Cg), out.dtype)
+    dw = out.reshape(g, Kg, Cg)
+    for n0 in range(0, N, G):
+        n = min(G, N - n0)
+        if pointwise:
+            col = x[n0:n0 + n].reshape(n, g, Cg, pq)
+        else:
+            col = scratch("conv2d.im2col", (n, g, Cg, pq), x.dtype)
+            _im2col(x[n0:n0 + n], col, *_geom_args(geom), 1, 1, geom.P, geom.Q)
+        np.matmul(dy4[n0:n0 + n], col.transpose(0, 1, 3, 2), out=part[:n])
+        if n0 == 0:
+            np.sum(part[:n], axis=0, out=dw)
+        else:
+            dw += part[:n].sum(axis=0)
 
 
 def conv2d_bwd_bias(dy, out):
