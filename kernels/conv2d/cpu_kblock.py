@@ -10,7 +10,7 @@ channels). Per pass over an accumulator strip, four taps are fused (as in
 cpu_depthwise._fwd_taps) AND four output channels share each input load: per 16-lane
 vector, 4 input loads, 4 accumulator loads and stores feed 16 FMAs (the old cpu_flat
 forward: 4 loads + 1 load/store per 4 FMAs); a pair of images shares each weight
-broadcast. The accumulator rows sit _STRIP elements apart in one buffer: a compile-time
+broadcast (AVX-512 hosts only: see _pair). The accumulator rows sit _STRIP elements apart in one buffer: a compile-time
 distance, so LLVM's runtime alias check treats them as one group (at most eight input
 views plus that group stays within its limit of eight checks) and the loop vectorises
 (zmm FMAs on this AVX-512 machine, checked with inspect_asm). Planes longer than _STRIP
@@ -395,7 +395,12 @@ def kblock_fwd(x, w, out, geom):
 
 def _pair(N, K):
     """Two images per prange iteration where that still leaves 16 or more iterations
-    (two threads; odd_3x3_c35_k50_19_b2 would get 13)."""
+    (two threads; odd_3x3_c35_k50_19_b2 would get 13), on AVX-512 hosts. Not on hosts with
+    16 vector registers, where the pair's 8 accumulator rows, 8 input loads and 16 weights
+    spill (AMD Zen 1, 2 threads, separate processes, median ms, single / pair: 128×6×14² →
+    16 5×5 1.86-1.92 / 2.01-2.06; 16×16×20² → 32 3×3 1.03-1.07 / 1.14-1.15)."""
+    if wgrad_two_taps():
+        return 0
     return int(N // 2 * ((K + 3) // 4) >= 16)
 
 
