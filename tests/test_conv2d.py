@@ -635,8 +635,8 @@ def test_cpu_kblock_forward_single_images_and_pairs(rng, dtype_, pair):
     # cpu_kblock's forward one image or two per prange iteration (the pair runs on AVX-512
     # hosts, single images on AVX2 ones; both on every host here), with an odd batch (a lone
     # last image), K tails of 3 and 1, into a poisoned output.
+    from convcore.kernels import host
     from convcore.kernels.conv2d import cpu_kblock
-    from convcore.kernels.gemm import cpu as gemm
 
     for shape, weight in [((9, 3, 11, 13), (13, 3, 3, 3)), ((5, 6, 14, 14), (16, 6, 5, 5))]:
         x, w = random(rng, shape, dtype_), random(rng, weight, dtype_)
@@ -646,7 +646,7 @@ def test_cpu_kblock_forward_single_images_and_pairs(rng, dtype_, pair):
         expected = reference.conv2d(x.astype(np.float64), w.astype(np.float64), None, stride=(1, 1),
                                     padding=(0, 0, 0, 0), dilation=(1, 1), groups=1, out_hw=(geom.P, geom.Q))
         assert_matches(out, expected, dtype_, weight[1] * weight[2] * weight[3], f"kblock pair={pair} {shape}")
-    assert cpu_kblock._pair(64, 16) == (0 if not gemm._host_has_avx512() else 1)
+    assert cpu_kblock._pair(64, 16) == (0 if not host.avx512() else 1)
 
 
 @pytest.mark.parametrize("dtype_", [np.float32, np.float64])

@@ -259,12 +259,13 @@ def test_no_winograd_margin_where_its_products_run_the_narrow_tile(monkeypatch):
     # OpenBLAS, so auto takes Winograd wherever the model puts it below im2col + GEMM; with
     # both on BLAS (CONVCORE_CPU_GEMM=blas) the 20% margin holds. 2×35×19² → 50: F(4×4) at
     # 0.86 of im2col's modelled cost.
+    from convcore.kernels import host
     from convcore.kernels.gemm import cpu as gemm
 
     layer = conv_geometry("test", (2, 35, 19, 19), (50, 35, 3, 3), 1, 1, 1, 1)
     costs = cpu._winograd_costs(layer)
     assert 0.8 < costs["winograd_f4"] / cpu._gemm_cost(layer) < 1.0
-    monkeypatch.setattr(gemm, "_host_has_avx512", lambda: False)
+    monkeypatch.setattr(host, "avx512", lambda: False)
     try:
         for value, margin, expected in (("auto", 1.0, "winograd_f4"), ("blas", 0.8, "gemm")):
             monkeypatch.setenv("CONVCORE_CPU_GEMM", value)

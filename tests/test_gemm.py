@@ -3,6 +3,7 @@ blocking edge (register tile 12×32, KC/MC/NC blocks, row/column/k splits), oper
 (transposed views, broadcast batches) and the switch between it and BLAS."""
 import numpy as np
 import pytest
+from convcore.kernels import host
 from convcore.kernels.gemm import cpu as gemm
 
 RTOL = 2e-6  # relative to max |C|: float32 accumulation over up to a few thousand terms
@@ -223,7 +224,7 @@ def test_cpu_gemm_environment_switch_rejects_unknown(monkeypatch):
 def test_auto_follows_the_host_cpu(monkeypatch):
     monkeypatch.delenv("CONVCORE_CPU_GEMM", raising=False)
     for has_avx512 in (False, True):
-        monkeypatch.setattr(gemm, "_host_has_avx512", lambda v=has_avx512: v)
+        monkeypatch.setattr(host, "avx512", lambda v=has_avx512: v)
         gemm.enabled.cache_clear()
         assert gemm.enabled() is has_avx512
     gemm.enabled.cache_clear()
@@ -238,7 +239,7 @@ def test_auto_without_avx512_sends_only_winograds_products_to_sgemm(rng, monkeyp
     calls = []
     real = gemm.sgemm
     monkeypatch.setattr(gemm, "sgemm", lambda *args, **kw: calls.append(args[2].shape) or real(*args, **kw))
-    monkeypatch.setattr(gemm, "_host_has_avx512", lambda: False)
+    monkeypatch.setattr(host, "avx512", lambda: False)
     monkeypatch.delenv("CONVCORE_CPU_GEMM", raising=False)
     gemm.enabled.cache_clear()
     try:
@@ -287,3 +288,4 @@ def test_transpose16_any_strides(rng):
     np.testing.assert_array_equal(dst[5:5 + 16 * 25].reshape(16, 25)[:, :16], src[3:3 + 16 * 20].reshape(16, 20)[:, :16].T)
     dst[5:5 + 16 * 25].reshape(16, 25)[:, :16] = np.nan
     assert np.isnan(dst).all()
+

@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange, uintp
 
+from .. import host
 from .cpu_depthwise import _crop_plane, _fwd_taps
 from .cpu_flat import pad_input
 from .cpu_winograd import flipped_transposed
@@ -333,9 +334,7 @@ def _wgrad_kblock(xp, dyp, dw_out, L, dh, dw, two_taps, zero):
 def wgrad_two_taps() -> bool:
     """The weight gradient two taps a pass (_wgrad_taps_k4_t2) on hosts without AVX-512
     (16 vector registers), four elsewhere (32)."""
-    from ..gemm.cpu import _host_has_avx512
-
-    return not _host_has_avx512()
+    return host.narrow_registers()
 
 
 def kblock_wgrad(x, dy, out, geom):

@@ -24,6 +24,7 @@ import functools
 import numpy as np
 from numba import config, get_thread_id, njit, prange, types
 
+from .. import host
 from ..gemm.simd import load_at, store_at, transpose16, vfma, vload, vstore, vzero
 from ..gemm.simd import vbroadcast_load as vb
 from ..precompile import njit_cached
@@ -137,19 +138,11 @@ def _compiled():
     return njit_cached(_fwd_kvec, sig, "_compiled", parallel=True)
 
 
-@functools.lru_cache(maxsize=None)
-def _host_has_avx2_fma() -> bool:
-    from llvmlite import binding as llvm
-
-    features = llvm.get_host_cpu_features()  # asked once: available() runs on every dispatch
-    return bool(features.get("avx2", False)) and bool(features.get("fma", False))
-
-
 def _avx2_host() -> bool:
     """AVX2 and FMA but convcore's 16-lane kernels off (no AVX-512): the narrow tile."""
     from ..gemm.cpu import enabled
 
-    return not enabled() and _host_has_avx2_fma()
+    return not enabled() and host.avx2_fma()
 
 
 def available() -> bool:

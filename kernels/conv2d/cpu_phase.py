@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .. import host
 from .cpu_direct import _column_range
 
 _TILE = 4  # output channels × taps per register tile
@@ -325,9 +326,7 @@ def wgrad_narrow() -> bool:
     AVX-512 (16 vector registers), by the 4 × 4 tile elsewhere (32). Measured on the 224²
     stem (AMD Zen 1, AVX2, 2 threads, one image's tiles, ms): 4 × 3 chunked 4.8, 4 × 2
     chunked 5.5-5.8, 4 × 4 chunked 9.7-10.2, 4 × 4 whole rows (_wgrad_tiles) 9.0-10.4."""
-    from ..gemm.cpu import _host_has_avx512
-
-    return not _host_has_avx512()
+    return host.narrow_registers()
 
 
 def phase_wgrad(x, dy, out, geom):

@@ -35,9 +35,9 @@ import os
 from types import FunctionType
 
 import numpy as np
-from llvmlite import binding as llvm
 from numba import config, get_num_threads, get_thread_id, njit, prange, types
 
+from .. import host
 from ..precompile import njit_cached
 from ..workspace import scratch
 from .simd import load_at, store_at, vadd, vbroadcast_load, vfma, vload, vstore, vzero
@@ -416,13 +416,7 @@ def _compiled_narrow():
 def narrow_tile() -> bool:
     """Whether sgemm runs the narrow 6×16 tile (_micro6): on hosts without AVX-512, whose 16
     vector registers cannot hold the 12×32 tile."""
-    return not _host_has_avx512()
-
-
-@functools.lru_cache(maxsize=None)
-def _host_has_avx512():
-    # asked once: narrow_tile() runs on every sgemm call, and the query takes about 0.2 ms
-    return bool(llvm.get_host_cpu_features().get("avx512f", False))
+    return host.narrow_registers()
 
 
 # Winograd's products on AVX2 (AMD Zen 1, 2 threads, pytest-benchmark medians, ms, narrow
@@ -445,7 +439,7 @@ def enabled(winograd: bool = False) -> bool:
     if choice == "blas":
         log.info("float32 GEMMs go to NumPy's BLAS (CONVCORE_CPU_GEMM=blas)")
         return False
-    if choice == "auto" and not _host_has_avx512():
+    if choice == "auto" and not host.avx512():
         if winograd:
             log.info("Winograd's float32 products go to convcore's narrow 6x16 tile (no AVX-512 here)")
             return True
