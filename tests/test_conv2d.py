@@ -741,3 +741,25 @@ def test_cpu_kblock_weight_gradient_both_tap_passes(config, dtype_, two_taps, rn
     cpu_kblock.kblock_wgrad(x, dy, out, geom)
     expected = reference.conv2d_weight(x.astype(np.float64), geom.weight_shape, dy.astype(np.float64), **_ref_kwargs(geom))
     assert_matches(out, expected, dtype_, geom.N * geom.P * geom.Q, f"kblock weight gradient [{config}, two_taps={two_taps}]")
+
+
+@pytest.mark.parametrize("dtype_", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,weight,padding,dilation", [
+    ((3, 6, 14, 14), (16, 6, 5, 5), 0, 1),                # LeNet conv2: a block of four, a pair
+    ((2, 7, 22, 19), (5, 7, 3, 3), 1, 1),                 # Hp·Wp = 504 of 512: the last passes clamped
+    ((2, 9, 9, 8), (3, 9, 3, 2), (2, 0, 1, 2), (2, 3)),   # dilated taps at shifts off the alignment
+    ((1, 4, 1, 1), (1, 4, 1, 1), 0, 1),                   # one pixel, one channel of dy
+])
+def test_cpu_kblock_scatter_input_gradient(rng, dtype_, shape, weight, padding, dilation):
+    # cpu_kblock's scatter: each pass from the aligned start below its shift over whole
+    # vectors into the copied dy's zero margins, channel tails of 2 and 1, into a poisoned dx.
+    from convcore.kernels.conv2d import cpu_kblock
+
+    geom = conv_geometry("test", shape, weight, 1, padding, dilation, 1)
+    assert cpu_kblock._scatter_fits(geom)
+    w, dy = random(rng, weight, dtype_), random(rng, geom.output_shape, dtype_)
+    dx = np.full(shape, np.nan, dtype_)
+    cpu_kblock.kblock_dgrad(w, dy, dx, geom)
+    expected = reference.conv2d_input(shape, w.astype(np.float64), dy.astype(np.float64), stride=(1, 1),
+                                      padding=geom.padding, dilation=geom.dilation, groups=1)
+    assert_matches(dx, expected, dtype_, weight[0] * weight[2] * weight[3], f"kblock scatter {shape} <- {weight}")
