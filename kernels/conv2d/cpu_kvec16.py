@@ -18,6 +18,10 @@ a thread buffer, then to out's planes in 16×16 blocks transposed in registers.
 On AVX2 hosts (16 ymm registers) a 16-lane vector is two ymm: the 6-pixel run holds 12
 accumulators, and its pixels still run on across rows, so LeNet conv2's 100 outputs are
 17 runs (2% idle lanes), where cpu_kvec's per-row tiles of 6 would compute 12 per row of 10.
+That run reads the zero-padded input itself, through six window offsets (one per pixel,
+_tile_avx2_px), not shifted copies: on AMD Zen 1 an image's copies (C·S·Hp·Q floats), its
+output buffer and the weights overflowed the 32 KiB L1 (LeNet conv2 at batch 128, 2
+threads, kernel alone: 0.93-0.96 ms, against 1.39-1.47 ms for the public call with copies).
 
 Threads: one prange iteration per image; each writes only its own image of out. The last
 run of an image reads up to TJ − 1 values past its copies, into zero slack.
@@ -34,6 +38,7 @@ from ..gemm.simd import load_at, store_at, transpose16, vfma, vload, vload_first
 from ..gemm.simd import vbroadcast_load as vb
 from ..precompile import njit_cached
 from ..workspace import scratch
+from .cpu_flat import pad_input
 
 TJ = 25  # output pixels per register tile
 LANES = 16
@@ -77,16 +82,25 @@ def _tile(xs, xo, offs, wp, buf, bo):
 
 
 @njit(inline="always")
-def _tile_avx2(xs, xo, offs, wp, buf, bo):
-    # _tile for a run of TJ_AVX2 = 6 pixels: buf[bo + i·16 + l], i < 6.
+def _tile_avx2_px(xf, o0, o1, o2, o3, o4, o5, offs, wp, buf, bo):
+    # _tile_avx2 from the padded input itself: buf[bo + i·16 + l] = Σ_t wp[t·16 + l] ·
+    # xf[oi + offs[t]], pixel i's window at oi (six bases, as the run crosses rows).
     a0 = vzero(); a1 = vzero(); a2 = vzero(); a3 = vzero(); a4 = vzero(); a5 = vzero()
     for t in range(offs.shape[0]):
-        o = xo + offs[t]
+        d = offs[t]
         u = vload(wp, t * LANES)
-        a0 = vfma(vb(xs, o), u, a0); a1 = vfma(vb(xs, o + 1), u, a1); a2 = vfma(vb(xs, o + 2), u, a2)
-        a3 = vfma(vb(xs, o + 3), u, a3); a4 = vfma(vb(xs, o + 4), u, a4); a5 = vfma(vb(xs, o + 5), u, a5)
+        a0 = vfma(vb(xf, o0 + d), u, a0); a1 = vfma(vb(xf, o1 + d), u, a1); a2 = vfma(vb(xf, o2 + d), u, a2)
+        a3 = vfma(vb(xf, o3 + d), u, a3); a4 = vfma(vb(xf, o4 + d), u, a4); a5 = vfma(vb(xf, o5 + d), u, a5)
     vstore(buf, bo + 0, a0); vstore(buf, bo + 16, a1); vstore(buf, bo + 32, a2)
     vstore(buf, bo + 48, a3); vstore(buf, bo + 64, a4); vstore(buf, bo + 80, a5)
+
+
+@njit(inline="always")
+def _window(j, PQ, Q, Wp, img):
+    # the flat index in the padded input of output pixel j's window (pixels past the
+    # plane, in an image's last run, repeat its last one: computed, never copied out)
+    j = min(j, PQ - 1)
+    return img + (j // Q) * Wp + j % Q
 
 
 @njit(inline="always")
@@ -133,32 +147,55 @@ def _fill(x, n, xs, pt, pl, dw, S, Hp, Q):
                     store_at(xs, base + q, zero)
 
 
-def _fwd_kvec16(x, wp, offs, out, pt, pl, dw, S, Hp, tj, xs_work, buf_work):
-    # out (N, K, P, Q) and x (N, C, H, W) C-contiguous; wp (C·R·S·16,); offs (C·R·S,);
-    # tj the run: TJ, or TJ_AVX2 (the narrow tile).
-    N = x.shape[0]
-    K, P, Q = out.shape[1], out.shape[2], out.shape[3]
-    PQ = P * Q
+@njit(inline="always")
+def _to_planes(buf, out, n):
+    # out[n, k].flat[j] = buf[j·16 + k]: 16×16 blocks transposed in registers, scalar
+    # copies for the last PQ % 16 pixels and for fewer than 16 channels
+    K, PQ = out.shape[1], out.shape[2] * out.shape[3]
     full = PQ // LANES * LANES
+    o = n * K * PQ  # out[n, 0, 0, 0]
+    j_lo = 0
+    if K == LANES:
+        for j in range(0, full, LANES):
+            transpose16(buf, j * LANES, LANES, out, o + j, PQ)
+        j_lo = full
+    for k in range(K):
+        for j in range(j_lo, PQ):
+            store_at(out, o + k * PQ + j, load_at(buf, j * LANES + k))
+
+
+def _fwd_kvec16_px(xp, wp, offs, out, buf_work):
+    # The AVX2 run without shifted copies: xp (N, C, Hp, Wp) the zero-padded input,
+    # C-contiguous; offs[t] = (c·Hp + r·dh)·Wp + s·dw. An image's copies (C·S·Hp·Q floats),
+    # its output buffer and the weights overflowed Zen 1's 32 KiB L1 on LeNet conv2.
+    N, C, Hp, Wp = xp.shape
+    P, Q = out.shape[2], out.shape[3]
+    PQ = P * Q
+    xf = xp.reshape(-1)
+    for n in prange(N):
+        buf = buf_work[get_thread_id()]
+        img = n * C * Hp * Wp
+        for j0 in range(0, PQ, TJ_AVX2):
+            _tile_avx2_px(xf, _window(j0, PQ, Q, Wp, img), _window(j0 + 1, PQ, Q, Wp, img),
+                          _window(j0 + 2, PQ, Q, Wp, img), _window(j0 + 3, PQ, Q, Wp, img),
+                          _window(j0 + 4, PQ, Q, Wp, img), _window(j0 + 5, PQ, Q, Wp, img),
+                          offs, wp, buf, j0 * LANES)
+        _to_planes(buf, out, n)
+
+
+def _fwd_kvec16(x, wp, offs, out, pt, pl, dw, S, Hp, xs_work, buf_work):
+    # out (N, K, P, Q) and x (N, C, H, W) C-contiguous; wp (C·R·S·16,); offs (C·R·S,);
+    # The wide tile's run of TJ pixels (AVX-512 hosts).
+    N = x.shape[0]
+    P, Q = out.shape[2], out.shape[3]
+    PQ = P * Q
     for n in prange(N):
         xs = xs_work[get_thread_id()]
         buf = buf_work[get_thread_id()]
         _fill(x, n, xs, pt, pl, dw, S, Hp, Q)
-        if tj == TJ:
-            for j0 in range(0, PQ, TJ):
-                _tile(xs, j0, offs, wp, buf, j0 * LANES)
-        else:
-            for j0 in range(0, PQ, TJ_AVX2):
-                _tile_avx2(xs, j0, offs, wp, buf, j0 * LANES)
-        o = n * K * PQ  # out[n, 0, 0, 0]
-        j_lo = 0
-        if K == LANES:
-            for j in range(0, full, LANES):
-                transpose16(buf, j * LANES, LANES, out, o + j, PQ)
-            j_lo = full
-        for k in range(K):
-            for j in range(j_lo, PQ):
-                store_at(out, o + k * PQ + j, load_at(buf, j * LANES + k))
+        for j0 in range(0, PQ, TJ):
+            _tile(xs, j0, offs, wp, buf, j0 * LANES)
+        _to_planes(buf, out, n)
 
 
 @functools.lru_cache(maxsize=None)
@@ -167,8 +204,10 @@ def _compiled():
     # tiled kernels JIT-compiled in-process ran at half speed)
     f1, f2, f4 = (types.Array(types.float32, d, "C") for d in (1, 2, 4))
     ip = types.intp
-    sig = types.void(f4, f1, types.Array(types.int64, 1, "C"), f4, ip, ip, ip, ip, ip, ip, f2, f2)
-    return njit_cached(_fwd_kvec16, sig, "_compiled", parallel=True)
+    i8 = types.Array(types.int64, 1, "C")
+    copies = njit_cached(_fwd_kvec16, types.void(f4, f1, i8, f4, ip, ip, ip, ip, ip, f2, f2), "_compiled", parallel=True)
+    windows = njit_cached(_fwd_kvec16_px, types.void(f4, f1, i8, f4, f2), "_compiled", parallel=True)
+    return copies, windows
 
 
 # An image's shifted copies stay in L2 (C·S·Hp·Q floats at most).
@@ -201,17 +240,25 @@ def kvec16_fwd(x, w, out, geom):
     x = np.ascontiguousarray(x)
     K, C, R, S = w.shape
     P, Q = out.shape[2], out.shape[3]
-    (pt, _, pl, _), (dh, dw) = geom.padding, geom.dilation
-    Hp = P + dh * (R - 1)
-    size = C * S * Hp * Q
+    (pt, pb, pl, pr), (dh, dw) = geom.padding, geom.dilation
     threads = config.NUMBA_NUM_THREADS
     tj = run_pixels()
-    # slack the last run reads past the copies (and the last row's 16-lane copy spills into)
-    xs = scratch("conv2d.kvec16_x", (threads, size + max(tj, LANES)), np.float32)
-    xs[:, size:] = 0
     buf = scratch("conv2d.kvec16_out", (threads, -(-(P * Q) // tj) * tj * LANES), np.float32)
     wp = np.zeros((C, R, S, LANES), np.float32)
     wp[..., :K] = w.transpose(1, 2, 3, 0)
+    copies, windows = _compiled()
+    if tj == TJ_AVX2:
+        xp = pad_input(x, pt, pb, pl, pr)
+        Hpad, Wpad = xp.shape[2], xp.shape[3]
+        offs = ((np.arange(C)[:, None, None] * Hpad + np.arange(R)[None, :, None] * dh) * Wpad
+                + np.arange(S)[None, None, :] * dw).reshape(-1).astype(np.int64)
+        windows(xp, wp.reshape(-1), offs, out, buf)
+        return
+    Hp = P + dh * (R - 1)
+    size = C * S * Hp * Q
+    # slack the last run reads past the copies (and the last row's 16-lane copy spills into)
+    xs = scratch("conv2d.kvec16_x", (threads, size + max(tj, LANES)), np.float32)
+    xs[:, size:] = 0
     offs = (((np.arange(C)[:, None, None] * S + np.arange(S)[None, None, :]) * Hp
              + np.arange(R)[None, :, None] * dh) * Q).reshape(-1).astype(np.int64)
-    _compiled()(x, wp.reshape(-1), offs, out, pt, pl, dw, S, Hp, tj, xs, buf)
+    copies(x, wp.reshape(-1), offs, out, pt, pl, dw, S, Hp, xs, buf)
