@@ -38,7 +38,6 @@ from ..gemm.simd import load_at, store_at, transpose16, vfma, vload, vload_first
 from ..gemm.simd import vbroadcast_load as vb
 from ..precompile import njit_cached
 from ..workspace import scratch
-from .cpu_flat import pad_input
 
 TJ = 25  # output pixels per register tile
 LANES = 16
@@ -164,19 +163,34 @@ def _to_planes(buf, out, n):
             store_at(out, o + k * PQ + j, load_at(buf, j * LANES + k))
 
 
-def _fwd_kvec16_px(xp, wp, offs, out, buf_work):
-    # The AVX2 run without shifted copies: xp (N, C, Hp, Wp) the zero-padded input,
-    # C-contiguous; offs[t] = (c·Hp + r·dh)·Wp + s·dw. An image's copies (C·S·Hp·Q floats),
-    # its output buffer and the weights overflowed Zen 1's 32 KiB L1 on LeNet conv2.
-    N, C, Hp, Wp = xp.shape
+def _fwd_kvec16_px(x, wp, offs, out, pt, pl, Hp, Wp, xp_work, buf_work):
+    # The AVX2 run without shifted copies, from x (N, C, H, W) C-contiguous itself where
+    # unpadded, else from this thread's zero-padded copy of the image, xp_work[t] as
+    # (C, Hp, Wp) with Hp = P + dh·(R − 1), Wp = Q + dw·(S − 1) (np.pad of the whole batch,
+    # serial, had cost 20% of an 8×6×28² → 16 5×5 'same' forward). offs[t] = (c·Hp +
+    # r·dh)·Wp + s·dw. An image's shifted copies (C·S·Hp·Q floats), its output buffer and
+    # the weights overflowed Zen 1's 32 KiB L1 on LeNet conv2.
+    N, C, H, W = x.shape
     P, Q = out.shape[2], out.shape[3]
     PQ = P * Q
-    xf = xp.reshape(-1)
+    padded = pt != 0 or pl != 0 or Hp != H or Wp != W
+    h_lo, h_hi = max(0, -pt), min(H, Hp - pt)  # input rows and columns inside the padded plane
+    w_lo, w_hi = max(0, -pl), min(W, Wp - pl)
+    xf = x.reshape(-1)
     for n in prange(N):
         buf = buf_work[get_thread_id()]
-        img = n * C * Hp * Wp
+        src = xf
+        img = n * C * H * W
+        if padded:
+            src = xp_work[get_thread_id()]
+            src[:] = 0
+            for c in range(C):
+                for h in range(h_lo, h_hi):
+                    o = (c * Hp + h + pt) * Wp + pl
+                    src[o + w_lo:o + w_hi] = x[n, c, h, w_lo:w_hi]
+            img = 0
         for j0 in range(0, PQ, TJ_AVX2):
-            _tile_avx2_px(xf, _window(j0, PQ, Q, Wp, img), _window(j0 + 1, PQ, Q, Wp, img),
+            _tile_avx2_px(src, _window(j0, PQ, Q, Wp, img), _window(j0 + 1, PQ, Q, Wp, img),
                           _window(j0 + 2, PQ, Q, Wp, img), _window(j0 + 3, PQ, Q, Wp, img),
                           _window(j0 + 4, PQ, Q, Wp, img), _window(j0 + 5, PQ, Q, Wp, img),
                           offs, wp, buf, j0 * LANES)
@@ -206,7 +220,8 @@ def _compiled():
     ip = types.intp
     i8 = types.Array(types.int64, 1, "C")
     copies = njit_cached(_fwd_kvec16, types.void(f4, f1, i8, f4, ip, ip, ip, ip, ip, f2, f2), "_compiled", parallel=True)
-    windows = njit_cached(_fwd_kvec16_px, types.void(f4, f1, i8, f4, f2), "_compiled", parallel=True)
+    windows = njit_cached(_fwd_kvec16_px, types.void(f4, f1, i8, f4, ip, ip, ip, ip, f2, f2), "_compiled",
+                          parallel=True)
     return copies, windows
 
 
@@ -240,21 +255,21 @@ def kvec16_fwd(x, w, out, geom):
     x = np.ascontiguousarray(x)
     K, C, R, S = w.shape
     P, Q = out.shape[2], out.shape[3]
-    (pt, pb, pl, pr), (dh, dw) = geom.padding, geom.dilation
+    (pt, _, pl, _), (dh, dw) = geom.padding, geom.dilation
     threads = config.NUMBA_NUM_THREADS
     tj = run_pixels()
     buf = scratch("conv2d.kvec16_out", (threads, -(-(P * Q) // tj) * tj * LANES), np.float32)
     wp = np.zeros((C, R, S, LANES), np.float32)
     wp[..., :K] = w.transpose(1, 2, 3, 0)
     copies, windows = _compiled()
-    if tj == TJ_AVX2:
-        xp = pad_input(x, pt, pb, pl, pr)
-        Hpad, Wpad = xp.shape[2], xp.shape[3]
-        offs = ((np.arange(C)[:, None, None] * Hpad + np.arange(R)[None, :, None] * dh) * Wpad
-                + np.arange(S)[None, None, :] * dw).reshape(-1).astype(np.int64)
-        windows(xp, wp.reshape(-1), offs, out, buf)
-        return
     Hp = P + dh * (R - 1)
+    if tj == TJ_AVX2:
+        Wp = Q + dw * (S - 1)
+        xp = scratch("conv2d.kvec16_x", (threads, C * Hp * Wp), np.float32)
+        offs = ((np.arange(C)[:, None, None] * Hp + np.arange(R)[None, :, None] * dh) * Wp
+                + np.arange(S)[None, None, :] * dw).reshape(-1).astype(np.int64)
+        windows(x, wp.reshape(-1), offs, out, pt, pl, Hp, Wp, xp, buf)
+        return
     size = C * S * Hp * Q
     # slack the last run reads past the copies (and the last row's 16-lane copy spills into)
     xs = scratch("conv2d.kvec16_x", (threads, size + max(tj, LANES)), np.float32)
