@@ -18,13 +18,15 @@ a thread buffer, then to out's planes in 16×16 blocks transposed in registers.
 On AVX2 hosts (16 ymm registers) a 16-lane vector is two ymm: the 6-pixel run holds 12
 accumulators, and its pixels still run on across rows, so LeNet conv2's 100 outputs are
 17 runs (2% idle lanes), where cpu_kvec's per-row tiles of 6 would compute 12 per row of 10.
-That run reads the zero-padded input itself, through six window offsets (one per pixel,
-_tile_avx2_px), not shifted copies: on AMD Zen 1 an image's copies (C·S·Hp·Q floats), its
-output buffer and the weights overflowed the 32 KiB L1 (LeNet conv2 at batch 128, 2
-threads, kernel alone: 0.93-0.96 ms, against 1.39-1.47 ms for the public call with copies).
+That run reads the input itself (a padded layer: the image zero-padded in its own prange
+iteration) through six window offsets, one per pixel (_tile_avx2_px), not shifted copies:
+on AMD Zen 1 an image's copies (C·S·Hp·Q floats), its output buffer and the weights
+overflowed the 32 KiB L1 (LeNet conv2 at batch 128, 2 threads, kernel alone: 0.93-0.96 ms,
+against 1.39-1.47 ms for the public call with copies).
 
-Threads: one prange iteration per image; each writes only its own image of out. The last
-run of an image reads up to TJ − 1 values past its copies, into zero slack.
+Threads: one prange iteration per image; each writes only its own image of out. The wide
+tile's last run of an image reads up to TJ − 1 values past its copies, into zero slack;
+the AVX2 run's last pixels repeat the image's last window (_window), never copied out.
 """
 # ruff: noqa: E702 -- the tile's 25 accumulators five to a line
 from __future__ import annotations
