@@ -743,6 +743,59 @@ def test_cpu_kblock_weight_gradient_both_tap_passes(config, dtype_, two_taps, rn
     assert_matches(out, expected, dtype_, geom.N * geom.P * geom.Q, f"kblock weight gradient [{config}, two_taps={two_taps}]")
 
 
+@pytest.mark.parametrize("shape,weight,padding,dilation", [
+    ((9, 6, 14, 14), (16, 6, 5, 5), 0, 1),                # LeNet conv2 at 9 images: a short block of images
+    ((8, 1, 32, 30), (6, 1, 5, 5), 0, 1),                 # conv1: one input channel, a short block of channels,
+                                                          # dy rows of two vectors
+    ((3, 5, 11, 21), (7, 5, 3, 2), (2, 0, 1, 3), (2, 3)),  # 6 taps (a short pass), uneven padding, dilation
+    ((2, 3, 9, 9), (5, 3, 7, 7), 3, 1),                   # 49 taps, padded planes wider than a vector
+])
+def test_cpu_wgrad_simd(sixteen_lanes, rng, shape, weight, padding, dilation):
+    # cpu_wgrad_simd's register tile against the float64 reference, into a poisoned dW, bit
+    # for bit the same on one thread as on all; float64 is not its to compute.
+    from convcore.kernels.conv2d import cpu_wgrad_simd
+
+    geom = conv_geometry("test", shape, weight, 1, padding, dilation, 1)
+    x, dy = random(rng, shape, np.float32), random(rng, geom.output_shape, np.float32)
+    out = np.full(weight, np.nan, np.float32)
+    assert cpu_wgrad_simd.applies(x, dy, out, geom)
+    cpu_wgrad_simd.wgrad_simd(x, dy, out, geom.padding, geom.dilation)
+    expected = reference.conv2d_weight(x.astype(np.float64), weight, dy.astype(np.float64), **_ref_kwargs(geom))
+    assert_matches(out, expected, np.float32, geom.N * geom.P * geom.Q, f"wgrad simd {shape} -> {weight}")
+    threads = convcore.get_num_threads()
+    one = np.full(weight, np.nan, np.float32)
+    try:
+        convcore.set_num_threads(1)
+        cpu_wgrad_simd.wgrad_simd(x, dy, one, geom.padding, geom.dilation)
+    finally:
+        convcore.set_num_threads(threads)
+    assert one.tobytes() == out.tobytes()
+    assert not cpu_wgrad_simd.applies(x.astype(np.float64), dy.astype(np.float64), out.astype(np.float64), geom)
+
+
+@pytest.mark.parametrize("shape,weight", [((8, 6, 14, 14), (16, 6, 5, 5)), ((8, 1, 32, 32), (6, 1, 5, 5))])
+def test_cpu_wgrad_simd_routing(sixteen_lanes, rng, shape, weight):
+    # LeNet's weight gradients from 8 images (conv2, and conv1 with its one input channel)
+    # go to cpu_wgrad_simd under auto and direct; at 2 images, to the other kernels.
+    from convcore.kernels.conv2d import cpu_wgrad_simd
+
+    x, w = random(rng, shape, np.float32), random(rng, weight, np.float32)
+    dy = random(rng, convcore.conv2d(x, w, backend="cpu").shape, np.float32)
+    geom = conv_geometry("test", shape, weight, 1, 0, 1, 1)
+    expected = np.empty(weight, np.float32)
+    cpu_wgrad_simd.wgrad_simd(x, dy, expected, geom.padding, geom.dilation)
+    for algorithm in ("auto", "direct"):
+        got = convcore.conv2d_weight(x, weight, dy, backend="cpu", algorithm=algorithm)
+        np.testing.assert_array_equal(got, expected)
+    small = convcore.conv2d_weight(x[:2], weight, dy[:2], backend="cpu")
+    small_simd = np.empty(weight, np.float32)
+    cpu_wgrad_simd.wgrad_simd(x[:2], dy[:2], small_simd, geom.padding, geom.dilation)
+    reference_small = reference.conv2d_weight(x[:2].astype(np.float64), weight, dy[:2].astype(np.float64),
+                                              **_ref_kwargs(geom))
+    assert_matches(small, reference_small, np.float32, 2 * geom.P * geom.Q, "wgrad at 2 images")
+    assert small.tobytes() != small_simd.tobytes()  # another kernel's summation order
+
+
 @pytest.mark.parametrize("dtype_", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,weight,padding,dilation", [
     ((3, 6, 14, 14), (16, 6, 5, 5), 0, 1),                # LeNet conv2: a block of four, a pair

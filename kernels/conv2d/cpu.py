@@ -7,7 +7,8 @@ Algorithms (``algorithm=``), each in its own module:
   scatter for the other input gradients; for float32 on AVX-512 hosts, the forward of
   cpu_flat_simd (3 output channels × 144 flat outputs in zmm registers), or with 12-16
   output channels and 8+ images cpu_kvec16 (all channels in one vector × 25 pixels), both
-  with narrower tiles on AVX2 hosts (32 flat outputs; 6 pixels); other dense
+  with narrower tiles on AVX2 hosts (32 flat outputs; 6 pixels), and the weight gradient
+  of cpu_wgrad_simd (4 output channels × 5 taps in zmm, from 8 images, 5×5+); other dense
   float32 forwards (strided: the ResNet stem's) cpu_kvec (64 output channels in four
   vectors × 6 pixels; on AVX2 hosts without AVX-512, 16 channels × 6 pixels).
 - ``gemm`` (cpu_gemm): im2col/col2im + BLAS; 1×1 stride-1 unpadded layers skip im2col
@@ -34,7 +35,7 @@ from ..gemm.cpu import matmul, sgemm_sum
 from ..gemm.nt import sgemm_nt
 from ..workspace import images_per_chunk, scratch
 from . import cpu_depthwise_strips as strips
-from . import cpu_flat_simd, cpu_kvec, cpu_kvec16
+from . import cpu_flat_simd, cpu_kvec, cpu_kvec16, cpu_wgrad_simd
 from .cpu_depthwise import (
     _dgrad_depthwise,
     _dgrad_depthwise_s1,
@@ -266,6 +267,16 @@ def _dgrad_by_flat_simd(dy, out, geom):
             and geom.N * -(-geom.C // cpu_flat_simd.KB) >= 16)
 
 
+def _wgrad_by_simd(x, dy, out, geom):
+    # Dense stride-1 layers with 16+ taps from 8 images (LeNet's, conv1's single input
+    # channel too), float32 on AVX-512 hosts: cpu_wgrad_simd's register tile. 2 threads,
+    # ms, simd / cpu_kblock (conv1: cpu_depthwise) / PyTorch: 128×6×14² → 16 5×5 0.34 /
+    # 0.56 / 0.49, 128×1×32² → 6 0.16 / 0.27 / 0.32, 8×6×14² 0.035 / 0.041 / 0.071; at 2-4
+    # images cpu_kblock is ahead (0.017 / 0.013), and so at 3×3 (2×35×19² → 50 0.19 / 0.17:
+    # each task packs its dY planes again for each input channel, 9 taps of work per pack).
+    return geom.R * geom.S >= 16 and geom.N >= 8 and cpu_wgrad_simd.applies(x, dy, out, geom)
+
+
 def _stem_like(geom):
     return phase_applies(geom) and geom.stride != (1, 1) and geom.Cg <= 4 and geom.R * geom.S >= 25 and geom.Kg >= 8
 
@@ -480,6 +491,8 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
                   out=out.reshape(geom.groups, geom.Kg, crs))
     elif chosen == "phase":
         phase_wgrad(x, dy, out, geom)
+    elif _wgrad_by_simd(x, dy, out, geom):
+        cpu_wgrad_simd.wgrad_simd(x, dy, out, geom.padding, geom.dilation)
     elif _depthwise(geom) and strips.applies(geom):
         strips.launch_wgrad(x, dy, out, geom)
     elif _depthwise(geom):

@@ -144,22 +144,31 @@ def applies(x, out, geom) -> bool:
             and geom.N * -(-geom.K // KB) >= 16)
 
 
+def padded_flat(x, padding, tag, slack):
+    """x (N, C, H, W) float32 zero-padded by padding (top, bottom, left, right) straight into
+    a reused flat scratch buffer (np.pad and a second copy cost 2-4 ms at 128×16×18², more
+    than the kernel), followed by ``slack`` zeros for the whole vectors read past the end."""
+    pt, pb, pl, pr = padding
+    N, C, H, W = x.shape
+    Hp, Wp = H + pt + pb, W + pl + pr
+    size = N * C * Hp * Wp
+    xf = scratch(tag, (size + slack,), np.float32)
+    if pt or pb or pl or pr:
+        xf[:] = 0
+    else:
+        xf[size:] = 0
+    xf[:size].reshape(N, C, Hp, Wp)[:, :, pt:pt + H, pl:pl + W] = x
+    return xf
+
+
 def flat_simd_fwd(x, w, out, padding, dilation):
     """out = conv2d(x, w) for a dense stride-1 layer, padding (top, bottom, left, right)
     (each >= 0) and dilation (dh, dw); out C-contiguous."""
     (pt, pb, pl, pr), (dh, dw) = padding, dilation
     N, C, H, W = x.shape
     Hp, Wp = H + pt + pb, W + pl + pr
-    size = N * C * Hp * Wp
-    # x zero-padded straight into a reused flat buffer (np.pad and a second copy cost
-    # 2-4 ms at 128×16×18², more than the kernel), with a strip of zero slack after it:
     # the last strip reads past the end
-    xf = scratch("conv2d.flat_simd", (size + STRIP,), np.float32)
-    if pt or pb or pl or pr:
-        xf[:] = 0
-    else:
-        xf[size:] = 0
-    xf[:size].reshape(N, C, Hp, Wp)[:, :, pt:pt + H, pl:pl + W] = x
+    xf = padded_flat(x, padding, "conv2d.flat_simd", STRIP)
     K, _, R, S = w.shape
     offs = ((np.arange(C)[:, None, None] * Hp + np.arange(R)[None, :, None] * dh) * Wp
             + np.arange(S)[None, None, :] * dw).reshape(-1).astype(np.int64)
