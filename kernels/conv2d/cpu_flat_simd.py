@@ -8,7 +8,9 @@ output plane is one run of L = (P−1)·Wp + Q flat positions (columns q >= Q ar
 dropped when cropping). cpu_kblock keeps its accumulators in memory (a load and a store
 per FMA group); here a register tile of 3 output channels × 9 vectors (144 flat outputs,
 27 zmm accumulators) stays in registers across all C·R·S taps: per tap, 9 input loads and
-3 weight broadcasts feed 27 FMAs. Then the tile is cropped into out.
+3 weight broadcasts feed 27 FMAs (8 vectors, 24 accumulators, where whole strips of 128
+fit a plane's L flat outputs in fewer lanes than strips of 144). Then the tile is cropped
+into out.
 
 Threads: one prange iteration per (image, block of 3 output channels); each writes only its
 own output planes. Reads run up to one strip past a plane's L flat outputs, into the next
@@ -28,6 +30,7 @@ from ..workspace import scratch
 
 V = 9                 # vectors per strip
 STRIP = V * 16        # flat outputs per strip
+STRIP8 = 8 * 16       # the 8-vector strip, where whole strips of it fit a plane's L better
 KB = 3                # output channels per tile
 # Hosts with AVX2 but not AVX-512 (16 ymm registers): a 16-lane vector is two ymm, so the
 # strip is 2 vectors (3 × 4 = 12 ymm accumulators, 3 broadcasts, one input half), not 9
@@ -68,6 +71,36 @@ def _strip3(xf, xb, offs, w, w0, w1, w2, acc):
 
 
 @njit(inline="always")
+def _strip3_v8(xf, xb, offs, w, w0, w1, w2, acc):
+    # _strip3 for a strip of STRIP8 = 128 flat outputs (8 vectors, 24 accumulators).
+    a0 = vzero(); a1 = vzero(); a2 = vzero(); a3 = vzero(); a4 = vzero(); a5 = vzero(); a6 = vzero(); a7 = vzero()
+    b0 = vzero(); b1 = vzero(); b2 = vzero(); b3 = vzero(); b4 = vzero(); b5 = vzero(); b6 = vzero(); b7 = vzero()
+    c0 = vzero(); c1 = vzero(); c2 = vzero(); c3 = vzero(); c4 = vzero(); c5 = vzero(); c6 = vzero(); c7 = vzero()
+    for t in range(offs.shape[0]):
+        o = xb + offs[t]
+        u = vbroadcast_load(w, w0 + t)
+        y = vbroadcast_load(w, w1 + t)
+        z = vbroadcast_load(w, w2 + t)
+        v = vload(xf, o + 0); a0 = vfma(u, v, a0); b0 = vfma(y, v, b0); c0 = vfma(z, v, c0)
+        v = vload(xf, o + 16); a1 = vfma(u, v, a1); b1 = vfma(y, v, b1); c1 = vfma(z, v, c1)
+        v = vload(xf, o + 32); a2 = vfma(u, v, a2); b2 = vfma(y, v, b2); c2 = vfma(z, v, c2)
+        v = vload(xf, o + 48); a3 = vfma(u, v, a3); b3 = vfma(y, v, b3); c3 = vfma(z, v, c3)
+        v = vload(xf, o + 64); a4 = vfma(u, v, a4); b4 = vfma(y, v, b4); c4 = vfma(z, v, c4)
+        v = vload(xf, o + 80); a5 = vfma(u, v, a5); b5 = vfma(y, v, b5); c5 = vfma(z, v, c5)
+        v = vload(xf, o + 96); a6 = vfma(u, v, a6); b6 = vfma(y, v, b6); c6 = vfma(z, v, c6)
+        v = vload(xf, o + 112); a7 = vfma(u, v, a7); b7 = vfma(y, v, b7); c7 = vfma(z, v, c7)
+    s = 0 * STRIP
+    vstore(acc, s + 0, a0); vstore(acc, s + 16, a1); vstore(acc, s + 32, a2); vstore(acc, s + 48, a3); vstore(acc, s + 64, a4)
+    vstore(acc, s + 80, a5); vstore(acc, s + 96, a6); vstore(acc, s + 112, a7)
+    s = 1 * STRIP
+    vstore(acc, s + 0, b0); vstore(acc, s + 16, b1); vstore(acc, s + 32, b2); vstore(acc, s + 48, b3); vstore(acc, s + 64, b4)
+    vstore(acc, s + 80, b5); vstore(acc, s + 96, b6); vstore(acc, s + 112, b7)
+    s = 2 * STRIP
+    vstore(acc, s + 0, c0); vstore(acc, s + 16, c1); vstore(acc, s + 32, c2); vstore(acc, s + 48, c3); vstore(acc, s + 64, c4)
+    vstore(acc, s + 80, c5); vstore(acc, s + 96, c6); vstore(acc, s + 112, c7)
+
+
+@njit(inline="always")
 def _strip3_avx2(xf, xb, offs, w, w0, w1, w2, acc):
     # _strip3 for a strip of STRIP_AVX2 = 32 flat outputs: acc[j·STRIP + i], i < 32.
     a0 = vzero(); a1 = vzero(); b0 = vzero(); b1 = vzero(); c0 = vzero(); c1 = vzero()
@@ -100,6 +133,8 @@ def _fwd_flat_simd(xf, plane, offs, w, out, Wp, strip_len):
             i0 = strip * strip_len
             if strip_len == STRIP:
                 _strip3(xf, n * plane + i0, offs, w, k0 * T, min(k0 + 1, K - 1) * T, k1 * T, acc)
+            elif strip_len == STRIP8:
+                _strip3_v8(xf, n * plane + i0, offs, w, k0 * T, min(k0 + 1, K - 1) * T, k1 * T, acc)
             else:
                 _strip3_avx2(xf, n * plane + i0, offs, w, k0 * T, min(k0 + 1, K - 1) * T, k1 * T, acc)
             # crop into out (raw offsets: Numba's wraparound code for the signed acc index
@@ -122,12 +157,19 @@ def _compiled():
     return njit_cached(_fwd_flat_simd, sig, "_compiled", parallel=True)
 
 
-def strip_length() -> int:
+def strip_length(L: int | None = None) -> int:
     """Flat outputs per register tile: STRIP where convcore's 16-lane kernels run
-    (gemm.cpu.enabled), STRIP_AVX2 on AVX2 hosts without AVX-512 (cpu_kvec.available)."""
+    (gemm.cpu.enabled), or STRIP8 where whole strips of it cover a plane's L flat outputs
+    in fewer lanes (LeNet conv2's input gradient at batch 128, L = 248: 256 against 288;
+    2-core Zen 5, ms, 0.53-0.56 -> 0.50-0.52, PyTorch 0.43-0.46); STRIP_AVX2 on AVX2
+    hosts without AVX-512 (cpu_kvec.available)."""
     from ..gemm.cpu import enabled
 
-    return STRIP if enabled() else STRIP_AVX2
+    if not enabled():
+        return STRIP_AVX2
+    if L is not None and -(-L // STRIP8) * STRIP8 < -(-L // STRIP) * STRIP:
+        return STRIP8
+    return STRIP
 
 
 def available() -> bool:
@@ -172,4 +214,5 @@ def flat_simd_fwd(x, w, out, padding, dilation):
     K, _, R, S = w.shape
     offs = ((np.arange(C)[:, None, None] * Hp + np.arange(R)[None, :, None] * dh) * Wp
             + np.arange(S)[None, None, :] * dw).reshape(-1).astype(np.int64)
-    _compiled()(xf, C * Hp * Wp, offs, np.ascontiguousarray(w).reshape(K, -1), out, Wp, strip_length())
+    P, Q = out.shape[2], out.shape[3]
+    _compiled()(xf, C * Hp * Wp, offs, np.ascontiguousarray(w).reshape(K, -1), out, Wp, strip_length((P - 1) * Wp + Q))
