@@ -5,7 +5,7 @@ Algorithms (``algorithm=``), each in its own module:
   layers use the flat-plane kernels instead: cpu_kblock (register-blocked over four
   output channels) forward, weight gradient and, for C >= 4, input gradient; cpu_flat's
   scatter for the other input gradients; for float32 on AVX-512 hosts, the forward of
-  cpu_flat_simd (3 output channels × 144 flat outputs in zmm registers), or with 12-16
+  cpu_flat_simd (3 output channels × 144 or 128 flat outputs in zmm registers), or with 12-16
   output channels and 8+ images cpu_kvec16 (all channels in one vector × 25 pixels), both
   with narrower tiles on AVX2 hosts (32 flat outputs; 6 pixels), and the weight gradient
   of cpu_wgrad_simd (4 output channels × 5 taps in zmm, from 8 images, 5×5+); other dense
