@@ -731,6 +731,23 @@ def test_cpu_flat_simd_input_gradient(cpu_tile, rng, padding, dilation):
     assert_matches(dx, expected, np.float32, 16 * 15, "flat simd input gradient")
 
 
+def test_cpu_auto_pointwise_input_gradient_takes_the_gemm(sixteen_lanes, rng):
+    # A 1×1 layer reducing over few channels (odd_1x1_c100_k27_23's input gradient): auto
+    # runs its GEMM on the planes as they lie, not the shallow flat kernel, which a 3×3
+    # layer of the same channels keeps; the GEMM's result matches the reference.
+    from convcore.kernels.conv2d import cpu as cpu_kernels
+
+    pointwise = conv_geometry("test", (8, 100, 23, 23), (27, 100, 1, 1), 1, 0, 1, 1)
+    assert cpu_kernels._choose("auto", pointwise, "bwd_data", np.float32) == "gemm"
+    shallow = conv_geometry("test", (8, 100, 23, 23), (27, 100, 3, 3), 1, 1, 1, 1)
+    assert cpu_kernels._choose("auto", shallow, "bwd_data", np.float32) == "direct"
+    w, dy = random(rng, (27, 100, 1, 1), np.float32), random(rng, pointwise.output_shape, np.float32)
+    dx = convcore.conv2d_input(pointwise.input_shape, w, dy, backend="cpu")
+    expected = reference.conv2d_input(pointwise.input_shape, w.astype(np.float64), dy.astype(np.float64),
+                                      **_ref_kwargs(pointwise))
+    assert_matches(dx, expected, np.float32, 27, "1x1 input gradient by auto")
+
+
 @pytest.mark.parametrize("two_taps", [True, False])
 @pytest.mark.parametrize("dtype_", [np.float32, np.float64])
 @pytest.mark.parametrize("config", [name for name in CONFIGS if name.startswith("kblock_")])
