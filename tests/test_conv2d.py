@@ -731,6 +731,30 @@ def test_cpu_flat_simd_input_gradient(cpu_tile, rng, padding, dilation):
     assert_matches(dx, expected, np.float32, 16 * 15, "flat simd input gradient")
 
 
+@pytest.mark.parametrize("shape,weight", [((8, 128, 16, 16), (48, 128, 1, 1)), ((8, 64, 14, 14), (16, 64, 1, 1)),
+                                          ((2, 16, 7, 9), (24, 16, 1, 1))])
+def test_cpu_auto_small_1x1_layers_take_the_gemm(rng, shape, weight):
+    # Small 1×1 layers, which cpu_kblock's size limits admit, run their GEMM in every
+    # direction under auto (one tap: the flat kernels' overhead with none of their reuse),
+    # and the results match the reference.
+    from convcore.kernels.conv2d import cpu as cpu_kernels
+
+    geom = conv_geometry("test", shape, weight, 1, 0, 1, 1)
+    x, w = random(rng, shape, np.float32), random(rng, weight, np.float32)
+    dy = random(rng, geom.output_shape, np.float32)
+    for direction in ("fwd", "bwd_data", "bwd_weight"):
+        assert cpu_kernels._choose("auto", geom, direction, np.float32) == "gemm"
+    x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
+    assert_matches(convcore.conv2d(x, w, backend="cpu"), reference.conv2d(x64, w64, None, out_hw=(geom.P, geom.Q),
+                   **_ref_kwargs(geom)), np.float32, shape[1], "small 1x1 forward")
+    assert_matches(convcore.conv2d_input(shape, w, dy, backend="cpu"),
+                   reference.conv2d_input(shape, w64, dy64, **_ref_kwargs(geom)), np.float32, weight[0],
+                   "small 1x1 input gradient")
+    assert_matches(convcore.conv2d_weight(x, weight, dy, backend="cpu"),
+                   reference.conv2d_weight(x64, weight, dy64, **_ref_kwargs(geom)), np.float32, geom.N * geom.P * geom.Q,
+                   "small 1x1 weight gradient")
+
+
 def test_cpu_auto_pointwise_input_gradient_takes_the_gemm(sixteen_lanes, rng):
     # A 1×1 layer reducing over few channels (odd_1x1_c100_k27_23's input gradient): auto
     # runs its GEMM on the planes as they lie, not the shallow flat kernel, which a 3×3

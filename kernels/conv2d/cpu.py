@@ -216,8 +216,12 @@ def _kblock_small(geom, direction):
     odd_3x3_c35_k50_19 0.60 / 0.60 / 0.78 vs 0.89 / 0.97 / 0.98; lenet_5x5_14_b128 0.56 /
     1.16 / 0.87 vs 0.88 / 1.27 / 1.08). With convcore's GEMM, im2col + GEMM took back the
     forward and input gradient from 32 channels on (odd: 0.59 / 0.49 vs 0.87 / 0.98).
-    Deep reductions (ResNet, VGG) stay on the GEMM."""
-    if not _flat(geom) or geom.P * geom.Q > 400:
+    Deep reductions (ResNet, VGG) stay on the GEMM, and so do 1×1 layers, whose GEMM needs
+    no im2col, in every direction (2-core Zen 5, ms, kblock / GEMM / PyTorch, weight
+    gradient: 8×128×16² → 48 0.45 / 0.11 / 0.12, 2×256×14² → 64 0.35 / 0.063 / 0.081;
+    forward 8×16×14² → 64 0.060 / 0.031 / 0.053; input gradient 8×64×14² → 16 0.060 /
+    0.031 / 0.057)."""
+    if not _flat(geom) or geom.P * geom.Q > 400 or geom.R == geom.S == 1:
         return False
     if direction == "bwd_data":
         # At N·⌈C/4⌉ < 8 the scatter has too few blocks for two threads (lenet_5x5_14_b1:
