@@ -68,14 +68,19 @@ def test_conv_weight_gradient_by_nt_or_sum(rng, monkeypatch, groups):
     # 1×1 layers with 128..1024 pixels take the Goto GEMM summing per-image products
     # (sgemm_sum, X[n]ᵀ a transposed view), over 1024 the nt product, reading x and dy in
     # place at stride 1 without padding, else x through im2col; under 128 pixels, the Goto
-    # GEMM over a reordered copy.
+    # GEMM over a reordered copy. A small dW (under _SUM_MIN_WEIGHTS weights, as these 24
+    # are) takes the nt product from 256 pixels on: checked with the threshold at 0, then as
+    # it is.
     calls = []
     for name in ("sgemm_nt", "sgemm_sum"):
         original = getattr(cpu, name)
         monkeypatch.setattr(cpu, name, lambda *args, _f=original, _n=name: calls.append(_n) or _f(*args))
     x = random(rng, (2, 4, 33, 32), np.float32)
     # 33×32 = 1056 pixels; 17×16 = 272; 18×32 = 576; 11² = 121
-    for stride, padding, route in [(1, 0, "sgemm_nt"), (2, 0, "sgemm_sum"), ((2, 1), (1, 0), "sgemm_sum"), (3, 0, None)]:
+    cases = [(1, 0, "sgemm_nt", 0), (2, 0, "sgemm_sum", 0), ((2, 1), (1, 0), "sgemm_sum", 0), (3, 0, None, 0),
+             (2, 0, "sgemm_nt", cpu._SUM_MIN_WEIGHTS), ((2, 1), (1, 0), "sgemm_nt", cpu._SUM_MIN_WEIGHTS)]
+    for stride, padding, route, min_weights in cases:
+        monkeypatch.setattr(cpu, "_SUM_MIN_WEIGHTS", min_weights)
         geom = conv_geometry("test", x.shape, (6, 4 // groups, 1, 1), stride, padding, 1, groups)
         dy = random(rng, geom.output_shape, np.float32)
         dw = convcore.conv2d_weight(x, geom.weight_shape, dy, stride=stride, padding=padding, groups=groups,

@@ -329,6 +329,12 @@ _NT_MIN_PIXELS = 256
 # 262 / 255 (the copy + GEMM: 212); batch 2 158 / 275 / 179), not at 56² (8×64×56²→256 182 /
 # 192 / 192; 8×256×56²→64 201 / 181 / 178); so 1×1 layers with 128 to 1024 pixels take it.
 _SUM_MIN_PIXELS, _SUM_MAX_PIXELS = 128, 1024
+# ... unless dW is small: from _NT_MIN_PIXELS on, gemm.nt's dot products beat the summed
+# Goto GEMM below this many weights Kg·Cg, whose 12×32 tiles then run part empty (2-core
+# Zen 5, ms, sum / nt / PyTorch: 8×100×23² → 27 0.21 / 0.11-0.12 / 0.19; 8×64×28² → 64 0.51
+# / 0.18-0.20 / 0.19-0.65; 8×32×28² → 256 0.39 / 0.33 / 0.34; 8×128×28² → 128 0.75 / 0.63 /
+# 1.08; but 8×256×28² → 128 1.21 / 1.28 / 1.07 and → 256 2.38 / 2.53 / 3.36).
+_SUM_MIN_WEIGHTS = 32768
 
 
 def _wgrad_nt(x, geom):
@@ -472,7 +478,7 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
             else:
                 col = scratch("conv2d.im2col", (geom.N, geom.groups, crs, pq), x.dtype)
                 _im2col(x, col, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
-            if _SUM_MIN_PIXELS <= pq <= _SUM_MAX_PIXELS:
+            if _SUM_MIN_PIXELS <= pq <= _SUM_MAX_PIXELS and (pq < _NT_MIN_PIXELS or geom.Kg * crs >= _SUM_MIN_WEIGHTS):
                 # the Goto GEMM summing the images' products in each task, X[n]ᵀ a view
                 sgemm_sum(dy4, col.transpose(1, 0, 3, 2), out.reshape(geom.groups, geom.Kg, crs))
             else:
