@@ -691,11 +691,13 @@ def test_cpu_1x1_weight_gradient_by_blas(rng, monkeypatch, dtype_, chunk_bytes):
     ((8, 3, 23, 30), (7, 3, 3, 3), 1, 1, 128),              # six 8-vector strips (L = 734), K = 7 (a
                                                             # short last block)
     ((8, 5, 12, 11), (4, 5, 3, 2), (2, 0, 1, 2), (2, 1), 144),  # dilated, asymmetric padding
+    ((8, 2, 9, 16), (4, 2, 3, 3), (1, 1, 0, 3), 1, 128),    # rows of exactly one vector, right padding only
 ])
 def test_cpu_flat_simd_forward(cpu_tile, rng, shape, weight, padding, dilation, wide_strip):
     # The register-tiled flat forward (float32; AVX-512 hosts' 144- or 128-output strip,
     # whichever covers the plane's L flat outputs in fewer lanes; AVX2 hosts' 32) against the
     # float64 reference.
+    from convcore.kernels import workspace
     from convcore.kernels.conv2d import cpu_flat_simd
 
     assert cpu_flat_simd.strip_length() == (cpu_flat_simd.STRIP if cpu_tile == "wide" else cpu_flat_simd.STRIP_AVX2)
@@ -703,6 +705,8 @@ def test_cpu_flat_simd_forward(cpu_tile, rng, shape, weight, padding, dilation, 
     geom = conv_geometry("test", shape, weight, 1, padding, dilation, 1)
     flat_outputs = (geom.P - 1) * (geom.W + geom.padding[2] + geom.padding[3]) + geom.Q
     assert cpu_flat_simd.strip_length(flat_outputs) == (wide_strip if cpu_tile == "wide" else cpu_flat_simd.STRIP_AVX2)
+    # the threads' padded-image buffers poisoned: every zero of the padding is written
+    workspace.scratch("conv2d.flat_simd", (convcore.get_num_threads() + 1, 1 << 15), np.float32).fill(np.nan)
     assert cpu_flat_simd.applies(x, np.empty(geom.output_shape, np.float32), geom)
     out = np.full(geom.output_shape, np.nan, np.float32)
     cpu_flat_simd.flat_simd_fwd(x, w, out, geom.padding, geom.dilation)

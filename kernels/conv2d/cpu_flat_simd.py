@@ -13,8 +13,10 @@ fit a plane's L flat outputs in fewer lanes than strips of 144). Then the tile i
 into out.
 
 Threads: one prange iteration per (image, block of 3 output channels); each writes only its
-own output planes. Reads run up to one strip past a plane's L flat outputs, into the next
-plane or the zero slack after the last one: those lanes are never stored.
+own output planes. Each thread zero-pads the image of its task into a buffer of its own
+(in L1 at LeNet's sizes), once per image it takes in a row. Reads run up to one strip past
+a plane's L flat outputs, into the next channel's plane or the zero slack after the
+image's: those lanes are never stored.
 """
 # ruff: noqa: E702 -- the tile's nine vectors one line each
 from __future__ import annotations
@@ -22,9 +24,9 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import njit, prange, types
+from numba import config, get_thread_id, njit, prange, types
 
-from ..gemm.simd import load_at, store_at, vbroadcast_load, vfma, vload, vstore, vzero
+from ..gemm.simd import load_at, store_at, vbroadcast_load, vfma, vload, vload_first, vstore, vzero
 from ..precompile import njit_cached
 from ..workspace import scratch
 
@@ -32,6 +34,7 @@ V = 9                 # vectors per strip
 STRIP = V * 16        # flat outputs per strip
 STRIP8 = 8 * 16       # the 8-vector strip, where whole strips of it fit a plane's L better
 KB = 3                # output channels per tile
+LANES = 16
 # Hosts with AVX2 but not AVX-512 (16 ymm registers): a 16-lane vector is two ymm, so the
 # strip is 2 vectors (3 × 4 = 12 ymm accumulators, 3 broadcasts, one input half), not 9
 # (54 ymm: spilled).
@@ -116,9 +119,42 @@ def _strip3_avx2(xf, xb, offs, w, w0, w1, w2, acc):
     vstore(acc, 2 * STRIP, c0); vstore(acc, 2 * STRIP + 16, c1)
 
 
-def _fwd_flat_simd(xf, plane, offs, w, out, Wp, strip_len):
-    # out[n, k, p, q] = Σ_t w[k, t] · xf[n·plane + offs[t] + p·Wp + q]; w is (K, T) float32,
-    # out C-contiguous; strip_len STRIP, or STRIP_AVX2 (the narrow tile).
+@njit(inline="always")
+def _pad_image(xs, n, C, H, W, xf, pt, pl, Hp, Wp):
+    # xf[(c·Hp + h)·Wp + j] = x[n, c, h − pt, j − pl] (xs: x flat, C-contiguous), 0 outside
+    # x, then zeros past the planes: whole vectors (the rows are short: loops over them ran
+    # scalar, 0.18 ms of LeNet conv2's 0.5 ms input gradient). Each row is zeroed by vectors
+    # that may run into the next row, then its input row is stored by a masked load (lanes
+    # past W read 0) that may too: rows go in order, so every spill is overwritten later or
+    # lands in the zero slack.
+    for c in range(C):
+        for h in range(Hp):
+            row = (c * Hp + h) * Wp
+            hi = h - pt
+            if 0 <= hi < H:
+                for j in range(0, pl, LANES):
+                    vstore(xf, row + j, vzero())
+                s0 = ((n * C + c) * H + hi) * W
+                for j in range(0, W, LANES):
+                    vstore(xf, row + pl + j, vload_first(xs, s0 + j, min(LANES, W - j)))
+                for j in range(pl + W, Wp, LANES):
+                    vstore(xf, row + j, vzero())
+            else:
+                for j in range(0, Wp, LANES):
+                    vstore(xf, row + j, vzero())
+    for j in range(C * Hp * Wp, C * Hp * Wp + STRIP, LANES):
+        vstore(xf, j, vzero())
+
+
+def _fwd_flat_simd(xs, C, H, W, pt, pl, Hp, Wp, offs, w, out, strip_len, work, filled):
+    # out[n, k, p, q] = Σ_t w[k, t] · xpad[n].flat[offs[t] + p·Wp + q], xpad the (N, C, H, W)
+    # input xs (flat) zero-padded, pt on top, pl on the left, into Hp × Wp planes; w is
+    # (K, T) float32, out C-contiguous; strip_len STRIP, STRIP8 or STRIP_AVX2 (the narrow
+    # tile). Each thread pads the image of its task into its own row of work, in L1 (C·Hp·Wp
+    # floats, then zero slack), unless its last task padded that image (filled[thread]):
+    # tasks of an image are consecutive, so each thread pads each of its images once. (The
+    # whole batch padded before the kernel: 0.18 ms of LeNet conv2's 0.5 ms input gradient,
+    # dY's 10² planes padded to 18², 3.2 times the data.)
     N, K, P, Q = out.shape
     T = offs.shape[0]
     L = (P - 1) * Wp + Q
@@ -128,15 +164,20 @@ def _fwd_flat_simd(xf, plane, offs, w, out, Wp, strip_len):
         n = task // pairs
         k0 = task % pairs * KB
         k1 = min(k0 + KB - 1, K - 1)  # a short last block computes its last channel again
+        thread = get_thread_id()
+        xf = work[thread]
+        if filled[thread] != n:
+            _pad_image(xs, n, C, H, W, xf, pt, pl, Hp, Wp)
+            filled[thread] = n
         acc = np.empty(3 * STRIP, np.float32)
         for strip in range(strips):
             i0 = strip * strip_len
             if strip_len == STRIP:
-                _strip3(xf, n * plane + i0, offs, w, k0 * T, min(k0 + 1, K - 1) * T, k1 * T, acc)
+                _strip3(xf, i0, offs, w, k0 * T, min(k0 + 1, K - 1) * T, k1 * T, acc)
             elif strip_len == STRIP8:
-                _strip3_v8(xf, n * plane + i0, offs, w, k0 * T, min(k0 + 1, K - 1) * T, k1 * T, acc)
+                _strip3_v8(xf, i0, offs, w, k0 * T, min(k0 + 1, K - 1) * T, k1 * T, acc)
             else:
-                _strip3_avx2(xf, n * plane + i0, offs, w, k0 * T, min(k0 + 1, K - 1) * T, k1 * T, acc)
+                _strip3_avx2(xf, i0, offs, w, k0 * T, min(k0 + 1, K - 1) * T, k1 * T, acc)
             # crop into out (raw offsets: Numba's wraparound code for the signed acc index
             # made this copy cost as much as the FMAs)
             for j in range(k1 - k0 + 1):
@@ -151,9 +192,9 @@ def _fwd_flat_simd(xf, plane, offs, w, out, Wp, strip_len):
 def _compiled():
     # compiled in a child process, loaded from Numba's cache (see kernels.precompile: this
     # kernel's in-process JIT copy ran 1.6x slower)
-    f1, i1 = types.Array(types.float32, 1, "C"), types.Array(types.int64, 1, "C")
-    sig = types.void(f1, types.intp, i1, types.Array(types.float32, 2, "C"), types.Array(types.float32, 4, "C"),
-                     types.intp, types.intp)
+    f1, n, i1 = types.Array(types.float32, 1, "C"), types.intp, types.Array(types.int64, 1, "C")
+    f2 = types.Array(types.float32, 2, "C")
+    sig = types.void(f1, n, n, n, n, n, n, n, i1, f2, types.Array(types.float32, 4, "C"), n, f2, i1)
     return njit_cached(_fwd_flat_simd, sig, "_compiled", parallel=True)
 
 
@@ -209,10 +250,13 @@ def flat_simd_fwd(x, w, out, padding, dilation):
     (pt, pb, pl, pr), (dh, dw) = padding, dilation
     N, C, H, W = x.shape
     Hp, Wp = H + pt + pb, W + pl + pr
-    # the last strip reads past the end
-    xf = padded_flat(x, padding, "conv2d.flat_simd", STRIP)
     K, _, R, S = w.shape
     offs = ((np.arange(C)[:, None, None] * Hp + np.arange(R)[None, :, None] * dh) * Wp
             + np.arange(S)[None, None, :] * dw).reshape(-1).astype(np.int64)
     P, Q = out.shape[2], out.shape[3]
-    _compiled()(xf, C * Hp * Wp, offs, np.ascontiguousarray(w).reshape(K, -1), out, Wp, strip_length((P - 1) * Wp + Q))
+    threads = config.NUMBA_NUM_THREADS
+    # per thread: an image's padded planes, a strip of zeros the last strip reads past them
+    # into, and a vector the padding's last stores may spill into
+    work = scratch("conv2d.flat_simd", (threads, C * Hp * Wp + STRIP + LANES), np.float32)
+    _compiled()(np.ascontiguousarray(x).reshape(-1), C, H, W, pt, pl, Hp, Wp, offs, np.ascontiguousarray(w).reshape(K, -1),
+                out, strip_length((P - 1) * Wp + Q), work, np.full(threads, -1, np.int64))
