@@ -807,7 +807,7 @@ def test_cpu_wgrad_simd(sixteen_lanes, rng, shape, weight, padding, dilation):
     geom = conv_geometry("test", shape, weight, 1, padding, dilation, 1)
     x, dy = random(rng, shape, np.float32), random(rng, geom.output_shape, np.float32)
     out = np.full(weight, np.nan, np.float32)
-    assert cpu_wgrad_simd.applies(x, dy, out, geom)
+    assert cpu_wgrad_simd.applies(geom, np.float32)
     cpu_wgrad_simd.wgrad_simd(x, dy, out, geom.padding, geom.dilation)
     expected = reference.conv2d_weight(x.astype(np.float64), weight, dy.astype(np.float64), **_ref_kwargs(geom))
     assert_matches(out, expected, np.float32, geom.N * geom.P * geom.Q, f"wgrad simd {shape} -> {weight}")
@@ -819,30 +819,40 @@ def test_cpu_wgrad_simd(sixteen_lanes, rng, shape, weight, padding, dilation):
     finally:
         convcore.set_num_threads(threads)
     assert one.tobytes() == out.tobytes()
-    assert not cpu_wgrad_simd.applies(x.astype(np.float64), dy.astype(np.float64), out.astype(np.float64), geom)
+    assert not cpu_wgrad_simd.applies(geom, np.float64)
 
 
-@pytest.mark.parametrize("shape,weight", [((8, 6, 14, 14), (16, 6, 5, 5)), ((8, 1, 32, 32), (6, 1, 5, 5))])
-def test_cpu_wgrad_simd_routing(sixteen_lanes, rng, shape, weight):
-    # LeNet's weight gradients from 8 images (conv2, and conv1 with its one input channel)
-    # go to cpu_wgrad_simd under auto and direct; at 2 images, to the other kernels.
+@pytest.mark.parametrize("shape,weight,padding", [
+    ((8, 6, 14, 14), (16, 6, 5, 5), 0),    # LeNet conv2
+    ((8, 1, 32, 32), (6, 1, 5, 5), 0),     # LeNet conv1: its one input channel
+    ((8, 4, 24, 22), (8, 4, 5, 5), 2),     # 'same', 528 outputs a plane (auto had taken im2col + GEMM)
+])
+def test_cpu_wgrad_simd_routing(sixteen_lanes, rng, shape, weight, padding):
+    # 5×5 weight gradients from 8 images go to cpu_wgrad_simd under auto and direct; at 2
+    # images, to the other kernels; in float64, not to it.
+    from convcore.kernels.conv2d import cpu as cpu_kernels
     from convcore.kernels.conv2d import cpu_wgrad_simd
 
     x, w = random(rng, shape, np.float32), random(rng, weight, np.float32)
-    dy = random(rng, convcore.conv2d(x, w, backend="cpu").shape, np.float32)
-    geom = conv_geometry("test", shape, weight, 1, 0, 1, 1)
+    dy = random(rng, convcore.conv2d(x, w, padding=padding, backend="cpu").shape, np.float32)
+    geom = conv_geometry("test", shape, weight, 1, padding, 1, 1)
+    assert cpu_kernels._choose("auto", geom, "bwd_weight", np.float32) == "direct"
     expected = np.empty(weight, np.float32)
     cpu_wgrad_simd.wgrad_simd(x, dy, expected, geom.padding, geom.dilation)
     for algorithm in ("auto", "direct"):
-        got = convcore.conv2d_weight(x, weight, dy, backend="cpu", algorithm=algorithm)
+        got = convcore.conv2d_weight(x, weight, dy, padding=padding, backend="cpu", algorithm=algorithm)
         np.testing.assert_array_equal(got, expected)
-    small = convcore.conv2d_weight(x[:2], weight, dy[:2], backend="cpu")
+    reference_all = reference.conv2d_weight(x.astype(np.float64), weight, dy.astype(np.float64), **_ref_kwargs(geom))
+    assert_matches(expected, reference_all, np.float32, geom.N * geom.P * geom.Q, "wgrad simd")
+    small = convcore.conv2d_weight(x[:2], weight, dy[:2], padding=padding, backend="cpu")
     small_simd = np.empty(weight, np.float32)
     cpu_wgrad_simd.wgrad_simd(x[:2], dy[:2], small_simd, geom.padding, geom.dilation)
     reference_small = reference.conv2d_weight(x[:2].astype(np.float64), weight, dy[:2].astype(np.float64),
                                               **_ref_kwargs(geom))
     assert_matches(small, reference_small, np.float32, 2 * geom.P * geom.Q, "wgrad at 2 images")
     assert small.tobytes() != small_simd.tobytes()  # another kernel's summation order
+    wide = convcore.conv2d_weight(x.astype(np.float64), weight, dy.astype(np.float64), padding=padding, backend="cpu")
+    assert_matches(wide, reference_all, np.float64, geom.N * geom.P * geom.Q, "wgrad float64")
 
 
 @pytest.mark.parametrize("dtype_", [np.float32, np.float64])

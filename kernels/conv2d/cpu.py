@@ -155,6 +155,8 @@ def _choose(algorithm, geom, direction="fwd", dtype=None):
     # 1×35×19² → 50 0.38 / 0.65 / 0.55, 2×35×19² 0.63 / 1.11 / 0.84).
     if direction == "bwd_weight" and geom.N <= 2 and wgrad_two_taps() and _kblock_small(geom, direction):
         return "direct"
+    if direction == "bwd_weight" and _wgrad_by_simd(geom, np.float32 if dtype is None else dtype):
+        return "direct"
     if direction == "bwd_weight" and winograd_applies(geom) and geom.Cg >= 16 and geom.Kg >= 16:
         tile = _winograd_tile(geom, direction)
         if _winograd_costs(geom, direction)[tile] < 9 * geom.N * geom.P * geom.Q:
@@ -274,14 +276,18 @@ def _dgrad_by_flat_simd(dy, out, geom):
             and geom.N * -(-geom.C // cpu_flat_simd.KB) >= 16)
 
 
-def _wgrad_by_simd(x, dy, out, geom):
+def _wgrad_by_simd(geom, dtype):
     # Dense stride-1 layers with 16+ taps from 8 images (LeNet's, conv1's single input
-    # channel too), float32 on AVX-512 hosts: cpu_wgrad_simd's register tile. 2 threads,
-    # ms, simd / cpu_kblock (conv1: cpu_depthwise) / PyTorch: 128×6×14² → 16 5×5 0.34 /
-    # 0.56 / 0.49, 128×1×32² → 6 0.16 / 0.27 / 0.32, 8×6×14² 0.035 / 0.041 / 0.071; at 2-4
-    # images cpu_kblock is ahead (0.017 / 0.013), and so at 3×3 (2×35×19² → 50 0.19 / 0.17:
-    # each task packs its dY planes again for each input channel, 9 taps of work per pack).
-    return geom.R * geom.S >= 16 and geom.N >= 8 and cpu_wgrad_simd.applies(x, dy, out, geom)
+    # channel too), float32 on AVX-512 hosts: cpu_wgrad_simd's register tile, which auto
+    # takes for them (_choose). 2 threads, ms, simd / cpu_kblock (conv1: cpu_depthwise) /
+    # PyTorch: 128×6×14² → 16 5×5 0.34 / 0.56 / 0.49, 128×1×32² → 6 0.16 / 0.27 / 0.32,
+    # 8×6×14² 0.035 / 0.041 / 0.071; at 2-4 images cpu_kblock is ahead (0.017 / 0.013), and
+    # so at 3×3 (2×35×19² → 50 0.19 / 0.17: each task packs its dY planes again for each
+    # input channel, 9 taps of work per pack). Against im2col + GEMM, which auto had taken
+    # for planes over 400 outputs (simd / GEMM / PyTorch): 8×16×28² → 16 5×5 'same' 0.38 /
+    # 2.1 / 0.32, 16×8×32² → 8 7×7 0.34 / 4.0 / 0.48, 8×3×128² → 16 1.07 / 9.5 / 0.95,
+    # 8×128×14² → 128 5.6 / 5.7 / 2.8.
+    return geom.R * geom.S >= 16 and geom.N >= 8 and cpu_wgrad_simd.applies(geom, dtype)
 
 
 def _stem_like(geom):
@@ -461,7 +467,7 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
 
 
 def conv2d_bwd_weight(x, dy, out, geom, algorithm):
-    chosen = _choose(algorithm, geom, "bwd_weight")
+    chosen = _choose(algorithm, geom, "bwd_weight", x.dtype)
     if chosen in WINOGRAD:
         pt, _, pl, _ = geom.padding
         winograd_wgrad(x, dy, out, pt, pl, geom.groups, 4 if chosen == "winograd_f4" else 2)
@@ -504,7 +510,7 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
                   out=out.reshape(geom.groups, geom.Kg, crs))
     elif chosen == "phase":
         phase_wgrad(x, dy, out, geom)
-    elif _wgrad_by_simd(x, dy, out, geom):
+    elif _wgrad_by_simd(geom, x.dtype):
         cpu_wgrad_simd.wgrad_simd(x, dy, out, geom.padding, geom.dilation)
     elif _depthwise(geom) and strips.applies(geom):
         strips.launch_wgrad(x, dy, out, geom)

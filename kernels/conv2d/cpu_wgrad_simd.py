@@ -141,11 +141,12 @@ def available() -> bool:
     return enabled()
 
 
-def applies(x, dy, out, geom) -> bool:
+def applies(geom, dtype) -> bool:
     """float32 dense stride-1 layers (padding >= 0) on a host where it runs, with a task
-    (block of output channels, input channel) for each of two threads."""
-    return (x.dtype == dy.dtype == out.dtype == np.float32 and available() and geom.groups == 1
-            and geom.stride == (1, 1) and min(geom.padding) >= 0 and -(-geom.K // KB) * geom.C >= 2)
+    (block of output channels, input channel) for each of two threads. Any layout of x,
+    dy and out: wgrad_simd packs x and dy itself."""
+    return (np.dtype(dtype) == np.float32 and available() and geom.groups == 1 and geom.stride == (1, 1)
+            and min(geom.padding) >= 0 and -(-geom.K // KB) * geom.C >= 2)
 
 
 def wgrad_simd(x, dy, out, padding, dilation):
