@@ -18,6 +18,13 @@ def _features() -> dict:
     return dict(llvm.get_host_cpu_features())
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_name() -> str:
+    """LLVM's name for the host CPU ('znver4', 'skylake-avx512', ...): for the few choices
+    measured to go opposite ways on different microarchitectures with the same features."""
+    return str(llvm.get_host_cpu_name())
+
+
 def avx512() -> bool:
     """AVX-512F: 32 vector registers of 16 float32 lanes."""
     return bool(_features().get("avx512f", False))

@@ -128,10 +128,11 @@ def test_split_gives_enough_tasks_for_the_threads():
     assert (m_block, n_block) == (5, 20) and k_split == 2
 
 
-def test_short_reductions_split_rows_into_balanced_blocks(rng):
+def test_short_reductions_split_rows_into_balanced_blocks(rng, monkeypatch):
     # K <= _SHORT_K: row blocks of at most _SHORT_K_ROWS rows, tile multiples, balanced
     # (64 rows: 36 + 28, not 48 + 16); a longer K keeps whole rows. The product through
     # such a split (a ragged last block, edge rows and columns) is still right.
+    monkeypatch.setattr(gemm.host, "cpu_name", lambda: "skylake-avx512")
     K = gemm._SHORT_K
     assert gemm._split(36, 64, 3136, K, 2)[0] == 36
     assert gemm._split(8, 256, 3136, K, 2)[0] == 48
@@ -139,6 +140,21 @@ def test_short_reductions_split_rows_into_balanced_blocks(rng):
     a, b = _operands(rng, (3, 61, K - 5), (3, K - 5, 2 * gemm.NR + 9))
     out = np.full((3, 61, b.shape[2]), np.nan, np.float32)
     assert gemm._split(3, 61, b.shape[2], K - 5, 2)[0] == 36
+    gemm.sgemm(a, b, out)
+    _check(a, b, out)
+
+
+def test_short_reductions_keep_whole_rows_on_the_hosts_measured_so(rng, monkeypatch):
+    # On _WHOLE_ROWS_HOSTS (AMD Zen 4) short reductions of _WHOLE_ROWS_MIN rows or more keep
+    # whole row blocks like long ones (fewer rows still split); the product through that
+    # split is still right.
+    monkeypatch.setattr(gemm.host, "cpu_name", lambda: "znver4")
+    K, M = gemm._SHORT_K, gemm._WHOLE_ROWS_MIN + 5
+    assert gemm._split(36, 64, 3136, K, 2)[0] == 36
+    assert gemm._split(8, 256, 3136, K, 2)[0] == 256
+    a, b = _operands(rng, (4, M, K - 5), (4, K - 5, 2 * gemm.NR + 9))
+    out = np.full((4, M, b.shape[2]), np.nan, np.float32)
+    assert gemm._split(4, M, b.shape[2], K - 5, 2)[0] == M
     gemm.sgemm(a, b, out)
     _check(a, b, out)
 

@@ -52,6 +52,17 @@ NC = 2048         # columns of one packed B panel: 1.5 MB
 _B_IN_PLACE_ROWS = 256  # rows of C per task at most for which B is read in place
 _B_IN_PLACE_STRIDE = 4096  # bytes between rows of B at most for reading it in place
 _SHORT_K, _SHORT_K_ROWS = 96, 48  # reductions this short: row blocks at most this tall (_split)
+# Hosts (LLVM CPU names) on which short reductions keep whole row blocks: there each task's
+# repacking of the B panel for every 48-row block cost more than the blocks saved (AMD Zen 4,
+# 2 threads, sgemm blocks=, median ms, 48-row / whole rows: 8 × 256×64·64×3136 (1×1 expand)
+# 7.7 / 6.2; 36 × 64×64·64×3136 (VGG 224² Winograd) 13.2 / 10.5; 16 × 128×64·64×1568 3.3 /
+# 2.9; 8 × 256×64·64×784 1.58 / 1.46). The Intel Xeon measurement above went the other way.
+# Only from _WHOLE_ROWS_MIN rows: at 35-64 rows the convolutions went both ways (Zen 4, 2
+# threads, interleaved, whole rows / 48-row time: 8×64×56² 3×3 Winograd forward 1.11, input
+# gradient 0.98; 2×64×224² forward 0.91; 8×35×19² → 50 forward 1.08), at 256 rows they
+# gained or held (8×64×56² → 256 1×1 forward 0.88; 8×256×56² → 64 input gradient 1.00).
+_WHOLE_ROWS_HOSTS = ("znver4",)
+_WHOLE_ROWS_MIN = 128
 _SET_STRIDE = 4096  # bytes between addresses of one L1 set (48 KB, 12 ways, 64 B lines)
 _PREPACK_LIMIT = 2**23  # floats (32 MB) of A packed up front at most (the 3x3 512-channel dgrad Wᵀ is 2.4 M)
 
@@ -351,11 +362,12 @@ def _split(batch, M, N, K, threads, mr=MR, nr=NR):
             m_block = _round_up(_cdiv(m_block, 2), mr)
         else:
             break
-    if K <= _SHORT_K and m_block > _SHORT_K_ROWS:
+    if K <= _SHORT_K and m_block > _SHORT_K_ROWS and not (M >= _WHOLE_ROWS_MIN and host.cpu_name() in _WHOLE_ROWS_HOSTS):
         # A short reduction: each C tile gets few FMAs per store, and blocks of at most
         # _SHORT_K_ROWS rows (balanced) ran faster, repacked B panels and all (Intel Xeon,
         # 2 threads, GFLOP/s, full rows -> 36-48: 36 × 64×64·64×3136 (a Winograd product)
-        # 95-129 -> 180-187, 8 × 256×64·64×3136 (1×1 expand) 197 -> 247; K = 256 lost)
+        # 95-129 -> 180-187, 8 × 256×64·64×3136 (1×1 expand) 197 -> 247; K = 256 lost).
+        # Not for tall products on _WHOLE_ROWS_HOSTS, where repacking B for each block costs more than it saves.
         m_block = _round_up(_cdiv(M, _cdiv(M, _SHORT_K_ROWS)), mr)
     tasks = batch * _cdiv(M, m_block) * _cdiv(N, n_block)
     while tasks * k_split < want and K // (2 * k_split) >= 4 * KC:
