@@ -60,6 +60,24 @@ def test_sgemm_forced_splits(rng, monkeypatch, blocks, a_layout, prepack_limit):
     _check(a, b, out)
 
 
+@pytest.mark.parametrize("tail", range(1, gemm.MR))
+@pytest.mark.parametrize("b_layout", ["rows", "columns"])
+def test_sgemm_every_short_last_sliver(rng, tail, b_layout):
+    # A last sliver of 1..11 rows: 1-4 run _micro4, 5-8 _micro8 (straight into C, only their
+    # rows written), 9-11 the 12-row tile through the edge tile. K spans two KC slices (the
+    # accumulating pass); B read in place (row-major, short rows) or packed (column-major);
+    # N ends in a partial sliver. The row past the product (NaN) must stay untouched.
+    M, K, N = 2 * gemm.MR + tail, gemm.KC + 9, 2 * gemm.NR + 5
+    a, b = _operands(rng, (1, M, K), (2, K, N))
+    if b_layout == "columns":
+        b = np.ascontiguousarray(b.transpose(0, 2, 1)).transpose(0, 2, 1)
+    full = np.full((2, M + 1, N), np.nan, np.float32)
+    out = full[:, :M]
+    gemm.sgemm(a, b, out)
+    _check(a, b, out)
+    assert np.isnan(full[:, M]).all()
+
+
 @pytest.mark.parametrize("M", [gemm._B_IN_PLACE_ROWS - 7, gemm._B_IN_PLACE_ROWS + 13])
 @pytest.mark.parametrize("b_layout", ["rows", "columns"])
 @pytest.mark.parametrize("N", [3 * gemm.NR + 5, gemm._B_IN_PLACE_STRIDE // 4 + 2 * gemm.NR + 5])
