@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from convcore.kernels import workspace
+from convcore.kernels import host, workspace
 from convcore.kernels.conv2d import cpu
 from helpers import assert_matches, random, to_numpy
 
@@ -200,12 +200,14 @@ def test_candidates():
         cpu.candidates("forward", geom)
 
 
-def test_tile_choice(sixteen_lanes):
+def test_tile_choice(sixteen_lanes, monkeypatch):
     # (N, channels, plane, 'winograd' picks, 'auto' picks) by the cost model
     # α²·(tiles + 16)·(C + 64)/C vs 9·N·P·Q·(9C + 64)/9C (auto: Winograd only when 20%
     # cheaper; the channel factors charge a GEMM's shallow reductions): F(4×4) from 7×7 up
     # (14×14 at N = 2 too), F(2×2) for 6×6 planes (4 tiles of F(4×4) per plane against 9);
-    # tiny problems the direct kernel (float32; float64 gemm).
+    # tiny problems the direct kernel (float32; float64 gemm). On a host without a tile
+    # overhead of its own (_TILE_OVERHEAD_BY_HOST).
+    monkeypatch.setattr(host, "cpu_name", lambda: "skylake-avx512")
     for n, channels, size, tile, auto in [(8, 64, 56, "winograd_f4", "winograd_f4"),
                                           (8, 64, 28, "winograd_f4", "winograd_f4"),
                                           (8, 256, 14, "winograd_f4", "winograd_f4"),
@@ -235,6 +237,17 @@ def test_tile_choice(sixteen_lanes):
     assert cpu._choose("auto", few_channels, dtype=np.float64) == "gemm"
 
 
+def test_tile_choice_on_hosts_with_their_own_tile_overhead(sixteen_lanes, monkeypatch):
+    # AMD Zen 4 charges Winograd 32 extra tiles, not 16: 2×256×14² (98 F(2×2) tiles, 32 of
+    # F(4×4)) turns to F(2×2), forward and input gradient, while 8×512×7² and 8×256×14² keep
+    # F(4×4).
+    monkeypatch.setattr(host, "cpu_name", lambda: "znver4")
+    for n, channels, size, tile in [(2, 256, 14, "winograd_f2"), (8, 512, 7, "winograd_f4"), (8, 256, 14, "winograd_f4")]:
+        geom = conv_geometry("test", (n, channels, size, size), (channels, channels, 3, 3), 1, 1, 1, 1)
+        assert cpu._choose("winograd", geom) == tile
+        assert cpu._choose("auto", geom) == cpu._choose("auto", geom, "bwd_data") == tile, (n, channels, size)
+
+
 def test_tile_choice_without_the_16_lane_kernels(monkeypatch):
     # Where they are off (no AVX-512, or CONVCORE_CPU_GEMM=blas) the register-tiled direct
     # forward does not run: tiny and shallow float32 layers go to im2col + BLAS instead,
@@ -262,6 +275,7 @@ def test_no_winograd_margin_where_its_products_run_the_narrow_tile(monkeypatch):
     from convcore.kernels import host
     from convcore.kernels.gemm import cpu as gemm
 
+    monkeypatch.setattr(host, "cpu_name", lambda: "znver1")  # an AVX2 host: no tile overhead of its own
     layer = conv_geometry("test", (2, 35, 19, 19), (50, 35, 3, 3), 1, 1, 1, 1)
     costs = cpu._winograd_costs(layer)
     assert 0.8 < costs["winograd_f4"] / cpu._gemm_cost(layer) < 1.0

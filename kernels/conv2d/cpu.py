@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import host
 from ..gemm.cpu import enabled as gemm_enabled
 from ..gemm.cpu import matmul, sgemm_sum
 from ..gemm.nt import sgemm_nt
@@ -93,6 +94,11 @@ def candidates(direction: str, geom) -> list[str]:
 # 5.9); 2×256×14² 1.9 / 1.6 / 1.5, 1.6 (1.9 / 1.7 / 1.5, 1.8). F(4×4) needs _TILE_OVERHEAD
 # < 21 there; 8×256×14² (earlier) 8.7 / 6.2 / 5.7.
 _TILE_OVERHEAD = 16
+# ... and more on the hosts named here (LLVM CPU names): on AMD Zen 4 (2 threads, interleaved,
+# ms, F(2×2) / F(4×4) / PyTorch) 2×256×14² forward 2.68-2.98 / 2.98-3.29 / 2.72-2.94, input
+# gradient 2.87 / 3.17 / 2.82, a break-even overhead of 21 tiles; at 32 F(4×4) still takes
+# 8×512×7² (9.5 / 11.5 / 8.9), as it should.
+_TILE_OVERHEAD_BY_HOST = {"znver4": 32}
 
 
 # The weight gradient's GEMMs reduce over the tiles (K × T by T × C): at few tiles they run
@@ -124,7 +130,8 @@ def _gemm_cost(geom, direction="fwd"):
 
 def _winograd_costs(geom, direction="fwd"):
     (th2, tw2), (th4, tw4) = tiles(geom, 2), tiles(geom, 4)
-    overhead = _WGRAD_TILE_OVERHEAD if direction == "bwd_weight" else _TILE_OVERHEAD
+    overhead = (_WGRAD_TILE_OVERHEAD if direction == "bwd_weight"
+                else _TILE_OVERHEAD_BY_HOST.get(host.cpu_name(), _TILE_OVERHEAD))
     depth = _reduction(geom, direction)
     scale = 1.0 if direction == "bwd_weight" else (depth + _SHALLOW) / depth
     return {"winograd_f2": 16 * (geom.N * th2 * tw2 + overhead) * scale,
