@@ -78,6 +78,27 @@ def test_sgemm_every_short_last_sliver(rng, tail, b_layout):
     assert np.isnan(full[:, M]).all()
 
 
+@pytest.mark.parametrize("tail", [1, 3, 4, 5, 8, 9])
+@pytest.mark.parametrize("a_layout", ["rows", "aliased", "columns"])
+def test_sgemm_every_short_last_column_sliver(rng, tail, a_layout):
+    # A last column sliver of 1..8 columns against packed A slivers runs _micro_tail (4
+    # columns a pass, transposed); 9 takes _micro16. A row-major A is read in place (only its
+    # edge rows packed; full slivers keep the 12×16 tile), rows 4 KB apart or a column-major
+    # A come packed. K spans two KC slices; M ends in a short sliver. The column past C
+    # (NaN) must stay untouched.
+    M, K, N = 2 * gemm.MR + 5, gemm.KC + 9, gemm.NR + tail
+    width = 1024 if a_layout == "aliased" else K
+    a = rng.standard_normal((1, M, width)).astype(np.float32)[:, :, :K]
+    b = rng.standard_normal((3, K, N)).astype(np.float32)
+    if a_layout == "columns":
+        a = np.ascontiguousarray(a.transpose(0, 2, 1)).transpose(0, 2, 1)
+    full = np.full((3, M, N + 1), np.nan, np.float32)
+    out = full[:, :, :N]
+    gemm.sgemm(a, b, out)
+    _check(a, b, out)
+    assert np.isnan(full[:, :, N]).all()
+
+
 @pytest.mark.parametrize("M", [gemm._B_IN_PLACE_ROWS - 7, gemm._B_IN_PLACE_ROWS + 13])
 @pytest.mark.parametrize("b_layout", ["rows", "columns"])
 @pytest.mark.parametrize("N", [3 * gemm.NR + 5, gemm._B_IN_PLACE_STRIDE // 4 + 2 * gemm.NR + 5])

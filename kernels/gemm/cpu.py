@@ -45,7 +45,7 @@ from numba import config, get_num_threads, get_thread_id, njit, prange, types
 from .. import host
 from ..precompile import njit_cached
 from ..workspace import scratch
-from .simd import load_at, store_at, vadd, vbroadcast_load, vfma, vload, vstore, vzero
+from .simd import load_at, store_at, vadd, vbroadcast_load, vfma, vload, vload_first, vstore, vzero
 
 log = logging.getLogger("convcore.gemm")
 
@@ -219,6 +219,29 @@ def _micro4(ap, a0, rs, ps, bp, b0, bs, kc, c, c0, ldc, accumulate, rows):
 
 
 @njit(inline="always")
+def _micro_tail(ap, a0, kc, bp, b0, c, c0, ldc, accumulate, rows, cols, tile):
+    # The last 1..4 columns of a panel against one packed 12-row A sliver, transposed: lanes
+    # along the sliver's rows (ap[a0 + p·MR + i], a masked 12-lane load), one accumulator
+    # per column (x_j += A[:, p] · B[p, j], bp[b0 + p·NR + j], zero-padded past the panel),
+    # then c[c0 + i·ldc + j] (+)= x_j[i] for i < rows, j < cols through ``tile``. 12 of 16
+    # lanes do work, against 4 of 16 for _micro16 on a 4-column tail (a 14² plane's 196 =
+    # 6·32 + 4 columns).
+    x0 = vzero(); x1 = vzero(); x2 = vzero(); x3 = vzero()
+    for p in range(kc):
+        v = vload_first(ap, a0 + p * MR, MR)
+        u = b0 + p * NR
+        x0 = vfma(vbroadcast_load(bp, u), v, x0); x1 = vfma(vbroadcast_load(bp, u + 1), v, x1)
+        x2 = vfma(vbroadcast_load(bp, u + 2), v, x2); x3 = vfma(vbroadcast_load(bp, u + 3), v, x3)
+    vstore(tile, 0, x0); vstore(tile, 16, x1); vstore(tile, 32, x2); vstore(tile, 48, x3)
+    for i in range(rows):
+        for j in range(cols):
+            value = load_at(tile, j * 16 + i)
+            if accumulate:
+                value += load_at(c, c0 + i * ldc + j)
+            store_at(c, c0 + i * ldc + j, value)
+
+
+@njit(inline="always")
 def _micro6(ap, a0, rs, ps, bp, b0, bs, kc, c, c0, ldc, accumulate):
     # The narrow tile's micro-kernel: c[c0 + i·ldc + j] (+)= Σ_p ap[a0 + i·rs + p·ps] ·
     # bp[b0 + p·bs + j], i < 6, j < 16. On AVX2 each 16-lane vector is two ymm registers:
@@ -377,6 +400,15 @@ def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile, add
                             continue
                         elif cols == 16 and rows == MR:
                             _micro16(packed, a0, 1, MR, bp, jr * kc, NR, kc, c, (ic + ir) * ldc + jc + jr, ldc, (add or pc > p0))
+                            continue
+                        elif NR == 32 and cols <= 8 and ir >= full:
+                            # a tail of at most 8 columns against a packed A sliver: transposed,
+                            # 4 columns a pass (zero-padded B past the panel)
+                            c_at = (ic + ir) * ldc + jc + jr
+                            _micro_tail(packed, a0, kc, bp, jr * kc, c, c_at, ldc, (add or pc > p0), rows, min(cols, 4), tile)
+                            if cols > 4:
+                                _micro_tail(packed, a0, kc, bp, jr * kc + 4, c, c_at + 4, ldc, (add or pc > p0), rows, cols - 4,
+                                            tile)
                             continue
                         elif cols < 16 and ir < full:
                             _micro16(a, at, lda, 1, bp, jr * kc, NR, kc, tile, 0, NR, False)
