@@ -23,7 +23,9 @@ most 8 rows (every power-of-two M: 64 = 5·12 + 4), which runs an 8- or 4-row ke
 (_micro8, _micro4) straight into C, writing only its rows: the 12-row tile spent 11% of a
 64-row product's FMAs on zero rows. In-process, interleaved, 2 threads (AMD Zen 4), time
 short-row / 12-row: 16 × 64×64·64×784 0.92, 8 × 64×576·64×3136 0.94, 1 × 64×147·147×12544
-(the stem's im2col) 0.92, 8 × 256×1024·1024×196 0.98, 36 × 512×512·512×32 0.97.
+(the stem's im2col) 0.92, 8 × 256×1024·1024×196 0.98, 36 × 512×512·512×32 0.97. A last
+column sliver of at most 8 columns against packed A runs transposed (_micro_tail: lanes along
+the A sliver's 12 rows), not as 12 rows × 16 lanes with 12 of them on zero columns.
 
 Threads: one ``prange`` iteration per task, a task being one matrix of the batch, an M×N
 block of it, and (split-K, when the batch and blocks are too few) a slice of the reduced
