@@ -30,7 +30,8 @@ def _operands(rng, a_shape, b_shape):
 @pytest.mark.parametrize("batch,a_batch,M,K,N", [
     (1, 1, 1, 1, 1),
     (3, 3, 13, 7, 33),      # tails in every direction, K shorter than one FMA loop unroll
-    (2, 1, 31, 200, 65),    # broadcast A, K across two KC slices (accumulate path)
+    (2, 1, 31, 200, 65),    # broadcast A, K past KC in one slice (K <= KC_ONE)
+    (2, 1, 31, 300, 65),    # broadcast A, K across two KC slices (accumulate path)
     (1, 1, 193, 385, 31),   # M across an MC block, K across three slices, N under one sliver
     (4, 1, 25, 5, 500),
     (1, 1, 12, 64, 2080),   # N across an NC panel, exact 12-row tile
@@ -60,6 +61,23 @@ def test_sgemm_forced_splits(rng, monkeypatch, blocks, a_layout, prepack_limit):
     _check(a, b, out)
 
 
+@pytest.mark.parametrize("K", [gemm.KC + 1, gemm.KC_ONE, gemm.KC_ONE + 1])
+@pytest.mark.parametrize("a_layout", ["rows", "aliased", "columns"])
+@pytest.mark.parametrize("blocks", [None, (12, 32, 2)])
+def test_sgemm_one_slice_up_to_kc_one(rng, K, a_layout, blocks):
+    # A reduction of at most KC_ONE runs as one slice, even when a k split is asked for
+    # (the packed A's layout has no slice boundary to split at); one more and it is cut in
+    # KC slices again. A read in place, packed up front (rows 4 KB apart) or per block.
+    width = 1024 if a_layout == "aliased" else K
+    a = rng.standard_normal((1, 2 * gemm.MR + 7, width)).astype(np.float32)[:, :, :K]
+    if a_layout == "columns":
+        a = np.ascontiguousarray(a.transpose(0, 2, 1)).transpose(0, 2, 1)
+    b = rng.standard_normal((3, K, 2 * gemm.NR + 5)).astype(np.float32)
+    out = np.full((3, a.shape[1], b.shape[2]), np.nan, np.float32)
+    gemm.sgemm(a, b, out, blocks=blocks)
+    _check(a, b, out)
+
+
 @pytest.mark.parametrize("tail", range(1, gemm.MR))
 @pytest.mark.parametrize("b_layout", ["rows", "columns"])
 def test_sgemm_every_short_last_sliver(rng, tail, b_layout):
@@ -67,7 +85,7 @@ def test_sgemm_every_short_last_sliver(rng, tail, b_layout):
     # rows written), 9-11 the 12-row tile through the edge tile. K spans two KC slices (the
     # accumulating pass); B read in place (row-major, short rows) or packed (column-major);
     # N ends in a partial sliver. The row past the product (NaN) must stay untouched.
-    M, K, N = 2 * gemm.MR + tail, gemm.KC + 9, 2 * gemm.NR + 5
+    M, K, N = 2 * gemm.MR + tail, gemm.KC_ONE + 9, 2 * gemm.NR + 5
     a, b = _operands(rng, (1, M, K), (2, K, N))
     if b_layout == "columns":
         b = np.ascontiguousarray(b.transpose(0, 2, 1)).transpose(0, 2, 1)
@@ -86,7 +104,7 @@ def test_sgemm_every_short_last_column_sliver(rng, tail, a_layout):
     # edge rows packed; full slivers keep the 12×16 tile), rows 4 KB apart or a column-major
     # A come packed. K spans two KC slices; M ends in a short sliver. The column past C
     # (NaN) must stay untouched.
-    M, K, N = 2 * gemm.MR + 5, gemm.KC + 9, gemm.NR + tail
+    M, K, N = 2 * gemm.MR + 5, gemm.KC_ONE + 9, gemm.NR + tail
     width = 1024 if a_layout == "aliased" else K
     a = rng.standard_normal((1, M, width)).astype(np.float32)[:, :, :K]
     b = rng.standard_normal((3, K, N)).astype(np.float32)
@@ -107,7 +125,7 @@ def test_sgemm_b_read_in_place_or_packed(rng, M, b_layout, N):
     # read in place (only the partial last one packed), if its rows are at most
     # _B_IN_PLACE_STRIDE bytes long; otherwise, or column-major, B is packed. K spans two
     # KC slices (the accumulating pass), N ends in a partial sliver.
-    a, b = _operands(rng, (1, M, gemm.KC + 29), (2, gemm.KC + 29, N))
+    a, b = _operands(rng, (1, M, gemm.KC_ONE + 29), (2, gemm.KC_ONE + 29, N))
     if b_layout == "columns":
         b = np.ascontiguousarray(b.transpose(0, 2, 1)).transpose(0, 2, 1)
     out = np.full((2, M, b.shape[2]), np.nan, np.float32)
@@ -121,7 +139,7 @@ def test_sgemm_sixteen_column_tails(rng, N, a_layout):
     # A panel's last 1..16 columns go to the 12×16 kernel: straight into C at exactly 16,
     # through the edge tile below; rows read in place and packed (25 = 2·12 + 1), K over
     # two slices (the accumulating pass).
-    a, b = _operands(rng, (2, 25, gemm.KC + 3), (2, gemm.KC + 3, N))
+    a, b = _operands(rng, (2, 25, gemm.KC_ONE + 3), (2, gemm.KC_ONE + 3, N))
     if a_layout == "columns":
         a = np.ascontiguousarray(a.transpose(0, 2, 1)).transpose(0, 2, 1)
     out = np.full((2, 25, N), np.nan, np.float32)

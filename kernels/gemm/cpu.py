@@ -54,6 +54,15 @@ log = logging.getLogger("convcore.gemm")
 MR, NR = 12, 32   # register tile: 12 rows × 2 vectors of 16 lanes
 NARROW_MR, NARROW_NR = 6, 16  # the narrow tile (16 vector registers, AVX2): 6 rows × 1 vector
 KC = 192          # reduced-index depth of one packed slice: a B sliver is 24 KB (L1: 48 KB)
+# ... except that a reduction of at most KC_ONE runs as one slice: C then takes one pass, not
+# a 192-deep pass and a thin one (K = 256: 192 + 64). AMD Zen 4, 2 threads, in-process,
+# shuffled, time one slice / KC slices: 8 × 256×256·256×784 (MobileNet pointwise 28²) 0.94,
+# 8 × 512×256·256×784 0.96, 8 × 64×256·256×3136 0.93, 16 × 256×256·256×98 0.98; as
+# convolutions: 1×1 stride 2 8×256×56² → 512 forward 0.92, pointwise 28² forward 0.97, 3×3
+# 256 channels at 14² input gradient 0.95. Longer reductions keep KC = 192: 256-deep slices
+# lost there (K = 1152: 1.03; 1024: 1.01).
+KC_ONE = 256
+KC_MAX = max(KC, KC_ONE)  # the deepest slice: packing buffers are sized for it
 MC = 192          # rows of one packed A block: 144 KB (L2: 1 MB)
 NC = 2048         # columns of one packed B panel: 1.5 MB
 _B_IN_PLACE_ROWS = 256  # rows of C per task at most for which B is read in place
@@ -292,19 +301,26 @@ def _pack_a_slivers(src, row0, mc, p0, kc, dst, base):
 
 
 def _pack_a(a, ap):
-    # All of A, packed once (when several tasks share it): for matrix t, slice pc (KC deep),
+    # All of A, packed once (when several tasks share it): for matrix t, slice pc (_slice_depth deep),
     # sliver s: ap[t, pc·Mp + s·kc·MR + p·MR + i] = a[t, s·MR + i, pc + p] (Mp = M rounded
     # up to MR). One prange iteration per (t, slice, sliver).
     batch, M, K = a.shape
     Mp = ap.shape[1] // K
     slivers = Mp // MR
-    slices = (K + KC - 1) // KC
+    depth = _slice_depth(K)
+    slices = (K + depth - 1) // depth
     for task in prange(batch * slices * slivers):
         s = task % slivers
-        pc = (task // slivers) % slices * KC
+        pc = (task // slivers) % slices * depth
         t = task // (slivers * slices)
-        kc = min(KC, K - pc)
+        kc = min(depth, K - pc)
         _pack_a_slivers(a[t], s * MR, min(MR, M - s * MR), pc, kc, ap[t], pc * Mp + s * kc * MR)
+
+
+@njit(inline="always")
+def _slice_depth(K):
+    # the depth of the k slices of a K-deep product (the last one may be shorter)
+    return K if K <= KC_ONE else KC
 
 
 @njit(inline="always")
@@ -351,10 +367,13 @@ def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile, add
     # 28² plane, the same either way).
     b_direct = ((direct or prepacked) and b.strides[1] == 4 and i1 - i0 <= _B_IN_PLACE_ROWS
                 and (ldb * 4) % _SET_STRIDE != 0 and ldb * 4 <= _B_IN_PLACE_STRIDE)
+    # slices as _pack_a cuts them, from the whole reduction (a split-K task's range
+    # starts on a KC multiple, and split-K needs K > KC_ONE)
+    depth = _slice_depth(b.shape[0])
     for jc in range(j0, j1, NC):
         nc = min(NC, j1 - jc)
-        for pc in range(p0, p1, KC):
-            kc = min(KC, p1 - pc)
+        for pc in range(p0, p1, depth):
+            kc = min(depth, p1 - pc)
             _pack_b(b, pc, kc, jc, nc, bp, b_direct)
             for ic in range(i0, i1, MC):
                 mc = min(MC, i1 - ic)
@@ -447,10 +466,10 @@ def _gemm(a, ap, Mp, prepacked, b, c, m_block, n_block, k_block, partial, work, 
         # this thread's packing buffers (allocated per task, a 1.6 MB B panel came from mmap
         # and page-faulted on every call in a process whose heap the compiler had fragmented)
         mine = work[get_thread_id()]
-        bn = min(NC, n_block + NR) * KC
+        bn = min(NC, n_block + NR) * KC_MAX
         bp = mine[:bn]
-        al = mine[bn:bn + MC * KC]
-        tile = mine[bn + MC * KC:bn + MC * KC + MR * NR]
+        al = mine[bn:bn + MC * KC_MAX]
+        tile = mine[bn + MC * KC_MAX:bn + MC * KC_MAX + MR * NR]
         target = c[t] if s == 0 else partial[s - 1, t]
         for r in range(R):
             u = t * R + r
@@ -605,7 +624,8 @@ def sgemm(a, b, out, blocks=None, summed=1):
     m_block, n_block, k_split = blocks or _split(batch, M, N, K, get_num_threads(), mr, nr)
     if blocks:
         m_block, n_block = min(_round_up(m_block, mr), _round_up(M, mr)), _round_up(n_block, nr)
-    k_block = _round_up(_cdiv(K, k_split), KC)
+    # k slices are KC deep, or a reduction of at most KC_ONE is one slice (no split-K there)
+    k_block = K if K <= KC_ONE else _round_up(_cdiv(K, k_split), KC)
     k_split = _cdiv(K, k_block)
     partial = np.empty((k_split - 1, batch, M, N) if k_split > 1 else (0, 1, 1, 1), dtype=np.float32)
     Mp = _round_up(M, mr)
@@ -623,7 +643,8 @@ def sgemm(a, b, out, blocks=None, summed=1):
     pack, gemm = _compiled_narrow() if narrow else _compiled()
     if prepacked:
         pack(a, ap)
-    work = scratch("gemm.work", (config.NUMBA_NUM_THREADS, min(NC, n_block + nr) * KC + MC * KC + mr * nr), np.float32)
+    work = scratch("gemm.work", (config.NUMBA_NUM_THREADS, min(NC, n_block + nr) * KC_MAX + MC * KC_MAX + mr * nr),
+                   np.float32)
     gemm(a, ap, Mp, prepacked, b, out, m_block, n_block, k_block, partial, work, summed)
     return out
 
