@@ -84,6 +84,14 @@ _PREPACK_LIMIT = 2**23  # floats (32 MB) of A packed up front at most (the 3x3 5
 
 
 @njit(inline="always")
+def _store_row(c, r, x0, x1, accumulate):
+    # one 32-column row of a register tile into c[r:r + 32], added to it when accumulate
+    if accumulate:
+        x0 = vadd(x0, vload(c, r)); x1 = vadd(x1, vload(c, r + 16))
+    vstore(c, r, x0); vstore(c, r + 16, x1)
+
+
+@njit(inline="always")
 def _micro(ap, a0, rs, ps, bp, b0, bs, kc, c, c0, ldc, accumulate):
     # c[c0 + i·ldc + j] (+)= Σ_p ap[a0 + i·rs + p·ps] · bp[b0 + p·bs + j], i < 12, j < 32.
     # A packed: (rs, ps) = (1, MR); A read in place from a row-major matrix: (lda, 1). B
@@ -110,33 +118,18 @@ def _micro(ap, a0, rs, ps, bp, b0, bs, kc, c, c0, ldc, accumulate):
         a = vbroadcast_load(ap, o + 9 * rs); x90 = vfma(a, v0, x90); x91 = vfma(a, v1, x91)
         a = vbroadcast_load(ap, o + 10 * rs); xa0 = vfma(a, v0, xa0); xa1 = vfma(a, v1, xa1)
         a = vbroadcast_load(ap, o + 11 * rs); xb0 = vfma(a, v0, xb0); xb1 = vfma(a, v1, xb1)
-    r = c0
-    if accumulate:
-        x00 = vadd(x00, vload(c, r)); x01 = vadd(x01, vload(c, r + 16)); r += ldc
-        x10 = vadd(x10, vload(c, r)); x11 = vadd(x11, vload(c, r + 16)); r += ldc
-        x20 = vadd(x20, vload(c, r)); x21 = vadd(x21, vload(c, r + 16)); r += ldc
-        x30 = vadd(x30, vload(c, r)); x31 = vadd(x31, vload(c, r + 16)); r += ldc
-        x40 = vadd(x40, vload(c, r)); x41 = vadd(x41, vload(c, r + 16)); r += ldc
-        x50 = vadd(x50, vload(c, r)); x51 = vadd(x51, vload(c, r + 16)); r += ldc
-        x60 = vadd(x60, vload(c, r)); x61 = vadd(x61, vload(c, r + 16)); r += ldc
-        x70 = vadd(x70, vload(c, r)); x71 = vadd(x71, vload(c, r + 16)); r += ldc
-        x80 = vadd(x80, vload(c, r)); x81 = vadd(x81, vload(c, r + 16)); r += ldc
-        x90 = vadd(x90, vload(c, r)); x91 = vadd(x91, vload(c, r + 16)); r += ldc
-        xa0 = vadd(xa0, vload(c, r)); xa1 = vadd(xa1, vload(c, r + 16)); r += ldc
-        xb0 = vadd(xb0, vload(c, r)); xb1 = vadd(xb1, vload(c, r + 16))
-        r = c0
-    vstore(c, r, x00); vstore(c, r + 16, x01); r += ldc
-    vstore(c, r, x10); vstore(c, r + 16, x11); r += ldc
-    vstore(c, r, x20); vstore(c, r + 16, x21); r += ldc
-    vstore(c, r, x30); vstore(c, r + 16, x31); r += ldc
-    vstore(c, r, x40); vstore(c, r + 16, x41); r += ldc
-    vstore(c, r, x50); vstore(c, r + 16, x51); r += ldc
-    vstore(c, r, x60); vstore(c, r + 16, x61); r += ldc
-    vstore(c, r, x70); vstore(c, r + 16, x71); r += ldc
-    vstore(c, r, x80); vstore(c, r + 16, x81); r += ldc
-    vstore(c, r, x90); vstore(c, r + 16, x91); r += ldc
-    vstore(c, r, xa0); vstore(c, r + 16, xa1); r += ldc
-    vstore(c, r, xb0); vstore(c, r + 16, xb1)
+    _store_row(c, c0, x00, x01, accumulate)
+    _store_row(c, c0 + ldc, x10, x11, accumulate)
+    _store_row(c, c0 + 2 * ldc, x20, x21, accumulate)
+    _store_row(c, c0 + 3 * ldc, x30, x31, accumulate)
+    _store_row(c, c0 + 4 * ldc, x40, x41, accumulate)
+    _store_row(c, c0 + 5 * ldc, x50, x51, accumulate)
+    _store_row(c, c0 + 6 * ldc, x60, x61, accumulate)
+    _store_row(c, c0 + 7 * ldc, x70, x71, accumulate)
+    _store_row(c, c0 + 8 * ldc, x80, x81, accumulate)
+    _store_row(c, c0 + 9 * ldc, x90, x91, accumulate)
+    _store_row(c, c0 + 10 * ldc, xa0, xa1, accumulate)
+    _store_row(c, c0 + 11 * ldc, xb0, xb1, accumulate)
 
 
 @njit(inline="always")
@@ -163,13 +156,6 @@ def _micro16(ap, a0, rs, ps, bp, b0, bs, kc, c, c0, ldc, accumulate):
     vstore(c, c0, x0); vstore(c, c0 + ldc, x1); vstore(c, c0 + 2 * ldc, x2); vstore(c, c0 + 3 * ldc, x3)
     vstore(c, c0 + 4 * ldc, x4); vstore(c, c0 + 5 * ldc, x5); vstore(c, c0 + 6 * ldc, x6); vstore(c, c0 + 7 * ldc, x7)
     vstore(c, c0 + 8 * ldc, x8); vstore(c, c0 + 9 * ldc, x9); vstore(c, c0 + 10 * ldc, xa); vstore(c, c0 + 11 * ldc, xb)
-
-
-@njit(inline="always")
-def _store_row(c, r, x0, x1, accumulate):
-    if accumulate:
-        x0 = vadd(x0, vload(c, r)); x1 = vadd(x1, vload(c, r + 16))
-    vstore(c, r, x0); vstore(c, r + 16, x1)
 
 
 @njit(inline="always")
@@ -227,6 +213,15 @@ def _micro4(ap, a0, rs, ps, bp, b0, bs, kc, c, c0, ldc, accumulate, rows):
         _store_row(c, c0 + 2 * ldc, x20, x21, accumulate)
     if rows > 3:
         _store_row(c, c0 + 3 * ldc, x30, x31, accumulate)
+
+
+@njit(inline="always")
+def _micro_short(ap, a0, bp, b0, bs, kc, c, c0, ldc, accumulate, rows):
+    # a packed last sliver of 1..8 rows (ap[a0 + p·MR + i]): _micro4 up to 4 rows, else _micro8
+    if rows <= 4:
+        _micro4(ap, a0, 1, MR, bp, b0, bs, kc, c, c0, ldc, accumulate, rows)
+    else:
+        _micro8(ap, a0, 1, MR, bp, b0, bs, kc, c, c0, ldc, accumulate, rows)
 
 
 @njit(inline="always")
@@ -393,14 +388,10 @@ def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile, add
                             # kernels, straight into C (the 12-row tile spent up to 11/12 of
                             # its FMAs on zero rows: 64 = 5·12 + 4 output channels)
                             c_at = (ic + ir) * ldc + jc + jr
-                            if b_direct and rows <= 4:
-                                _micro4(packed, a0, 1, MR, b, b_at, ldb, kc, c, c_at, ldc, (add or pc > p0), rows)
-                            elif b_direct:
-                                _micro8(packed, a0, 1, MR, b, b_at, ldb, kc, c, c_at, ldc, (add or pc > p0), rows)
-                            elif rows <= 4:
-                                _micro4(packed, a0, 1, MR, bp, jr * kc, NR, kc, c, c_at, ldc, (add or pc > p0), rows)
+                            if b_direct:
+                                _micro_short(packed, a0, b, b_at, ldb, kc, c, c_at, ldc, (add or pc > p0), rows)
                             else:
-                                _micro8(packed, a0, 1, MR, bp, jr * kc, NR, kc, c, c_at, ldc, (add or pc > p0), rows)
+                                _micro_short(packed, a0, bp, jr * kc, NR, kc, c, c_at, ldc, (add or pc > p0), rows)
                             continue
                         if b_direct and cols == NR:
                             if ir < full:
