@@ -85,3 +85,33 @@ def test_errors_come_before_any_kernel(monkeypatch):
         kwargs.update(overrides)
         with pytest.raises(error):
             convcore.conv2d(**kwargs)
+
+
+@pytest.mark.parametrize("name, value, error", [
+    ("groups", True, TypeError), ("stride", True, TypeError), ("stride", (1, True), ValueError),
+    ("padding", 1.0, TypeError), ("padding", (1, 1.0), ValueError), ("dilation", 1.0, TypeError),
+])
+def test_memoised_geometry_keeps_type_checks(name, value, error):
+    """conv_geometry memoises plain-int arguments; a value equal to a cached one (True == 1,
+    1.0 == 1) but of a type the checks reject must still be rejected, not served the cached
+    geometry."""
+    from convcore.conv import conv_geometry
+
+    plain = {"groups": 1, "stride": 1, "padding": 1, "dilation": 1}
+    first = conv_geometry("conv2d", X.shape, W.shape, plain["stride"], plain["padding"], plain["dilation"],
+                          plain["groups"])
+    assert first.output_shape == (2, 6, 8, 8)
+    assert conv_geometry("conv2d", X.shape, W.shape, 1, 1, 1, 1) is first  # memoised
+    plain[name] = value
+    with pytest.raises(error, match=name):
+        conv_geometry("conv2d", X.shape, W.shape, plain["stride"], plain["padding"], plain["dilation"],
+                      plain["groups"])
+
+
+def test_memoised_geometry_unhashable_shape_element():
+    from convcore.conv import conv_geometry
+
+    with pytest.raises(TypeError):
+        conv_geometry("conv2d", (2, 4, [8], 8), W.shape, 1, 0, 1, 1)
+    shape = (2, np.int64(4), 8, 8)  # equal to X.shape, another element type: the same geometry
+    assert conv_geometry("conv2d", shape, W.shape, 1, 0, 1, 1) == conv_geometry("conv2d", X.shape, W.shape, 1, 0, 1, 1)
