@@ -69,6 +69,16 @@ def conv_padding(padding, kernel_hw, stride, dilation, op: str) -> tuple[int, in
 
 def common_dtype(op: str, **arrays) -> np.dtype:
     """The one dtype all given arrays share; TypeError on mixed or unsupported dtypes."""
+    first = None
+    for a in arrays.values():  # the common case, checked without building dicts and sets
+        if a is not None:
+            if first is None:
+                first = a.dtype
+            elif a.dtype != first:
+                break
+    else:
+        if first is not None and first in SUPPORTED_DTYPES:
+            return np.dtype(first)
     dtypes = {name: np.dtype(a.dtype) for name, a in arrays.items() if a is not None}
     for name, dt in dtypes.items():
         if dt not in SUPPORTED_DTYPES:
