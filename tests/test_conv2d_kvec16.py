@@ -21,6 +21,9 @@ KVEC16_CONFIGS = {
     "k12_wide_rows": ((8, 3, 6, 37), (12, 3, 3, 3), {"padding": 1}),
     "k16_pad_4tuple": ((10, 4, 7, 9), (16, 4, 3, 5), {"padding": (0, 3, 4, 1)}),
     "k16_one_pixel": ((8, 2, 3, 3), (16, 2, 3, 3), {}),
+    # unpadded rows of 16 and a dilated unpadded layer: the copies' no-padding branch
+    "k15_rows_of_16": ((8, 2, 20, 20), (15, 2, 5, 5), {}),
+    "k14_dilated_unpadded": ((8, 3, 12, 13), (14, 3, 3, 3), {"dilation": (2, 3)}),
 }
 
 

@@ -112,6 +112,16 @@ def _fill(x, n, xs, pt, pl, dw, S, Hp, Q):
     # is written (the last row's in the slack); scalar copies cost 40% of the forward.
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     zero = np.float32(0)
+    if Q <= LANES and pt == 0 and pl == 0 and Hp == H and W >= Q + (S - 1) * dw:
+        # No padding (LeNet): every row is a whole input row, no zero rows or columns, so
+        # no tests per row (0.059 -> 0.040 ms for LeNet conv2's 128 images, 2 threads).
+        for c in range(C):
+            src = (n * C + c) * H * W
+            for s in range(S):
+                base = (c * S + s) * Hp * Q
+                for h in range(H):
+                    vstore(xs, base + h * Q, vload_first(x, src + s * dw + h * W, Q))
+        return
     if Q <= LANES:
         for c in range(C):
             for s in range(S):
@@ -251,6 +261,14 @@ def applies(x, out, geom) -> bool:
             and 12 <= geom.K <= LANES and geom.N >= 8 and geom.C * geom.S * Hp * geom.Q <= _MAX_COPY)
 
 
+@functools.lru_cache(maxsize=64)
+def _copy_offsets(C, R, S, Hp, Q, dh):
+    # tap (c, r, s) reads the shifted copies at ((c·S + s)·Hp + r·dh)·Q + j (7 us a call
+    # to build, 2% of LeNet conv2's forward)
+    return (((np.arange(C)[:, None, None] * S + np.arange(S)[None, None, :]) * Hp
+             + np.arange(R)[None, :, None] * dh) * Q).reshape(-1).astype(np.int64)
+
+
 def kvec16_fwd(x, w, out, geom):
     """out = conv2d(x, w) for a dense stride-1 layer with at most 16 output channels (any
     padding and dilation); out C-contiguous."""
@@ -276,6 +294,4 @@ def kvec16_fwd(x, w, out, geom):
     # slack the last run reads past the copies (and the last row's 16-lane copy spills into)
     xs = scratch("conv2d.kvec16_x", (threads, size + max(tj, LANES)), np.float32)
     xs[:, size:] = 0
-    offs = (((np.arange(C)[:, None, None] * S + np.arange(S)[None, None, :]) * Hp
-             + np.arange(R)[None, :, None] * dh) * Q).reshape(-1).astype(np.int64)
-    copies(x, wp.reshape(-1), offs, out, pt, pl, dw, S, Hp, xs, buf)
+    copies(x, wp.reshape(-1), _copy_offsets(C, R, S, Hp, Q, dh), out, pt, pl, dw, S, Hp, xs, buf)
