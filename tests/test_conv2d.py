@@ -406,6 +406,7 @@ STRIP_CONFIGS = {
     "kernel2x2_same": ((1, 2, 6, 7), (2, 1, 2, 2), {"padding": "same"}),
     "strips": ((1, 2, 64, 100), (2, 1, 3, 3), {"padding": 1}),
     "strips_stride2": ((1, 2, 67, 101), (2, 1, 3, 3), {"padding": 1, "stride": 2}),
+    "stride2_rows_of_64": ((1, 2, 6, 64), (2, 1, 3, 3), {"padding": 1, "stride": 2}),  # whole 32-column steps
     "stride3x2": ((1, 2, 10, 9), (2, 1, 3, 3), {"padding": 1, "stride": (3, 2)}),
     "stride1x2_asymmetric": ((2, 3, 7, 9), (3, 1, 3, 2), {"padding": (1, 0, 2, 1), "stride": (1, 2)}),
 }

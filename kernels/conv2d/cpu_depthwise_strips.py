@@ -49,7 +49,9 @@ import llvmlite.ir as ir
 import numpy as np
 from numba import get_num_threads, njit, prange, uintp
 from numba.core import cgutils, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
+
+from ..gemm.simd import LANES, veven, vload, vload_first, vodd, vstore, vstore_first
 
 # Strip sizing: the input phase rows, output rows and masks of one strip fit in this many
 # bytes (L1 is 32-48 KiB on current x86 cores).
@@ -196,6 +198,46 @@ def _fill(buf, start, n, zero):
         buf[uintp(start + i)] = zero
 
 
+def _split_columns(xf, srow, W, buf, de, do, Q, zero):
+    """buf[de + j] = src[2j], buf[do + j] = src[2j + 1] for j in [0, Q), 0 past the W
+    columns of the row src = xf[srow:]: a stride-2 row split into its column phases."""
+
+
+@overload(_split_columns, inline="always")
+def _split_columns_impl(xf, srow, W, buf, de, do, Q, zero):
+    if xf.dtype == types.float32 and buf.dtype == types.float32:
+        # 32 columns a step into two 16-lane phase rows, masked at the row's ends (LLVM
+        # vectorised the loop below 32 outputs at a time, so at Q < 32 its 8-wide remainder
+        # and scalar tail ran: 5 of every 6 input floats in the 2×128×56² stride-2
+        # MobileNet layer, whose forward the phase rows' loading dominated)
+        def vector(xf, srow, W, buf, de, do, Q, zero):
+            for j in range(0, Q, LANES):
+                rest = W - 2 * j
+                if rest >= 2 * LANES and Q - j >= LANES:
+                    a, b = vload(xf, srow + 2 * j), vload(xf, srow + 2 * j + LANES)
+                    vstore(buf, de + j, veven(a, b))
+                    vstore(buf, do + j, vodd(a, b))
+                else:
+                    a = vload_first(xf, srow + 2 * j, min(max(rest, 0), LANES))
+                    b = vload_first(xf, srow + 2 * j + LANES, min(max(rest - LANES, 0), LANES))
+                    n = min(Q - j, LANES)
+                    vstore_first(buf, de + j, veven(a, b), n)
+                    vstore_first(buf, do + j, vodd(a, b), n)
+        return vector
+
+    def scalar(xf, srow, W, buf, de, do, Q, zero):
+        ne = min((W + 1) // 2, Q)
+        no = min(W // 2, Q)
+        for j in range(no):
+            buf[uintp(de + j)] = xf[uintp(srow + 2 * j)]
+            buf[uintp(do + j)] = xf[uintp(srow + 2 * j + 1)]
+        for j in range(no, ne):
+            buf[uintp(de + j)] = xf[uintp(srow + 2 * j)]
+        _fill(buf, de + ne, Q - ne, zero)
+        _fill(buf, do + no, Q - no, zero)
+    return scalar
+
+
 @njit(inline="always")
 def _load_phase_rows(xf, sbase, H, W, buf, row0, nrows, sh, sw, Q, plane, ahead, zero):
     """Phase (bh, bw) rows t in [0, nrows) of a strip: buf[Q + ph·plane + t·Q + j] =
@@ -229,18 +271,8 @@ def _load_phase_rows(xf, sbase, H, W, buf, row0, nrows, sh, sw, Q, plane, ahead,
                     buf[uintp(d + j)] = xf[uintp(srow + j)]
                 _fill(buf, d + n, Q - n, zero)
             elif sw == 2:
-                # De-interleave even and odd columns in one loop (LLVM vectorises it).
                 de = Q + (bh * 2) * plane + t * Q
-                do = de + plane
-                ne = min((W + 1) // 2, Q)
-                no = min(W // 2, Q)
-                for j in range(no):
-                    buf[uintp(de + j)] = xf[uintp(srow + 2 * j)]
-                    buf[uintp(do + j)] = xf[uintp(srow + 2 * j + 1)]
-                for j in range(no, ne):
-                    buf[uintp(de + j)] = xf[uintp(srow + 2 * j)]
-                _fill(buf, de + ne, Q - ne, zero)
-                _fill(buf, do + no, Q - no, zero)
+                _split_columns(xf, srow, W, buf, de, de + plane, Q, zero)
             else:
                 for bw in range(sw):
                     d = Q + (bh * sw + bw) * plane + t * Q

@@ -133,26 +133,71 @@ def vadd(typingctx, a, b):
     return float32x16(float32x16, float32x16), codegen
 
 
+def _lane_mask(builder, count):
+    # <16 x i1>: lane i < count
+    index = ir.Constant(ir.VectorType(ir.IntType(64), LANES), list(range(LANES)))
+    count64 = builder.sext(count, ir.IntType(64)) if count.type.width < 64 else count
+    splat = builder.shuffle_vector(
+        builder.insert_element(ir.Constant(ir.VectorType(ir.IntType(64), LANES), ir.Undefined), count64,
+                               ir.Constant(ir.IntType(32), 0)),
+        ir.Constant(ir.VectorType(ir.IntType(64), LANES), ir.Undefined),
+        ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+    return builder.icmp_signed("<", index, splat)
+
+
 @intrinsic
 def vload_first(typingctx, array, offset, count):
     """The first ``count`` (0..16) float32 at ``array``'s data pointer + ``offset``, the
     other lanes 0 (llvm.masked.load: nothing past ``count`` is read)."""
     def codegen(context, builder, signature, args):
         pointer = _vector_pointer(context, builder, signature.args[0], args[0], args[1])
-        index = ir.Constant(ir.VectorType(ir.IntType(64), LANES), list(range(LANES)))
-        count64 = builder.sext(args[2], ir.IntType(64)) if args[2].type.width < 64 else args[2]
-        splat = builder.shuffle_vector(
-            builder.insert_element(ir.Constant(ir.VectorType(ir.IntType(64), LANES), ir.Undefined), count64,
-                                   ir.Constant(ir.IntType(32), 0)),
-            ir.Constant(ir.VectorType(ir.IntType(64), LANES), ir.Undefined),
-            ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
-        mask = builder.icmp_signed("<", index, splat)
+        mask = _lane_mask(builder, args[2])
         load = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(_VEC, [_VEC.as_pointer(), ir.IntType(32), mask.type, _VEC]),
             "llvm.masked.load.v16f32.p0v16f32")
         return builder.call(load, [pointer, ir.Constant(ir.IntType(32), 4), mask, ir.Constant(_VEC, [0.0] * LANES)])
 
     return float32x16(array, offset, count), codegen
+
+
+@intrinsic
+def vstore_first(typingctx, array, offset, vector, count):
+    """Write the first ``count`` (0..16) lanes of ``vector`` to ``array``'s data pointer +
+    ``offset`` (llvm.masked.store: nothing past ``count`` is written)."""
+    def codegen(context, builder, signature, args):
+        pointer = _vector_pointer(context, builder, signature.args[0], args[0], args[1])
+        mask = _lane_mask(builder, args[3])
+        store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [_VEC, _VEC.as_pointer(), ir.IntType(32), mask.type]),
+            "llvm.masked.store.v16f32.p0v16f32")
+        builder.call(store, [args[2], pointer, ir.Constant(ir.IntType(32), 4), mask])
+        return context.get_dummy_value()
+
+    return types.void(array, offset, vector, count), codegen
+
+
+def _every_other(builder, a, b, first):
+    lanes = ir.Constant(ir.VectorType(ir.IntType(32), LANES), list(range(first, 2 * LANES, 2)))
+    return builder.shuffle_vector(a, b, lanes)
+
+
+@intrinsic
+def veven(typingctx, a, b):
+    """Lanes 0, 2, ..., 30 of the 32 lanes a, b (one vpermt2ps on AVX-512): the even
+    columns of a stride-2 row."""
+    def codegen(context, builder, signature, args):
+        return _every_other(builder, args[0], args[1], 0)
+
+    return float32x16(float32x16, float32x16), codegen
+
+
+@intrinsic
+def vodd(typingctx, a, b):
+    """Lanes 1, 3, ..., 31 of the 32 lanes a, b: the odd columns of a stride-2 row."""
+    def codegen(context, builder, signature, args):
+        return _every_other(builder, args[0], args[1], 1)
+
+    return float32x16(float32x16, float32x16), codegen
 
 
 @intrinsic
