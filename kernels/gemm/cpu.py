@@ -47,7 +47,7 @@ from numba import config, get_num_threads, get_thread_id, njit, prange, types
 from .. import host
 from ..precompile import njit_cached
 from ..workspace import scratch
-from .simd import load_at, store_at, vadd, vbroadcast_load, vfma, vload, vload_first, vstore, vzero
+from .simd import load_at, store_at, transpose16, vadd, vbroadcast_load, vfma, vload, vload_first, vstore, vzero
 
 log = logging.getLogger("convcore.gemm")
 
@@ -273,7 +273,17 @@ def _pack_panel(src, first, lanes, lane_stride, kc, depth_stride, dst, out, widt
     # p < kc, lanes lanes..width zero: one sliver of A (lanes = rows) or B (lanes = columns),
     # read straight through the strides, the inner loop along whichever index is contiguous.
     zero = np.float32(0)
-    if depth_stride == 1:
+    if depth_stride == 1 and lanes % 16 == 0 and width % 16 == 0:
+        # A transposed operand (B = X[n]ᵀ of a 1×1 weight gradient), whole 16-lane groups:
+        # 16×16 blocks transposed in registers, the last kc % 16 steps element by element.
+        full = kc - kc % 16
+        for l0 in range(0, lanes, 16):
+            for p0 in range(0, full, 16):
+                transpose16(src, first + l0 * lane_stride + p0, lane_stride, dst, out + p0 * width + l0, width)
+            for lane in range(l0, l0 + 16):
+                for p in range(full, kc):
+                    store_at(dst, out + p * width + lane, load_at(src, first + lane * lane_stride + p))
+    elif depth_stride == 1:
         for lane in range(lanes):
             for p in range(kc):
                 store_at(dst, out + p * width + lane, load_at(src, first + lane * lane_stride + p))
