@@ -120,17 +120,29 @@ def test_sgemm_every_short_last_column_sliver(rng, tail, a_layout):
 @pytest.mark.parametrize("M", [gemm._B_IN_PLACE_ROWS - 7, gemm._B_IN_PLACE_ROWS + 13])
 @pytest.mark.parametrize("b_layout", ["rows", "columns"])
 @pytest.mark.parametrize("N", [3 * gemm.NR + 5, gemm._B_IN_PLACE_STRIDE // 4 + 2 * gemm.NR + 5])
-def test_sgemm_b_read_in_place_or_packed(rng, M, b_layout, N):
+@pytest.mark.parametrize("K", [gemm._SHORT_K - 3, gemm.KC_ONE + 29])
+@pytest.mark.parametrize("cpu", ["skylake-avx512", "znver4"])
+def test_sgemm_b_read_in_place_or_packed(rng, M, b_layout, N, K, cpu, monkeypatch):
     # Up to _B_IN_PLACE_ROWS rows of C per task a row-major B's full 32-column slivers are
     # read in place (only the partial last one packed), if its rows are at most
-    # _B_IN_PLACE_STRIDE bytes long; otherwise, or column-major, B is packed. K spans two
-    # KC slices (the accumulating pass), N ends in a partial sliver.
-    a, b = _operands(rng, (1, M, gemm.KC_ONE + 29), (2, gemm.KC_ONE + 29, N))
+    # _B_IN_PLACE_STRIDE bytes long and, on Zen 4, the slices at most _SHORT_K deep;
+    # otherwise, or column-major, B is packed. K in one short slice or over two KC slices
+    # (the accumulating pass), N ends in a partial sliver; both hosts' rules on any host.
+    monkeypatch.setattr(gemm.host, "cpu_name", lambda: cpu)
+    a, b = _operands(rng, (1, M, K), (2, K, N))
     if b_layout == "columns":
         b = np.ascontiguousarray(b.transpose(0, 2, 1)).transpose(0, 2, 1)
     out = np.full((2, M, b.shape[2]), np.nan, np.float32)
     gemm.sgemm(a, b, out, blocks=(M, b.shape[2], 1))
     _check(a, b, out)
+
+
+def test_b_in_place_depth_by_host(monkeypatch):
+    # Zen 4 reads a row-major B in place only in short reductions; other hosts up to KC_MAX.
+    monkeypatch.setattr(gemm.host, "cpu_name", lambda: "znver4")
+    assert gemm._b_in_place_depth() == gemm._SHORT_K
+    monkeypatch.setattr(gemm.host, "cpu_name", lambda: "znver5")
+    assert gemm._b_in_place_depth() == gemm.KC_MAX
 
 
 @pytest.mark.parametrize("N", [16, 48, 40, 7])

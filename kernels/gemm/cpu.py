@@ -79,6 +79,15 @@ _SHORT_K, _SHORT_K_ROWS = 96, 48  # reductions this short: row blocks at most th
 # gained or held (8×64×56² → 256 1×1 forward 0.88; 8×256×56² → 64 input gradient 1.00).
 _WHOLE_ROWS_HOSTS = ("znver4",)
 _WHOLE_ROWS_MIN = 128
+# Hosts (LLVM CPU names) on which a row-major B is read in place only for slices at most this
+# deep; elsewhere up to KC_MAX. On Zen 4 (32 KB L1, 72-entry L1 TLB) a deeper in-place sliver
+# (rows 784-3136 bytes apart: 2-3 cache lines each, a page per row or two) no longer stays in
+# L1 while the A slivers go by, and packing it won (in-process, shuffled, 2 threads, time
+# packed / in place: 8 × 256×1024·1024×196 (1×1 14² forward) 0.91-0.92, 8 × 128×1152·1152×784
+# (3×3 28² im2col) 0.82-0.87, 8 × 256×256·256×784 (pointwise 28²) 0.90-1.04, 16 × 256×256·
+# 256×98 0.95-1.01), except in short reductions (36 × 64×64·64×392, Winograd F(4×4) at 56²
+# batch 2: 1.09-1.13), which keep reading it in place.
+_B_IN_PLACE_DEPTH_BY_HOST = {"znver4": _SHORT_K}
 _SET_STRIDE = 4096  # bytes between addresses of one L1 set (48 KB, 12 ways, 64 B lines)
 _PREPACK_LIMIT = 2**23  # floats (32 MB) of A packed up front at most (the 3x3 512-channel dgrad Wᵀ is 2.4 M)
 
@@ -350,7 +359,7 @@ def _pack_b(b, p0, kc, j0, nc, bp, partial_only):
 
 
 @njit(inline="always")
-def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile, add):
+def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile, add, b_depth):
     # c[i0:i1, j0:j1] (+)= a[i0:i1, p0:p1] · b[p0:p1, j0:j1] (added to c when add); i0 and p0
     # multiples of MR and KC;
     # c has unit column stride. A comes packed by _pack_a in ap when prepacked, else each
@@ -369,12 +378,13 @@ def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile, add
     # comes packed up front. Only for rows of B at most 4 KB long: a KC-deep sliver of
     # longer rows touches a page per row, more than the L1 TLB holds (Intel Xeon, 2
     # threads, 8 × 64×576 · 576×3136: 130 GFLOP/s in place, 187 packed; 784-column B, a
-    # 28² plane, the same either way).
-    b_direct = ((direct or prepacked) and b.strides[1] == 4 and i1 - i0 <= _B_IN_PLACE_ROWS
-                and (ldb * 4) % _SET_STRIDE != 0 and ldb * 4 <= _B_IN_PLACE_STRIDE)
+    # 28² plane, the same either way). Nor for slices deeper than b_depth (_b_in_place_depth:
+    # on Zen 4 only short reductions).
     # slices as _pack_a cuts them, from the whole reduction (a split-K task's range
     # starts on a KC multiple, and split-K needs K > KC_ONE)
     depth = _slice_depth(b.shape[0])
+    b_direct = ((direct or prepacked) and b.strides[1] == 4 and i1 - i0 <= _B_IN_PLACE_ROWS
+                and (ldb * 4) % _SET_STRIDE != 0 and ldb * 4 <= _B_IN_PLACE_STRIDE and depth <= b_depth)
     for jc in range(j0, j1, NC):
         nc = min(NC, j1 - jc)
         for pc in range(p0, p1, depth):
@@ -448,7 +458,7 @@ def _block(a, ap, Mp, prepacked, b, c, i0, i1, j0, j1, p0, p1, al, bp, tile, add
                                     c[ic + ir + i, jc + jr + j] = tile[i * NR + j]
 
 
-def _gemm(a, ap, Mp, prepacked, b, c, m_block, n_block, k_block, partial, work, R):
+def _gemm(a, ap, Mp, prepacked, b, c, m_block, n_block, k_block, partial, work, R, b_depth):
     # c[t] = Σ_{r < R} a[u % len(a)] · b[u % len(b)], u = t·R + r, for every t < len(c) (A
     # packed in ap when prepacked; R = 1: one product each). Task = (t, row block, column
     # block, k slice), summing its R products in order; k slice s > 0 writes partial[s − 1,
@@ -476,7 +486,7 @@ def _gemm(a, ap, Mp, prepacked, b, c, m_block, n_block, k_block, partial, work, 
             u = t * R + r
             _block(a[u % a.shape[0]], ap[u % ap.shape[0]], Mp, prepacked, b[u % b.shape[0]], target,
                    i * m_block, min(M, (i + 1) * m_block), j * n_block, min(N, (j + 1) * n_block),
-                   s * k_block, min(K, (s + 1) * k_block), al, bp, tile, r > 0)
+                   s * k_block, min(K, (s + 1) * k_block), al, bp, tile, r > 0, b_depth)
     if k_split > 1:
         for row in prange(batch * M):
             t = row // M
@@ -512,6 +522,10 @@ def _split(batch, M, N, K, threads, mr=MR, nr=NR):
     return m_block, n_block, k_split
 
 
+def _b_in_place_depth():
+    return _B_IN_PLACE_DEPTH_BY_HOST.get(host.cpu_name(), KC_MAX)
+
+
 def _cdiv(a, b):
     return -(-a // b)
 
@@ -531,7 +545,7 @@ def _compiled():
     # process's JIT code of the micro-kernel ran at half speed).
     pack = njit_cached(_pack_a, types.void(f3, f2c), "_compiled", parallel=True)
     gemm = njit_cached(_gemm, types.void(f3, f2c, types.intp, types.boolean, f3, f3, types.intp, types.intp, types.intp,
-                                         f4c, f2c, types.intp), "_compiled", parallel=True)
+                                         f4c, f2c, types.intp, types.intp), "_compiled", parallel=True)
     return pack, gemm
 
 
@@ -558,7 +572,7 @@ def _compiled_narrow():
     pack = njit_cached(_narrow_clone(_pack_a, namespace), types.void(f3, f2c), "_compiled_narrow", parallel=True)
     gemm = njit_cached(_narrow_clone(_gemm, namespace),
                        types.void(f3, f2c, types.intp, types.boolean, f3, f3, types.intp, types.intp, types.intp,
-                                  f4c, f2c, types.intp), "_compiled_narrow", parallel=True)
+                                  f4c, f2c, types.intp, types.intp), "_compiled_narrow", parallel=True)
     return pack, gemm
 
 
@@ -646,7 +660,7 @@ def sgemm(a, b, out, blocks=None, summed=1):
         pack(a, ap)
     work = scratch("gemm.work", (config.NUMBA_NUM_THREADS, min(NC, n_block + nr) * KC_MAX + MC * KC_MAX + mr * nr),
                    np.float32)
-    gemm(a, ap, Mp, prepacked, b, out, m_block, n_block, k_block, partial, work, summed)
+    gemm(a, ap, Mp, prepacked, b, out, m_block, n_block, k_block, partial, work, summed, _b_in_place_depth())
     return out
 
 
