@@ -51,6 +51,7 @@ from numba import get_num_threads, njit, prange, uintp
 from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 
+from .. import host
 from ..gemm.simd import LANES, veven, vload, vload_first, vodd, vstore, vstore_first
 
 # Strip sizing: the input phase rows, output rows and masks of one strip fit in this many
@@ -205,11 +206,14 @@ def _split_columns(xf, srow, W, buf, de, do, Q, zero):
 
 @overload(_split_columns, inline="always")
 def _split_columns_impl(xf, srow, W, buf, de, do, Q, zero):
-    if xf.dtype == types.float32 and buf.dtype == types.float32:
+    if xf.dtype == types.float32 and buf.dtype == types.float32 and host.avx512():
         # 32 columns a step into two 16-lane phase rows, masked at the row's ends (LLVM
         # vectorised the loop below 32 outputs at a time, so at Q < 32 its 8-wide remainder
         # and scalar tail ran: 5 of every 6 input floats in the 2×128×56² stride-2
-        # MobileNet layer, whose forward the phase rows' loading dominated)
+        # MobileNet layer, whose forward the phase rows' loading dominated). AVX-512 hosts
+        # only, like convcore's other 16-lane kernels: without it the permutes and masked
+        # stores split into several narrower instructions each (not measured on AVX2).
+        # Decided when the kernel compiles; Numba's cache is per CPU.
         def vector(xf, srow, W, buf, de, do, Q, zero):
             for j in range(0, Q, LANES):
                 rest = W - 2 * j
