@@ -282,19 +282,16 @@ def _pack_panel(src, first, lanes, lane_stride, kc, depth_stride, dst, out, widt
     # p < kc, lanes lanes..width zero: one sliver of A (lanes = rows) or B (lanes = columns),
     # read straight through the strides, the inner loop along whichever index is contiguous.
     zero = np.float32(0)
-    if depth_stride == 1 and lanes % 16 == 0 and width % 16 == 0:
-        # A transposed operand (B = X[n]ᵀ of a 1×1 weight gradient), whole 16-lane groups:
-        # 16×16 blocks transposed in registers, the last kc % 16 steps element by element.
-        full = kc - kc % 16
+    if depth_stride == 1:
+        # A transposed operand (B = X[n]ᵀ of a 1×1 weight gradient): whole 16-lane groups go
+        # by 16×16 blocks transposed in registers, the last kc % 16 steps (or everything, for
+        # lanes not in 16s: A's 12-row slivers) element by element.
+        full = kc - kc % 16 if lanes % 16 == 0 and width % 16 == 0 else 0
         for l0 in range(0, lanes, 16):
             for p0 in range(0, full, 16):
                 transpose16(src, first + l0 * lane_stride + p0, lane_stride, dst, out + p0 * width + l0, width)
-            for lane in range(l0, l0 + 16):
-                for p in range(full, kc):
-                    store_at(dst, out + p * width + lane, load_at(src, first + lane * lane_stride + p))
-    elif depth_stride == 1:
         for lane in range(lanes):
-            for p in range(kc):
+            for p in range(full, kc):
                 store_at(dst, out + p * width + lane, load_at(src, first + lane * lane_stride + p))
     else:
         for p in range(kc):
@@ -639,8 +636,8 @@ def sgemm(a, b, out, blocks=None, summed=1):
     m_block, n_block, k_split = blocks or _split(batch, M, N, K, get_num_threads(), mr, nr)
     if blocks:
         m_block, n_block = min(_round_up(m_block, mr), _round_up(M, mr)), _round_up(n_block, nr)
-    # k slices are KC deep, or a reduction of at most KC_ONE is one slice (no split-K there)
-    k_block = K if K <= KC_ONE else _round_up(_cdiv(K, k_split), KC)
+    # whole slices of _slice_depth (a reduction of at most KC_ONE is one: no split-K there)
+    k_block = _round_up(_cdiv(K, k_split), _slice_depth.py_func(K))
     k_split = _cdiv(K, k_block)
     partial = np.empty((k_split - 1, batch, M, N) if k_split > 1 else (0, 1, 1, 1), dtype=np.float32)
     Mp = _round_up(M, mr)
