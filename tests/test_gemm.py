@@ -197,6 +197,22 @@ def test_split_gives_enough_tasks_for_the_threads():
     assert (m_block, n_block) == (5, 20) and k_split == 2
 
 
+def test_split_keeps_whole_rows_when_the_threads_divide_the_batch(rng):
+    # batch 2 on 2 threads: one matrix per thread already, so rows and the reduction stay
+    # whole (two row blocks would each pack the same B); columns still split, and a batch
+    # the threads do not divide splits rows as before. The products through it are right.
+    assert gemm._split(2, 256, 196, 1024, 2) == (256, 196, 1)
+    assert gemm._split(3, 256, 196, 1024, 2)[0] < 256
+    assert gemm._split(2, 12, 32, 401408, 2)[2] == 1
+    assert gemm._split(1, 12, 32, 401408, 2)[2] > 1
+    assert gemm._split(2, 512, 784, 256, 2)[1] < 784
+    for batch in (2, 3):
+        a, b = _operands(rng, (1, 2 * gemm.MR + 5, 300), (batch, 300, gemm.NR + 7))
+        out = np.full((batch, a.shape[1], b.shape[2]), np.nan, np.float32)
+        gemm.sgemm(a, b, out)
+        _check(a, b, out)
+
+
 def test_short_reductions_split_rows_into_balanced_blocks(rng, monkeypatch):
     # K <= _SHORT_K: row blocks of at most _SHORT_K_ROWS rows, tile multiples, balanced
     # (64 rows: 36 + 28, not 48 + 16); a longer K keeps whole rows. The product through

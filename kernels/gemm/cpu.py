@@ -496,13 +496,21 @@ def _gemm(a, ap, Mp, prepacked, b, c, m_block, n_block, k_block, partial, work, 
 def _split(batch, M, N, K, threads, mr=MR, nr=NR):
     # Row/column blocks (multiples of the register tile) and k slices giving at least
     # 2·threads tasks when the product is big enough to share; blocks stay as large as
-    # possible, since each task packs its own operands.
+    # possible, since each task packs its own operands. Rows are not split when the threads
+    # divide the batch: prange hands each thread an equal run of tasks, so that balances
+    # nothing, and the two row blocks of one matrix each pack its whole B (AMD Zen 4, 2
+    # threads, in-process, shuffled, time whole / halved rows: 2 × 256×1024·1024×196 (1×1
+    # 14² forward at batch 2) 0.95-0.97, 2 × 1024×256·256×196 (its input gradient) 0.96-
+    # 0.99), nor the reduction (split-K adds a pass over C). Columns still split (a shared
+    # A is packed once up front or read in place, and half the B panel stays in L2: 2 ×
+    # 512×256·256×784 whole / halved 1.00-1.01).
     want = 2 * threads if threads > 1 else 1
+    balanced = batch % threads == 0
     m_block, n_block, k_split = M, N, 1
     while batch * _cdiv(M, m_block) * _cdiv(N, n_block) < want:
         if n_block >= 2 * nr and n_block >= m_block:
             n_block = _round_up(_cdiv(n_block, 2), nr)
-        elif m_block >= 2 * mr:
+        elif m_block >= 2 * mr and not balanced:
             m_block = _round_up(_cdiv(m_block, 2), mr)
         else:
             break
@@ -514,7 +522,7 @@ def _split(batch, M, N, K, threads, mr=MR, nr=NR):
         # Not for tall products on _WHOLE_ROWS_HOSTS, where repacking B for each block costs more than it saves.
         m_block = _round_up(_cdiv(M, _cdiv(M, _SHORT_K_ROWS)), mr)
     tasks = batch * _cdiv(M, m_block) * _cdiv(N, n_block)
-    while tasks * k_split < want and K // (2 * k_split) >= 4 * KC:
+    while tasks * k_split < want and K // (2 * k_split) >= 4 * KC and not balanced:
         k_split *= 2
     return m_block, n_block, k_split
 
