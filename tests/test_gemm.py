@@ -390,3 +390,23 @@ def test_transpose16_any_strides(rng):
     dst[5:5 + 16 * 25].reshape(16, 25)[:, :16] = np.nan
     assert np.isnan(dst).all()
 
+
+
+@pytest.mark.parametrize("rows", [12, 5, 16])
+def test_transpose_rows_writes_only_its_lanes(rng, rows):
+    # rows×16 at row stride 20 from offset 3, transposed into rows of stride 17 from offset
+    # 2: each destination row gets its first `rows` lanes and nothing past them.
+    from convcore.kernels.gemm.simd import transpose_rows
+    from numba import literally, njit
+
+    @njit
+    def run(src, dst, count):
+        transpose_rows(src, 3, 20, literally(count), dst, 2, 17)
+
+    src = rng.standard_normal(20 * 20).astype(np.float32)
+    dst = np.full(16 * 17 + 20, np.nan, np.float32)
+    run(src, dst, rows)
+    written = dst[2:2 + 16 * 17].reshape(16, 17)
+    np.testing.assert_array_equal(written[:, :rows], src[3:3 + rows * 20].reshape(rows, 20)[:, :16].T)
+    written[:, :rows] = np.nan
+    assert np.isnan(dst).all()

@@ -225,31 +225,64 @@ def _transpose_masks(d):
     return (ir.Constant(ir.VectorType(ir.IntType(32), LANES), lo), ir.Constant(ir.VectorType(ir.IntType(32), LANES), hi))
 
 
+def _transpose_codegen(context, builder, src_ty, dst_ty, args, rows):
+    # the 16×16 transpose of the first ``rows`` source rows (the others zero), storing the
+    # first ``rows`` lanes of each transposed row (a masked store when rows < 16)
+    s, s0, ss, d, d0, ds = args
+    i64 = ir.IntType(64)
+    s0, ss, d0, ds = (builder.sext(v, i64) if v.type.width < 64 else v for v in (s0, ss, d0, ds))
+    vectors = []
+    for i in range(LANES):
+        if i < rows:
+            offset = builder.add(s0, builder.mul(ss, ir.Constant(i64, i)))
+            vectors.append(builder.load(_vector_pointer(context, builder, src_ty, s, offset), align=4))
+        else:
+            vectors.append(ir.Constant(_VEC, [0.0] * LANES))
+    d_ = 1
+    while d_ < LANES:
+        lo, hi = _transpose_masks(d_)
+        for i in range(LANES):
+            if i & d_ == 0:
+                a, b = vectors[i], vectors[i + d_]
+                vectors[i], vectors[i + d_] = builder.shuffle_vector(a, b, lo), builder.shuffle_vector(a, b, hi)
+        d_ *= 2
+    mask = ir.Constant(ir.VectorType(ir.IntType(1), LANES), [lane < rows for lane in range(LANES)])
+    store = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [_VEC, _VEC.as_pointer(), ir.IntType(32), mask.type]),
+        "llvm.masked.store.v16f32.p0v16f32")
+    for lane in range(LANES):
+        offset = builder.add(d0, builder.mul(ds, ir.Constant(i64, lane)))
+        pointer = _vector_pointer(context, builder, dst_ty, d, offset)
+        if rows == LANES:
+            builder.store(vectors[lane], pointer, align=4)
+        else:
+            builder.call(store, [vectors[lane], pointer, ir.Constant(ir.IntType(32), 4), mask])
+    return context.get_dummy_value()
+
+
 @intrinsic
 def transpose16(typingctx, src, src_offset, src_stride, dst, dst_offset, dst_stride):
     """dst[dst_offset + l·dst_stride + i] = src[src_offset + i·src_stride + l] for i, l < 16:
     a 16×16 float32 block transposed in registers (16 loads, 4 rounds of 16 shuffles, 16
     stores), rows of both at any stride."""
     def codegen(context, builder, signature, args):
-        src_ty, _, _, dst_ty, _, _ = signature.args
-        s, s0, ss, d, d0, ds = args
-        i64 = ir.IntType(64)
-        s0, ss, d0, ds = (builder.sext(v, i64) if v.type.width < 64 else v for v in (s0, ss, d0, ds))
-        rows = []
-        for i in range(LANES):
-            offset = builder.add(s0, builder.mul(ss, ir.Constant(i64, i)))
-            rows.append(builder.load(_vector_pointer(context, builder, src_ty, s, offset), align=4))
-        d_ = 1
-        while d_ < LANES:
-            lo, hi = _transpose_masks(d_)
-            for i in range(LANES):
-                if i & d_ == 0:
-                    a, b = rows[i], rows[i + d_]
-                    rows[i], rows[i + d_] = builder.shuffle_vector(a, b, lo), builder.shuffle_vector(a, b, hi)
-            d_ *= 2
-        for lane in range(LANES):
-            offset = builder.add(d0, builder.mul(ds, ir.Constant(i64, lane)))
-            builder.store(rows[lane], _vector_pointer(context, builder, dst_ty, d, offset), align=4)
-        return context.get_dummy_value()
+        return _transpose_codegen(context, builder, signature.args[0], signature.args[3], args, LANES)
 
     return types.void(src, src_offset, src_stride, dst, dst_offset, dst_stride), codegen
+
+
+@intrinsic
+def transpose_rows(typingctx, src, src_offset, src_stride, rows, dst, dst_offset, dst_stride):
+    """transpose16 of a rows×16 block, ``rows`` a compile-time constant 1..16:
+    dst[dst_offset + l·dst_stride + i] = src[src_offset + i·src_stride + l] for i < rows,
+    l < 16 (rows loads; nothing past lane rows of a destination row is written). GEMM's
+    12-row A slivers from a row-major A."""
+    if not isinstance(rows, types.IntegerLiteral) or not 1 <= rows.literal_value <= LANES:
+        return None
+    count = rows.literal_value
+
+    def codegen(context, builder, signature, args):
+        return _transpose_codegen(context, builder, signature.args[0], signature.args[4],
+                                  (args[0], args[1], args[2], args[4], args[5], args[6]), count)
+
+    return types.void(src, src_offset, src_stride, rows, dst, dst_offset, dst_stride), codegen
