@@ -47,7 +47,20 @@ from numba import config, get_num_threads, get_thread_id, njit, prange, types
 from .. import host
 from ..precompile import njit_cached
 from ..workspace import scratch
-from .simd import load_at, store_at, transpose16, transpose_rows, vadd, vbroadcast_load, vfma, vload, vload_first, vstore, vzero
+from .simd import (
+    load_at,
+    prefetch_write,
+    store_at,
+    transpose16,
+    transpose_rows,
+    vadd,
+    vbroadcast_load,
+    vfma,
+    vload,
+    vload_first,
+    vstore,
+    vzero,
+)
 
 log = logging.getLogger("convcore.gemm")
 
@@ -110,6 +123,13 @@ def _micro(ap, a0, rs, ps, bp, b0, bs, kc, c, c0, ldc, accumulate):
     x30 = vzero(); x31 = vzero(); x40 = vzero(); x41 = vzero(); x50 = vzero(); x51 = vzero()
     x60 = vzero(); x61 = vzero(); x70 = vzero(); x71 = vzero(); x80 = vzero(); x81 = vzero()
     x90 = vzero(); x91 = vzero(); xa0 = vzero(); xa1 = vzero(); xb0 = vzero(); xb1 = vzero()
+    # The C tile's 24 lines are asked for now, to be in L1 when the loop ends: loaded there
+    # (or stored to, missing) only after it, they stalled each call once C had left the
+    # cache (in-process, shuffled, 2 threads, time new/old over two runs: 8 × 256×64·64×3136
+    # (1×1 56² expand forward) 0.95 / 0.95, 8 × 256×256·256×784 0.97 / 0.98, 1024³ 0.98 /
+    # 0.97; Winograd's 36 × 64×64·64×392 and 16 × 256×256·256×98, C in cache, 1.00-1.02).
+    for i in range(MR):
+        prefetch_write(c, c0 + i * ldc); prefetch_write(c, c0 + i * ldc + 16)
     for p in range(kc):
         u = b0 + p * bs
         v0 = vload(bp, u)
