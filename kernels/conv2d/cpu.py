@@ -17,9 +17,11 @@ Algorithms (``algorithm=``), each in its own module:
   stride-1 dilation-1 layers, forward, input gradient and (cpu_winograd_wgrad) weight
   gradient (``winograd`` picks the tile).
 - depthwise layers (C/groups == 1) use dedicated kernels under ``direct`` and ``auto``:
-  cpu_depthwise_strips (L1-sized row strips of phase planes, fused tap blocks, bias and
-  ReLU fused into the forward) where the right edge is padded at least as much as 'same'
-  pads it (W <= Q·sw: every MobileNet-style layer), else cpu_depthwise.
+  cpu_depthwise_rows for 3×3 stride-1 'same' layers on planes at most 16 wide (float32,
+  AVX-512: a row per vector, all three directions), else cpu_depthwise_strips (L1-sized
+  row strips of phase planes, fused tap blocks, bias and ReLU fused into the forward)
+  where the right edge is padded at least as much as 'same' pads it (W <= Q·sw: every
+  MobileNet-style layer), else cpu_depthwise.
 - ``phase`` (cpu_phase): forward and weight gradient of dense layers from phase-split
   planes, register-blocked 4 × 4 over (output channel, tap); ``auto`` takes it for
   strided layers with few input channels and large kernels (the ResNet stem). A cpu
@@ -35,8 +37,8 @@ from ..gemm.cpu import enabled as gemm_enabled
 from ..gemm.cpu import matmul, sgemm_sum
 from ..gemm.nt import sgemm_nt
 from ..workspace import images_per_chunk, scratch
+from . import cpu_depthwise_rows, cpu_flat_simd, cpu_kvec, cpu_kvec16, cpu_wgrad_simd
 from . import cpu_depthwise_strips as strips
-from . import cpu_flat_simd, cpu_kvec, cpu_kvec16, cpu_wgrad_simd
 from .cpu_depthwise import (
     _dgrad_depthwise,
     _dgrad_depthwise_s1,
@@ -403,6 +405,9 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
                 col = scratch("conv2d.im2col", (xs.shape[0], geom.groups, crs, pq), x.dtype)
                 _im2col(xs, col, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
                 matmul(w_mat[None], col, out=out4[n0:n0 + G])
+    elif cpu_depthwise_rows.applies(geom, x.dtype):
+        cpu_depthwise_rows.rows_fwd(x, w, b, out, activation == "relu")  # 3×3 on rows <= 16 wide
+        return
     elif _depthwise(geom) and strips.applies(geom):
         strips.launch_fwd(x, w, b, out, geom, activation == "relu")  # bias and ReLU fused
         return
@@ -453,6 +458,8 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
             col = matmul(w_mat.transpose(0, 2, 1)[None], dy_mat[n0:n0 + G],
                          out=scratch("conv2d.col2im", (min(G, geom.N - n0), geom.groups, crs, pq), dy.dtype))
             _col2im(col, out[n0:n0 + G], *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
+    elif cpu_depthwise_rows.applies(geom, dy.dtype):
+        cpu_depthwise_rows.rows_dgrad(w, dy, out)
     elif _depthwise(geom) and strips.applies(geom):
         strips.launch_dgrad(w, dy, out, geom)
     elif _depthwise(geom):
@@ -519,6 +526,8 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
         phase_wgrad(x, dy, out, geom)
     elif _wgrad_by_simd(geom, x.dtype):
         cpu_wgrad_simd.wgrad_simd(x, dy, out, geom.padding, geom.dilation)
+    elif cpu_depthwise_rows.applies(geom, x.dtype):
+        cpu_depthwise_rows.rows_wgrad(x, dy, out)
     elif _depthwise(geom) and strips.applies(geom):
         strips.launch_wgrad(x, dy, out, geom)
     elif _depthwise(geom):

@@ -177,6 +177,32 @@ def vload_first(typingctx, array, offset, count):
 
 
 @intrinsic
+def vload_lanes(typingctx, array, offset, first, end):
+    """Lanes first..end−1 (0 <= first <= end <= 16) of the 16 float32 at ``array``'s data
+    pointer + ``offset``, the others 0; nothing outside them is read (a masked load: a row
+    shifted by one column, its edge lane zero, with no read before the array)."""
+    def codegen(context, builder, signature, args):
+        pointer = _vector_pointer(context, builder, signature.args[0], args[0], args[1])
+        mask = builder.and_(_lane_mask(builder, args[3]), builder.not_(_lane_mask(builder, args[2])))
+        load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_VEC, [_VEC.as_pointer(), ir.IntType(32), mask.type, _VEC]),
+            "llvm.masked.load.v16f32.p0v16f32")
+        return builder.call(load, [pointer, ir.Constant(ir.IntType(32), 4), mask, ir.Constant(_VEC, [0.0] * LANES)])
+
+    return float32x16(array, offset, first, end), codegen
+
+
+@intrinsic
+def vrelu(typingctx, a):
+    """Lane-wise ``0 if a < 0 else a``: a NaN lane stays NaN (as the scalar ReLU keeps it)."""
+    def codegen(context, builder, signature, args):
+        zero = ir.Constant(_VEC, [0.0] * LANES)
+        return builder.select(builder.fcmp_ordered("<", args[0], zero), zero, args[0])
+
+    return float32x16(float32x16), codegen
+
+
+@intrinsic
 def vstore_first(typingctx, array, offset, vector, count):
     """Write the first ``count`` (0..16) lanes of ``vector`` to ``array``'s data pointer +
     ``offset`` (llvm.masked.store: nothing past ``count`` is written)."""

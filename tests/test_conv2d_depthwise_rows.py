@@ -1,0 +1,117 @@
+"""The cpu depthwise 3×3 'same' kernels on planes at most 16 wide (cpu_depthwise_rows): one
+16-lane vector per row, forward (bias, ReLU), input gradient (the forward with the filters
+turned 180°) and weight gradient, against the float64 reference."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from convcore.kernels.conv2d import cpu_depthwise_rows as rows
+from helpers import assert_matches, random
+
+import convcore
+from convcore import reference
+from convcore.conv import conv_geometry
+
+# plane widths 1, 2, 7 (MobileNet's 7²), 14, 16 (a whole vector: no lane past the row);
+# one row, two rows (every row touches both paddings), tall and short planes; channels of
+# no particular multiple
+ROWS_CONFIGS = {
+    "mobilenet_14": (2, 7, 14, 14),
+    "mobilenet_7": (3, 5, 7, 7),
+    "rows_of_16": (1, 3, 5, 16),
+    "one_row": (2, 3, 1, 9),
+    "two_rows": (1, 4, 2, 15),
+    "one_column": (2, 2, 6, 1),
+    "two_columns_tall": (1, 3, 11, 2),
+    "one_pixel": (1, 2, 1, 1),
+}
+
+
+def _reference(x, w, b, dy, geom):
+    kwargs = dict(stride=geom.stride, padding=geom.padding, dilation=geom.dilation, groups=geom.groups)
+    x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
+    forward = reference.conv2d(x64, w64, b.astype(np.float64), out_hw=(geom.P, geom.Q), **kwargs)
+    return (forward, reference.conv2d_input(x.shape, w64, dy64, **kwargs),
+            reference.conv2d_weight(x64, w.shape, dy64, **kwargs))
+
+
+@pytest.mark.parametrize("config", ROWS_CONFIGS)
+def test_rows_kernels_match_reference(config, rng, sixteen_lanes):
+    shape = ROWS_CONFIGS[config]
+    C = shape[1]
+    geom = conv_geometry("test", shape, (C, 1, 3, 3), 1, 1, 1, C)
+    assert rows.applies(geom, np.float32)
+    x, w, b, dy = (random(rng, s, np.float32) for s in (shape, (C, 1, 3, 3), (C,), shape))
+    forward, dx, dw = _reference(x, w, b, dy, geom)
+    for bias, relu in ((None, False), (b, False), (b, True)):
+        out = np.full(shape, np.nan, np.float32)
+        rows.rows_fwd(x, w, bias, out, relu)
+        expected = forward - (0 if bias is not None else b.astype(np.float64)[None, :, None, None])
+        assert_matches(out, np.maximum(expected, 0.0) if relu else expected, np.float32, 9, f"forward {bias is not None} {relu}")
+    out = np.full(shape, np.nan, np.float32)
+    rows.rows_dgrad(w, dy, out)
+    assert_matches(out, dx, np.float32, 9, "input gradient")
+    out = np.full(w.shape, np.nan, np.float32)
+    rows.rows_wgrad(x, dy, out)
+    assert_matches(out, dw, np.float32, shape[0] * shape[2] * shape[3], "weight gradient")
+
+
+def test_conv2d_takes_the_rows_kernels_for_mobilenet_14(rng, sixteen_lanes, monkeypatch):
+    # auto and direct route a 14² 3×3 'same' depthwise layer here in all three directions
+    # (through the public functions, with bias and fused ReLU)
+    calls = []
+    for name in ("rows_fwd", "rows_dgrad", "rows_wgrad"):
+        original = getattr(rows, name)
+        monkeypatch.setattr(rows, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
+    shape = (2, 6, 14, 14)
+    geom = conv_geometry("test", shape, (6, 1, 3, 3), 1, 1, 1, 6)
+    x, w, b, dy = (random(rng, s, np.float32) for s in (shape, (6, 1, 3, 3), (6,), shape))
+    forward, dx, dw = _reference(x, w, b, dy, geom)
+    for algorithm in ("auto", "direct"):
+        kwargs = dict(padding=1, groups=6, backend="cpu", algorithm=algorithm)
+        assert_matches(convcore.conv2d(x, w, b, activation="relu", **kwargs), np.maximum(forward, 0.0), np.float32, 9)
+        assert_matches(convcore.conv2d_input(shape, w, dy, **kwargs), dx, np.float32, 9)
+        assert_matches(convcore.conv2d_weight(x, w.shape, dy, **kwargs), dw, np.float32, 2 * 14 * 14)
+    assert calls == ["rows_fwd", "rows_dgrad", "rows_wgrad"] * 2
+
+
+def test_rows_apply_only_to_3x3_same_stride1_planes_up_to_16_wide(sixteen_lanes):
+    def applies(shape=(2, 4, 14, 14), weight=(4, 1, 3, 3), stride=1, padding=1, dilation=1, groups=4,
+                dtype=np.float32):
+        return rows.applies(conv_geometry("test", shape, weight, stride, padding, dilation, groups), dtype)
+
+    assert applies() and applies(shape=(2, 4, 30, 16))
+    assert not applies(shape=(2, 4, 14, 17))           # a row wider than one vector
+    assert not applies(stride=2) and not applies(dilation=2, padding=2)
+    assert not applies(padding=0) and not applies(padding=(1, 1, 1, 2))
+    assert not applies(weight=(4, 1, 5, 5), padding=2)
+    assert not applies(weight=(8, 1, 3, 3))            # a channel multiplier
+    assert not applies(shape=(2, 4, 14, 14), weight=(4, 2, 3, 3), groups=2)
+    assert not applies(dtype=np.float64)
+
+
+def test_rows_keep_the_neighbouring_row_out(sixteen_lanes):
+    # An Inf in every row's last column (x for the forward and weight gradient, dY for the
+    # input gradient), positive weights: the shifted loads must leave the column past the
+    # edge out (masked to 0), so exactly the reference's Inf entries are Inf.
+    rng = np.random.default_rng(3)
+    shape = (2, 3, 6, 14)
+    geom = conv_geometry("test", shape, (3, 1, 3, 3), 1, 1, 1, 3)
+    x = rng.uniform(0.5, 1.0, shape).astype(np.float32)
+    w = rng.uniform(0.5, 1.0, (3, 1, 3, 3)).astype(np.float32)
+    dy = rng.uniform(0.5, 1.0, shape).astype(np.float32)
+    x_inf, dy_inf = x.copy(), dy.copy()
+    x_inf[..., -1], dy_inf[..., -1] = np.inf, np.inf
+    kwargs = dict(stride=geom.stride, padding=geom.padding, dilation=geom.dilation, groups=3)
+    out = np.full(shape, np.nan, np.float32)
+    rows.rows_fwd(x_inf, w, None, out, False)
+    expected = reference.conv2d(x_inf.astype(np.float64), w.astype(np.float64), None, out_hw=(6, 14), **kwargs)
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
+    out = np.full(shape, np.nan, np.float32)
+    rows.rows_dgrad(w, dy_inf, out)
+    expected = reference.conv2d_input(shape, w.astype(np.float64), dy_inf.astype(np.float64), **kwargs)
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
+    out = np.full(w.shape, np.nan, np.float32)
+    rows.rows_wgrad(x_inf, dy, out)
+    expected = reference.conv2d_weight(x_inf.astype(np.float64), w.shape, dy.astype(np.float64), **kwargs)
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
