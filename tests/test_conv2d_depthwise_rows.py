@@ -1,5 +1,5 @@
-"""The cpu depthwise 3×3 'same' kernels on planes at most 16 wide (cpu_depthwise_rows): one
-16-lane vector per row, forward (bias, ReLU), input gradient (the forward with the filters
+"""The cpu depthwise 3×3 'same' kernels on planes at most 64 wide (cpu_depthwise_rows): 16
+columns of a row per vector, forward (bias, ReLU), input gradient (the forward with the filters
 turned 180°) and weight gradient, against the float64 reference."""
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import convcore
 from convcore import reference
 from convcore.conv import conv_geometry
 
-# plane widths 1, 2, 7 (MobileNet's 7²), 14, 16 (a whole vector: no lane past the row);
-# one row, two rows (every row touches both paddings), tall and short planes; channels of
-# no particular multiple
+# plane widths 1, 2, 7 (MobileNet's 7²), 14, 16 (a whole vector: no lane past the row), 17
+# (a second block of one column), 32, 33, 56 (3 whole blocks and 8 columns), 64; one row, two
+# rows (every row touches both paddings), tall and short planes; channels of no particular
+# multiple
 ROWS_CONFIGS = {
     "mobilenet_14": (2, 7, 14, 14),
     "mobilenet_7": (3, 5, 7, 7),
@@ -24,6 +25,11 @@ ROWS_CONFIGS = {
     "one_column": (2, 2, 6, 1),
     "two_columns_tall": (1, 3, 11, 2),
     "one_pixel": (1, 2, 1, 1),
+    "width_17": (1, 2, 5, 17),
+    "width_32": (2, 3, 4, 32),
+    "width_33_one_row": (1, 2, 1, 33),
+    "mobilenet_56": (1, 3, 9, 56),
+    "width_64": (1, 2, 3, 64),
 }
 
 
@@ -75,13 +81,13 @@ def test_conv2d_takes_the_rows_kernels_for_mobilenet_14(rng, sixteen_lanes, monk
     assert calls == ["rows_fwd", "rows_dgrad", "rows_wgrad"] * 2
 
 
-def test_rows_apply_only_to_3x3_same_stride1_planes_up_to_16_wide(sixteen_lanes):
+def test_rows_apply_only_to_3x3_same_stride1_planes_up_to_64_wide(sixteen_lanes):
     def applies(shape=(2, 4, 14, 14), weight=(4, 1, 3, 3), stride=1, padding=1, dilation=1, groups=4,
                 dtype=np.float32):
         return rows.applies(conv_geometry("test", shape, weight, stride, padding, dilation, groups), dtype)
 
-    assert applies() and applies(shape=(2, 4, 30, 16))
-    assert not applies(shape=(2, 4, 14, 17))           # a row wider than one vector
+    assert applies() and applies(shape=(2, 4, 30, rows.MAX_WIDTH))
+    assert not applies(shape=(2, 4, 14, rows.MAX_WIDTH + 1))  # wider planes keep the strips
     assert not applies(stride=2) and not applies(dilation=2, padding=2)
     assert not applies(padding=0) and not applies(padding=(1, 1, 1, 2))
     assert not applies(weight=(4, 1, 5, 5), padding=2)
@@ -95,7 +101,7 @@ def test_rows_keep_the_neighbouring_row_out(sixteen_lanes):
     # input gradient), positive weights: the shifted loads must leave the column past the
     # edge out (masked to 0), so exactly the reference's Inf entries are Inf.
     rng = np.random.default_rng(3)
-    shape = (2, 3, 6, 14)
+    shape = (2, 3, 6, 21)  # a block of 16 columns, then one of 5
     geom = conv_geometry("test", shape, (3, 1, 3, 3), 1, 1, 1, 3)
     x = rng.uniform(0.5, 1.0, shape).astype(np.float32)
     w = rng.uniform(0.5, 1.0, (3, 1, 3, 3)).astype(np.float32)
@@ -105,7 +111,7 @@ def test_rows_keep_the_neighbouring_row_out(sixteen_lanes):
     kwargs = dict(stride=geom.stride, padding=geom.padding, dilation=geom.dilation, groups=3)
     out = np.full(shape, np.nan, np.float32)
     rows.rows_fwd(x_inf, w, None, out, False)
-    expected = reference.conv2d(x_inf.astype(np.float64), w.astype(np.float64), None, out_hw=(6, 14), **kwargs)
+    expected = reference.conv2d(x_inf.astype(np.float64), w.astype(np.float64), None, out_hw=(6, 21), **kwargs)
     np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
     out = np.full(shape, np.nan, np.float32)
     rows.rows_dgrad(w, dy_inf, out)

@@ -17,8 +17,8 @@ Algorithms (``algorithm=``), each in its own module:
   stride-1 dilation-1 layers, forward, input gradient and (cpu_winograd_wgrad) weight
   gradient (``winograd`` picks the tile).
 - depthwise layers (C/groups == 1) use dedicated kernels under ``direct`` and ``auto``:
-  cpu_depthwise_rows for 3×3 stride-1 'same' layers on planes at most 16 wide (float32,
-  AVX-512: a row per vector, all three directions), else cpu_depthwise_strips (L1-sized
+  cpu_depthwise_rows for 3×3 stride-1 'same' layers on planes at most 64 wide (float32,
+  AVX-512: 16 columns per vector, all three directions), else cpu_depthwise_strips (L1-sized
   row strips of phase planes, fused tap blocks, bias and ReLU fused into the forward)
   where the right edge is padded at least as much as 'same' pads it (W <= Q·sw: every
   MobileNet-style layer), else cpu_depthwise.
@@ -406,7 +406,7 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
                 _im2col(xs, col, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
                 matmul(w_mat[None], col, out=out4[n0:n0 + G])
     elif cpu_depthwise_rows.applies(geom, x.dtype):
-        cpu_depthwise_rows.rows_fwd(x, w, b, out, activation == "relu")  # 3×3 on rows <= 16 wide
+        cpu_depthwise_rows.rows_fwd(x, w, b, out, activation == "relu")  # bias and ReLU fused
         return
     elif _depthwise(geom) and strips.applies(geom):
         strips.launch_fwd(x, w, b, out, geom, activation == "relu")  # bias and ReLU fused
