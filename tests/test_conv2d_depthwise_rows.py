@@ -1,6 +1,7 @@
-"""The cpu depthwise 3×3 'same' kernels on planes at most 64 wide (cpu_depthwise_rows): 16
-columns of a row per vector, forward (bias, ReLU), input gradient (the forward with the filters
-turned 180°) and weight gradient, against the float64 reference."""
+"""The cpu depthwise 3×3 padding-1 kernels on output planes at most 64 wide
+(cpu_depthwise_rows): 16 output columns of a row per vector, forward (bias, ReLU) and weight
+gradient at stride 1 and 2, input gradient (the forward with the filters turned 180°) at
+stride 1, against the float64 reference."""
 from __future__ import annotations
 
 import numpy as np
@@ -31,6 +32,9 @@ ROWS_CONFIGS = {
     "mobilenet_56": (1, 3, 9, 56),
     "width_64": (1, 2, 3, 64),
 }
+# stride 2 only (64 output columns): whole 32-column input blocks, and an odd width
+WIDE_STRIDE2 = {"width_128": (1, 2, 4, 128), "width_127": (1, 2, 5, 127)}
+CASES = [(name, stride) for name in ROWS_CONFIGS for stride in (1, 2)] + [(name, 2) for name in WIDE_STRIDE2]
 
 
 def _reference(x, w, b, dy, geom):
@@ -41,54 +45,64 @@ def _reference(x, w, b, dy, geom):
             reference.conv2d_weight(x64, w.shape, dy64, **kwargs))
 
 
-@pytest.mark.parametrize("config", ROWS_CONFIGS)
-def test_rows_kernels_match_reference(config, rng, sixteen_lanes):
-    shape = ROWS_CONFIGS[config]
+@pytest.mark.parametrize("config,stride", CASES)
+def test_rows_kernels_match_reference(config, stride, rng, sixteen_lanes):
+    # stride 2 on these planes: odd and even widths and heights, a last output column whose
+    # right tap is the padding (odd W), 32-column input blocks split into even and odd lanes
+    shape = {**ROWS_CONFIGS, **WIDE_STRIDE2}[config]
     C = shape[1]
-    geom = conv_geometry("test", shape, (C, 1, 3, 3), 1, 1, 1, C)
-    assert rows.applies(geom, np.float32)
-    x, w, b, dy = (random(rng, s, np.float32) for s in (shape, (C, 1, 3, 3), (C,), shape))
+    geom = conv_geometry("test", shape, (C, 1, 3, 3), stride, 1, 1, C)
+    assert rows.applies(geom, np.float32) and rows.applies(geom, np.float32, "bwd_weight")
+    assert rows.applies(geom, np.float32, "bwd_data") == (stride == 1)
+    x, w, b, dy = (random(rng, s, np.float32) for s in (shape, (C, 1, 3, 3), (C,), geom.output_shape))
     forward, dx, dw = _reference(x, w, b, dy, geom)
     for bias, relu in ((None, False), (b, False), (b, True)):
-        out = np.full(shape, np.nan, np.float32)
-        rows.rows_fwd(x, w, bias, out, relu)
+        out = np.full(geom.output_shape, np.nan, np.float32)
+        rows.rows_fwd(x, w, bias, out, relu, stride)
         expected = forward - (0 if bias is not None else b.astype(np.float64)[None, :, None, None])
         assert_matches(out, np.maximum(expected, 0.0) if relu else expected, np.float32, 9, f"forward {bias is not None} {relu}")
-    out = np.full(shape, np.nan, np.float32)
-    rows.rows_dgrad(w, dy, out)
-    assert_matches(out, dx, np.float32, 9, "input gradient")
+    if stride == 1:
+        out = np.full(shape, np.nan, np.float32)
+        rows.rows_dgrad(w, dy, out)
+        assert_matches(out, dx, np.float32, 9, "input gradient")
     out = np.full(w.shape, np.nan, np.float32)
-    rows.rows_wgrad(x, dy, out)
-    assert_matches(out, dw, np.float32, shape[0] * shape[2] * shape[3], "weight gradient")
+    rows.rows_wgrad(x, dy, out, stride)
+    assert_matches(out, dw, np.float32, shape[0] * geom.P * geom.Q, "weight gradient")
 
 
-def test_conv2d_takes_the_rows_kernels_for_mobilenet_14(rng, sixteen_lanes, monkeypatch):
-    # auto and direct route a 14² 3×3 'same' depthwise layer here in all three directions
-    # (through the public functions, with bias and fused ReLU)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv2d_takes_the_rows_kernels_for_mobilenet_14(stride, rng, sixteen_lanes, monkeypatch):
+    # auto and direct route a 14² 3×3 padding-1 depthwise layer here (through the public
+    # functions, with bias and fused ReLU): every direction at stride 1, the forward and
+    # weight gradient at stride 2 (its input gradient stays with the strips)
     calls = []
     for name in ("rows_fwd", "rows_dgrad", "rows_wgrad"):
         original = getattr(rows, name)
         monkeypatch.setattr(rows, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
     shape = (2, 6, 14, 14)
-    geom = conv_geometry("test", shape, (6, 1, 3, 3), 1, 1, 1, 6)
-    x, w, b, dy = (random(rng, s, np.float32) for s in (shape, (6, 1, 3, 3), (6,), shape))
+    geom = conv_geometry("test", shape, (6, 1, 3, 3), stride, 1, 1, 6)
+    x, w, b, dy = (random(rng, s, np.float32) for s in (shape, (6, 1, 3, 3), (6,), geom.output_shape))
     forward, dx, dw = _reference(x, w, b, dy, geom)
     for algorithm in ("auto", "direct"):
-        kwargs = dict(padding=1, groups=6, backend="cpu", algorithm=algorithm)
+        kwargs = dict(stride=stride, padding=1, groups=6, backend="cpu", algorithm=algorithm)
         assert_matches(convcore.conv2d(x, w, b, activation="relu", **kwargs), np.maximum(forward, 0.0), np.float32, 9)
         assert_matches(convcore.conv2d_input(shape, w, dy, **kwargs), dx, np.float32, 9)
-        assert_matches(convcore.conv2d_weight(x, w.shape, dy, **kwargs), dw, np.float32, 2 * 14 * 14)
-    assert calls == ["rows_fwd", "rows_dgrad", "rows_wgrad"] * 2
+        assert_matches(convcore.conv2d_weight(x, w.shape, dy, **kwargs), dw, np.float32, 2 * geom.P * geom.Q)
+    expected = ["rows_fwd", "rows_dgrad", "rows_wgrad"] if stride == 1 else ["rows_fwd", "rows_wgrad"]
+    assert calls == expected * 2
 
 
-def test_rows_apply_only_to_3x3_same_stride1_planes_up_to_64_wide(sixteen_lanes):
+def test_rows_apply_only_to_3x3_padding1_output_planes_up_to_64_wide(sixteen_lanes):
     def applies(shape=(2, 4, 14, 14), weight=(4, 1, 3, 3), stride=1, padding=1, dilation=1, groups=4,
-                dtype=np.float32):
-        return rows.applies(conv_geometry("test", shape, weight, stride, padding, dilation, groups), dtype)
+                dtype=np.float32, direction="fwd"):
+        return rows.applies(conv_geometry("test", shape, weight, stride, padding, dilation, groups), dtype, direction)
 
     assert applies() and applies(shape=(2, 4, 30, rows.MAX_WIDTH))
     assert not applies(shape=(2, 4, 14, rows.MAX_WIDTH + 1))  # wider planes keep the strips
-    assert not applies(stride=2) and not applies(dilation=2, padding=2)
+    assert applies(stride=2, shape=(2, 4, 9, 2 * rows.MAX_WIDTH)) and applies(stride=2, direction="bwd_weight")
+    assert not applies(stride=2, shape=(2, 4, 9, 2 * rows.MAX_WIDTH + 1))
+    assert not applies(stride=2, direction="bwd_data") and applies(direction="bwd_data")
+    assert not applies(stride=3) and not applies(stride=(1, 2)) and not applies(dilation=2, padding=2)
     assert not applies(padding=0) and not applies(padding=(1, 1, 1, 2))
     assert not applies(weight=(4, 1, 5, 5), padding=2)
     assert not applies(weight=(8, 1, 3, 3))            # a channel multiplier
@@ -96,28 +110,37 @@ def test_rows_apply_only_to_3x3_same_stride1_planes_up_to_64_wide(sixteen_lanes)
     assert not applies(dtype=np.float64)
 
 
-def test_rows_keep_the_neighbouring_row_out(sixteen_lanes):
-    # An Inf in every row's last column (x for the forward and weight gradient, dY for the
-    # input gradient), positive weights: the shifted loads must leave the column past the
-    # edge out (masked to 0), so exactly the reference's Inf entries are Inf.
+@pytest.mark.parametrize("stride,width", [(1, 21), (2, 41), (2, 40)])
+@pytest.mark.parametrize("column", [0, -1])
+def test_rows_keep_the_neighbouring_row_out(stride, width, column, sixteen_lanes):
+    # An Inf in every row's first or last column (x for the forward and weight gradient, dY
+    # for the input gradient), positive weights: the shifted loads must leave the column
+    # past either edge out (masked to 0), which otherwise is the neighbouring row's last or
+    # first column, so exactly the reference's Inf entries are Inf. Lanes past the output
+    # row read 0 as well: at stride 2 and an even width the left tap of the first column
+    # past it would read the row's last column, and the weight gradient's zero dY lane
+    # times that Inf is NaN. The finite entries match too.
     rng = np.random.default_rng(3)
-    shape = (2, 3, 6, 21)  # a block of 16 columns, then one of 5
-    geom = conv_geometry("test", shape, (3, 1, 3, 3), 1, 1, 1, 3)
+    shape = (2, 3, 6, width)  # a block of 16 output columns, then one of 4-5
+    geom = conv_geometry("test", shape, (3, 1, 3, 3), stride, 1, 1, 3)
     x = rng.uniform(0.5, 1.0, shape).astype(np.float32)
     w = rng.uniform(0.5, 1.0, (3, 1, 3, 3)).astype(np.float32)
-    dy = rng.uniform(0.5, 1.0, shape).astype(np.float32)
-    x_inf, dy_inf = x.copy(), dy.copy()
-    x_inf[..., -1], dy_inf[..., -1] = np.inf, np.inf
+    dy = rng.uniform(0.5, 1.0, geom.output_shape).astype(np.float32)
+    x[..., column] = np.inf
     kwargs = dict(stride=geom.stride, padding=geom.padding, dilation=geom.dilation, groups=3)
-    out = np.full(shape, np.nan, np.float32)
-    rows.rows_fwd(x_inf, w, None, out, False)
-    expected = reference.conv2d(x_inf.astype(np.float64), w.astype(np.float64), None, out_hw=(6, 21), **kwargs)
-    np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
-    out = np.full(shape, np.nan, np.float32)
-    rows.rows_dgrad(w, dy_inf, out)
-    expected = reference.conv2d_input(shape, w.astype(np.float64), dy_inf.astype(np.float64), **kwargs)
+    out = np.full(geom.output_shape, np.nan, np.float32)
+    rows.rows_fwd(x, w, None, out, False, stride)
+    expected = reference.conv2d(x.astype(np.float64), w.astype(np.float64), None, out_hw=(geom.P, geom.Q), **kwargs)
     np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
     out = np.full(w.shape, np.nan, np.float32)
-    rows.rows_wgrad(x_inf, dy, out)
-    expected = reference.conv2d_weight(x_inf.astype(np.float64), w.shape, dy.astype(np.float64), **kwargs)
+    rows.rows_wgrad(x, dy, out, stride)
+    expected = reference.conv2d_weight(x.astype(np.float64), w.shape, dy.astype(np.float64), **kwargs)
     np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(out[finite], expected[finite], rtol=1e-5)
+    if stride == 1:
+        dy[..., column] = np.inf
+        out = np.full(shape, np.nan, np.float32)
+        rows.rows_dgrad(w, dy, out)
+        expected = reference.conv2d_input(shape, w.astype(np.float64), dy.astype(np.float64), **kwargs)
+        np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))

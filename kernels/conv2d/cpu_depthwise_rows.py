@@ -1,27 +1,30 @@
-"""Depthwise 3×3 conv2d, stride 1, padding 1, on planes at most MAX_WIDTH columns wide
-(MobileNet's 56², 28², 14² and 7² layers), float32 where convcore's 16-lane kernels run
-(gemm.cpu.enabled: AVX-512 hosts; on AVX2 the 20 live vectors would spill): 16 columns of
-a row in one vector.
+"""Depthwise 3×3 conv2d, padding 1, stride 1 or 2, on output planes at most MAX_WIDTH
+columns wide (MobileNet's 56², 28², 14² and 7² layers and its stride-2 layers down to them),
+float32 where convcore's 16-lane kernels run (gemm.cpu.enabled: AVX-512 hosts; on AVX2 the
+20 live vectors would spill): 16 output columns of a row in one vector.
 
 Same index notation as cpu_direct. Why not cpu_depthwise_strips there: on such planes its
 strips, masks and block table cost more than the work (8×512×14², 2 threads: 0.42-0.46 ms,
 while reading and writing the same 6.4 MB in cache took 0.04). Here a plane is taken 16
-columns at a time, all its rows in order, each row 3 masked loads, 9 FMAs and one masked
+output columns at a time, all its rows in order, each output row 9 FMAs and one masked
 store, all in registers:
 
-- forward: out[p] = b + Σ_{r,s} w[r, s] · x[p + r − 1] shifted by s − 1 columns, with a
-  window of the three input rows around p, each row loaded three times (lanes shifted by
-  −1, 0, +1; masked so that a column past either edge of the row reads as 0 and nothing
-  outside the row is read), bias and ReLU applied before the store;
-- input gradient: the forward of dY with each 3×3 filter turned 180° (stride 1, padding 1:
-  dX = full correlation of dY with the rotated filter, cropped by 1 = the same layer);
-- weight gradient: dW[c, r, s] = Σ_n Σ_p dY[n, c, p] · x[n, c, p + r − 1] shifted by s − 1,
-  nine vector accumulators per channel summed over images, column blocks and rows in a
-  fixed order, then across lanes by a fixed tree (deterministic).
+- forward: out[p] = b + Σ_{r,s} w[r, s] · x[p·sh + r − 1] at columns q·sw + s − 1, from a
+  window of the three input rows around p·sh (stride 1: one new row per output row, three
+  masked loads, its columns shifted by −1, 0, +1; stride 2: two new rows, each 32 columns
+  in two loads split into even and odd lanes, and the columns one before split again for
+  the left tap); masks make a column past either edge of the row read as 0 and keep
+  everything outside the row unread; bias and ReLU applied before the store;
+- input gradient, stride 1: the forward of dY with each 3×3 filter turned 180° (dX = full
+  correlation of dY with the rotated filter, cropped by 1 = the same layer); stride 2 keeps
+  the strips (its phases interleave);
+- weight gradient: dW[c, r, s] = Σ_n Σ_p dY[n, c, p] · (the forward's window vector for
+  tap r, s), nine vector accumulators per channel summed over images, column blocks and rows
+  in a fixed order, then across lanes by a fixed tree (deterministic).
 
-Wider planes keep the strips: at 8×32×112² (25 MB moved, past the cache) the two ran level
-(time rows / strips: forward 1.01, input gradient 0.94, weight gradient 1.06), against 0.46-
-0.52 at 2×128×56² and 0.28-0.34 at 8×512×14².
+Wider planes keep the strips: at 8×32×112² stride 1 (25 MB moved, past the cache) the two
+ran level (time rows / strips: forward 1.01, input gradient 0.94, weight gradient 1.06),
+against 0.46-0.52 at 2×128×56² and 0.28-0.34 at 8×512×14².
 
 Threads: one prange iteration per output plane (forward, input gradient: each writes its own
 plane) or per channel (weight gradient: its 9 weights).
@@ -32,108 +35,201 @@ import numpy as np
 from numba import njit, prange
 
 from ..gemm.cpu import enabled as gemm_enabled
-from ..gemm.simd import LANES, vbroadcast, vbroadcast_load, vfma, vload_lanes, vrelu, vstore_first, vsum, vzero
+from ..gemm.simd import LANES, vbroadcast, vbroadcast_load, veven, vfma, vload_lanes, vodd, vrelu, vstore_first, vsum, vzero
 
-MAX_WIDTH = 64
+MAX_WIDTH = 64  # output columns
 
 
-def applies(geom, dtype) -> bool:
-    """Depthwise (one filter per channel), 3×3, stride 1, dilation 1, padding 1 on every side,
-    planes at most MAX_WIDTH columns wide, float32, where convcore's 16-lane kernels run."""
-    return (geom.Cg == 1 and geom.Kg == 1 and geom.R == geom.S == 3 and geom.stride == (1, 1)
-            and geom.dilation == (1, 1) and tuple(geom.padding) == (1, 1, 1, 1) and geom.W <= MAX_WIDTH
+def applies(geom, dtype, direction="fwd") -> bool:
+    """Depthwise (one filter per channel), 3×3, dilation 1, padding 1 on every side, output
+    planes at most MAX_WIDTH columns wide, float32, where convcore's 16-lane kernels run;
+    stride 1, or stride 2 for the forward and weight gradient."""
+    strides = ((1, 1), (2, 2)) if direction != "bwd_data" else ((1, 1),)
+    return (geom.Cg == 1 and geom.Kg == 1 and geom.R == geom.S == 3 and geom.stride in strides
+            and geom.dilation == (1, 1) and tuple(geom.padding) == (1, 1, 1, 1) and geom.Q <= MAX_WIDTH
             and np.dtype(dtype) == np.float32 and gemm_enabled())
 
 
 @njit(inline="always")
-def _row(xf, at, q0, W):
-    # columns q − 1, q, q + 1 of the row at xf[at:at + W], for the 16 columns q = q0 + lane
-    # (lanes past the row 0, and the columns past either edge of the row 0)
-    n = min(LANES, W - q0)
-    return (vload_lanes(xf, at + q0 - 1, 1 if q0 == 0 else 0, n), vload_lanes(xf, at + q0, 0, n),
-            vload_lanes(xf, at + q0 + 1, 0, min(n, W - q0 - 1)))
+def _lanes(count):
+    return max(0, min(LANES, count))
 
 
-@njit(parallel=True, cache=True)
-def _fwd(x, w, b, out, has_bias, relu, flip):
-    # out[n, c] = x[n, c] ⋆ w[c] (+ b[c], ReLU); flip: w[c] turned 180° (the input gradient)
-    N, C, H, W = x.shape
-    xf = x.reshape(-1)
-    of = out.reshape(-1)
-    wf = w.reshape(-1)
-    plane = H * W
-    for t in prange(N * C):
-        c = t % C
-        k = c * 9
-        if flip:
-            w00 = vbroadcast_load(wf, k + 8); w01 = vbroadcast_load(wf, k + 7); w02 = vbroadcast_load(wf, k + 6)  # noqa: E702
-            w10 = vbroadcast_load(wf, k + 5); w11 = vbroadcast_load(wf, k + 4); w12 = vbroadcast_load(wf, k + 3)  # noqa: E702
-            w20 = vbroadcast_load(wf, k + 2); w21 = vbroadcast_load(wf, k + 1); w22 = vbroadcast_load(wf, k)  # noqa: E702
-        else:
-            w00 = vbroadcast_load(wf, k); w01 = vbroadcast_load(wf, k + 1); w02 = vbroadcast_load(wf, k + 2)  # noqa: E702
-            w10 = vbroadcast_load(wf, k + 3); w11 = vbroadcast_load(wf, k + 4); w12 = vbroadcast_load(wf, k + 5)  # noqa: E702
-            w20 = vbroadcast_load(wf, k + 6); w21 = vbroadcast_load(wf, k + 7); w22 = vbroadcast_load(wf, k + 8)  # noqa: E702
-        bias = vbroadcast(b[c]) if has_bias else vzero()
-        base = t * plane
-        for q0 in range(0, W, LANES):  # 16 columns at a time, all rows
-            a0 = vzero(); a1 = vzero(); a2 = vzero()  # noqa: E702  (row p − 1: the top padding)
-            b0, b1, b2 = _row(xf, base, q0, W)  # row p
-            for p in range(H):
-                if p + 1 < H:
-                    c0, c1, c2 = _row(xf, base + (p + 1) * W, q0, W)
+@njit(inline="always")
+def _edges(q0, W, Q, stride):
+    # the lane ranges of _row's loads for the block of output columns from q0 (per block, not
+    # per row: the masks stay out of the row loop). Lanes of output columns q >= Q read 0
+    # too, so that a weight gradient's zero dY lanes never meet an Inf there (0 · Inf): at
+    # stride 2 the loads stop at column 2Q (2Q − 1 for the left tap's), not at W.
+    if stride == 1:
+        return 1 if q0 == 0 else 0, _lanes(W - q0), _lanes(W - q0 - 1), 0, 0
+    c0 = 2 * q0
+    inner, left = min(W, 2 * Q), min(W, 2 * Q - 1)
+    return 1 if c0 == 0 else 0, _lanes(left - c0 + 1), _lanes(inner - c0), _lanes(left - c0 - 15), _lanes(inner - c0 - 16)
+
+
+@njit(inline="always")
+def _row(xf, at, q0, edges, stride):
+    # input columns q·stride − 1, q·stride, q·stride + 1 of the row at xf[at:] for the 16
+    # output columns q = q0 + lane, 0 past either edge of the row and past the output row.
+    # Stride 2: 32 columns from 2·q0 (and from one column before) in two vectors each,
+    # split into even and odd lanes.
+    first, n0, n1, n2, n3 = edges
+    if stride == 1:
+        return (vload_lanes(xf, at + q0 - 1, first, n0), vload_lanes(xf, at + q0, 0, n0),
+                vload_lanes(xf, at + q0 + 1, 0, n1))
+    c0 = 2 * q0
+    lo = vload_lanes(xf, at + c0, 0, n1)
+    hi = vload_lanes(xf, at + c0 + 16, 0, n3)
+    left_lo = vload_lanes(xf, at + c0 - 1, first, n0)
+    left_hi = vload_lanes(xf, at + c0 + 15, 0, n2)
+    return veven(left_lo, left_hi), veven(lo, hi), vodd(lo, hi)
+
+
+@njit(inline="always")
+def _taps(ws, bias, a, b, c):
+    # bias + Σ_{r,s} ws[3r + s] · (a, b, c)[r][s]: one output row of 16 columns
+    acc = vfma(ws[0], a[0], bias)
+    acc = vfma(ws[1], a[1], acc); acc = vfma(ws[2], a[2], acc)  # noqa: E702
+    acc = vfma(ws[3], b[0], acc); acc = vfma(ws[4], b[1], acc); acc = vfma(ws[5], b[2], acc)  # noqa: E702
+    return vfma(ws[8], c[2], vfma(ws[7], c[1], vfma(ws[6], c[0], acc)))
+
+
+@njit(inline="always")
+def _store_row(of, at, acc, count, relu):
+    vstore_first(of, at, vrelu(acc) if relu else acc, count)
+
+
+@njit(inline="always")
+def _split(H, P, stride):
+    # output rows 0..P−1 whose window's last row p·stride + 1 is inside the plane (the rest,
+    # at most one, read the bottom padding): two loops, not a test per row in one
+    return max(0, min(P, (H - 2) // stride + 1))
+
+
+@njit(inline="always")
+def _fwd_plane(xf, wf, b, of, t, C, H, W, P, Q, has_bias, relu, flip, stride):
+    # output plane t (image t // C, channel c = t % C): x ⋆ w[c] at ``stride`` (+ b[c], ReLU);
+    # flip: w[c] turned 180° (the input gradient, stride 1). Inlined into one kernel per
+    # stride, where it is a constant and the branches on it fold.
+    c = t % C
+    k = c * 9
+    if flip:
+        ws = (vbroadcast_load(wf, k + 8), vbroadcast_load(wf, k + 7), vbroadcast_load(wf, k + 6),
+              vbroadcast_load(wf, k + 5), vbroadcast_load(wf, k + 4), vbroadcast_load(wf, k + 3),
+              vbroadcast_load(wf, k + 2), vbroadcast_load(wf, k + 1), vbroadcast_load(wf, k))
+    else:
+        ws = (vbroadcast_load(wf, k), vbroadcast_load(wf, k + 1), vbroadcast_load(wf, k + 2),
+              vbroadcast_load(wf, k + 3), vbroadcast_load(wf, k + 4), vbroadcast_load(wf, k + 5),
+              vbroadcast_load(wf, k + 6), vbroadcast_load(wf, k + 7), vbroadcast_load(wf, k + 8))
+    bias = vbroadcast(b[c]) if has_bias else vzero()
+    base = t * H * W
+    inside = _split(H, P, stride)
+    zero = (vzero(), vzero(), vzero())
+    for q0 in range(0, Q, LANES):  # 16 output columns at a time, all rows
+        edges = _edges(q0, W, Q, stride)
+        count = min(LANES, Q - q0)
+        # the window: input rows p·stride − 1 (a: the top padding at p = 0), p·stride (b),
+        # p·stride + 1 (c: the bottom padding past row H − 1)
+        a = zero
+        b_ = _row(xf, base, q0, edges, stride)
+        for p in range(inside):
+            if stride != 1:
+                b_ = _row(xf, base + p * stride * W, q0, edges, stride)
+            c_ = _row(xf, base + (p * stride + 1) * W, q0, edges, stride)
+            _store_row(of, (t * P + p) * Q + q0, _taps(ws, bias, a, b_, c_), count, relu)
+            if stride == 1:
+                a, b_ = b_, c_
+            else:
+                a = c_
+        for p in range(inside, P):
+            if stride != 1:
+                b_ = _row(xf, base + p * stride * W, q0, edges, stride)
+            _store_row(of, (t * P + p) * Q + q0, _taps(ws, bias, a, b_, zero), count, relu)
+            a, b_ = b_, zero
+
+
+@njit(inline="always")
+def _grads(sums, g, a, b, c):
+    # sums[3r + s] + g · (a, b, c)[r][s]
+    return (vfma(g, a[0], sums[0]), vfma(g, a[1], sums[1]), vfma(g, a[2], sums[2]),
+            vfma(g, b[0], sums[3]), vfma(g, b[1], sums[4]), vfma(g, b[2], sums[5]),
+            vfma(g, c[0], sums[6]), vfma(g, c[1], sums[7]), vfma(g, c[2], sums[8]))
+
+
+@njit(inline="always")
+def _wgrad_channel(xf, gf, dw, c, N, C, H, W, P, Q, stride):
+    # dw[c, 0, r, s] = Σ_n Σ_p Σ_q dy[n, c, p, q] · x[n, c, p·stride + r − 1, q·stride + s − 1]
+    sums = (vzero(), vzero(), vzero(), vzero(), vzero(), vzero(), vzero(), vzero(), vzero())
+    inside = _split(H, P, stride)
+    zero = (vzero(), vzero(), vzero())
+    for n in range(N):
+        base = (n * C + c) * H * W
+        gbase = (n * C + c) * P * Q
+        for q0 in range(0, Q, LANES):
+            edges = _edges(q0, W, Q, stride)
+            count = min(LANES, Q - q0)
+            a = zero
+            b_ = _row(xf, base, q0, edges, stride)
+            for p in range(inside):
+                if stride != 1:
+                    b_ = _row(xf, base + p * stride * W, q0, edges, stride)
+                c_ = _row(xf, base + (p * stride + 1) * W, q0, edges, stride)
+                sums = _grads(sums, vload_lanes(gf, gbase + p * Q + q0, 0, count), a, b_, c_)
+                if stride == 1:
+                    a, b_ = b_, c_
                 else:
-                    c0 = vzero(); c1 = vzero(); c2 = vzero()  # noqa: E702  (the bottom padding)
-                acc = vfma(w00, a0, bias)
-                acc = vfma(w01, a1, acc); acc = vfma(w02, a2, acc)  # noqa: E702
-                acc = vfma(w10, b0, acc); acc = vfma(w11, b1, acc); acc = vfma(w12, b2, acc)  # noqa: E702
-                acc = vfma(w20, c0, acc); acc = vfma(w21, c1, acc); acc = vfma(w22, c2, acc)  # noqa: E702
-                if relu:
-                    acc = vrelu(acc)
-                vstore_first(of, base + p * W + q0, acc, min(LANES, W - q0))
-                a0, a1, a2 = b0, b1, b2
-                b0, b1, b2 = c0, c1, c2
+                    a = c_
+            for p in range(inside, P):
+                if stride != 1:
+                    b_ = _row(xf, base + p * stride * W, q0, edges, stride)
+                sums = _grads(sums, vload_lanes(gf, gbase + p * Q + q0, 0, count), a, b_, zero)
+                a, b_ = b_, zero
+    for tap in range(9):
+        dw[c, 0, tap // 3, tap % 3] = vsum(sums[tap])
+
+
+# One kernel per stride; prange over output planes (forward) or channels (weight gradient).
+@njit(parallel=True, cache=True)
+def _fwd1(x, w, b, out, has_bias, relu, flip):
+    N, C, H, W = x.shape
+    xf, wf, of = x.reshape(-1), w.reshape(-1), out.reshape(-1)
+    for t in prange(N * C):
+        _fwd_plane(xf, wf, b, of, t, C, H, W, out.shape[2], out.shape[3], has_bias, relu, flip, 1)
 
 
 @njit(parallel=True, cache=True)
-def _wgrad(x, dy, dw):
-    # dw[c, 0, r, s] = Σ_n Σ_p Σ_q dy[n, c, p, q] · x[n, c, p + r − 1, q + s − 1]
+def _fwd2(x, w, b, out, has_bias, relu, flip):
     N, C, H, W = x.shape
-    xf = x.reshape(-1)
-    gf = dy.reshape(-1)
-    plane = H * W
+    xf, wf, of = x.reshape(-1), w.reshape(-1), out.reshape(-1)
+    for t in prange(N * C):
+        _fwd_plane(xf, wf, b, of, t, C, H, W, out.shape[2], out.shape[3], has_bias, relu, flip, 2)
+
+
+@njit(parallel=True, cache=True)
+def _wgrad1(x, dy, dw):
+    N, C, H, W = x.shape
+    xf, gf = x.reshape(-1), dy.reshape(-1)
     for c in prange(C):
-        s00 = vzero(); s01 = vzero(); s02 = vzero()  # noqa: E702
-        s10 = vzero(); s11 = vzero(); s12 = vzero()  # noqa: E702
-        s20 = vzero(); s21 = vzero(); s22 = vzero()  # noqa: E702
-        for n in range(N):
-            base = (n * C + c) * plane
-            for q0 in range(0, W, LANES):
-                a0 = vzero(); a1 = vzero(); a2 = vzero()  # noqa: E702
-                b0, b1, b2 = _row(xf, base, q0, W)
-                for p in range(H):
-                    if p + 1 < H:
-                        c0, c1, c2 = _row(xf, base + (p + 1) * W, q0, W)
-                    else:
-                        c0 = vzero(); c1 = vzero(); c2 = vzero()  # noqa: E702
-                    g = vload_lanes(gf, base + p * W + q0, 0, min(LANES, W - q0))
-                    s00 = vfma(g, a0, s00); s01 = vfma(g, a1, s01); s02 = vfma(g, a2, s02)  # noqa: E702
-                    s10 = vfma(g, b0, s10); s11 = vfma(g, b1, s11); s12 = vfma(g, b2, s12)  # noqa: E702
-                    s20 = vfma(g, c0, s20); s21 = vfma(g, c1, s21); s22 = vfma(g, c2, s22)  # noqa: E702
-                    a0, a1, a2 = b0, b1, b2
-                    b0, b1, b2 = c0, c1, c2
-        dw[c, 0, 0, 0] = vsum(s00); dw[c, 0, 0, 1] = vsum(s01); dw[c, 0, 0, 2] = vsum(s02)  # noqa: E702
-        dw[c, 0, 1, 0] = vsum(s10); dw[c, 0, 1, 1] = vsum(s11); dw[c, 0, 1, 2] = vsum(s12)  # noqa: E702
-        dw[c, 0, 2, 0] = vsum(s20); dw[c, 0, 2, 1] = vsum(s21); dw[c, 0, 2, 2] = vsum(s22)  # noqa: E702
+        _wgrad_channel(xf, gf, dw, c, N, C, H, W, dy.shape[2], dy.shape[3], 1)
 
 
-def rows_fwd(x, w, b, out, relu):
+@njit(parallel=True, cache=True)
+def _wgrad2(x, dy, dw):
+    N, C, H, W = x.shape
+    xf, gf = x.reshape(-1), dy.reshape(-1)
+    for c in prange(C):
+        _wgrad_channel(xf, gf, dw, c, N, C, H, W, dy.shape[2], dy.shape[3], 2)
+
+
+def rows_fwd(x, w, b, out, relu, stride=1):
     has_bias = b is not None
-    _fwd(x, w, b if has_bias else w.reshape(-1)[:1], out, has_bias, relu, False)
+    (_fwd1 if stride == 1 else _fwd2)(x, w, b if has_bias else w.reshape(-1)[:1], out, has_bias, relu, False)
 
 
 def rows_dgrad(w, dy, dx):
-    _fwd(dy, w, w.reshape(-1)[:1], dx, False, False, True)
+    _fwd1(dy, w, w.reshape(-1)[:1], dx, False, False, True)
 
 
-def rows_wgrad(x, dy, dw):
-    _wgrad(x, dy, dw)
+def rows_wgrad(x, dy, dw, stride=1):
+    (_wgrad1 if stride == 1 else _wgrad2)(x, dy, dw)
