@@ -1,7 +1,8 @@
 """The cpu depthwise 3×3 padding-1 kernels on output planes at most 64 wide
-(cpu_depthwise_rows): 16 output columns of a row per vector, forward (bias, ReLU) and weight
-gradient at stride 1 and 2, input gradient (the forward with the filters turned 180°) at
-stride 1, against the float64 reference."""
+(cpu_depthwise_rows): 16 output columns of a row per vector, forward (bias, ReLU), input
+gradient (stride 1: the forward with the filters turned 180°; stride 2: even and odd rows
+and columns, interleaved) and weight gradient at stride 1 and 2, against the float64
+reference."""
 from __future__ import annotations
 
 import numpy as np
@@ -52,8 +53,7 @@ def test_rows_kernels_match_reference(config, stride, rng, sixteen_lanes):
     shape = {**ROWS_CONFIGS, **WIDE_STRIDE2}[config]
     C = shape[1]
     geom = conv_geometry("test", shape, (C, 1, 3, 3), stride, 1, 1, C)
-    assert rows.applies(geom, np.float32) and rows.applies(geom, np.float32, "bwd_weight")
-    assert rows.applies(geom, np.float32, "bwd_data") == (stride == 1)
+    assert rows.applies(geom, np.float32)
     x, w, b, dy = (random(rng, s, np.float32) for s in (shape, (C, 1, 3, 3), (C,), geom.output_shape))
     forward, dx, dw = _reference(x, w, b, dy, geom)
     for bias, relu in ((None, False), (b, False), (b, True)):
@@ -61,10 +61,9 @@ def test_rows_kernels_match_reference(config, stride, rng, sixteen_lanes):
         rows.rows_fwd(x, w, bias, out, relu, stride)
         expected = forward - (0 if bias is not None else b.astype(np.float64)[None, :, None, None])
         assert_matches(out, np.maximum(expected, 0.0) if relu else expected, np.float32, 9, f"forward {bias is not None} {relu}")
-    if stride == 1:
-        out = np.full(shape, np.nan, np.float32)
-        rows.rows_dgrad(w, dy, out)
-        assert_matches(out, dx, np.float32, 9, "input gradient")
+    out = np.full(shape, np.nan, np.float32)
+    rows.rows_dgrad(w, dy, out, stride)
+    assert_matches(out, dx, np.float32, 9, "input gradient")
     out = np.full(w.shape, np.nan, np.float32)
     rows.rows_wgrad(x, dy, out, stride)
     assert_matches(out, dw, np.float32, shape[0] * geom.P * geom.Q, "weight gradient")
@@ -72,9 +71,8 @@ def test_rows_kernels_match_reference(config, stride, rng, sixteen_lanes):
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_conv2d_takes_the_rows_kernels_for_mobilenet_14(stride, rng, sixteen_lanes, monkeypatch):
-    # auto and direct route a 14² 3×3 padding-1 depthwise layer here (through the public
-    # functions, with bias and fused ReLU): every direction at stride 1, the forward and
-    # weight gradient at stride 2 (its input gradient stays with the strips)
+    # auto and direct route a 14² 3×3 padding-1 depthwise layer here in every direction, at
+    # stride 1 and 2 (through the public functions, with bias and fused ReLU)
     calls = []
     for name in ("rows_fwd", "rows_dgrad", "rows_wgrad"):
         original = getattr(rows, name)
@@ -88,20 +86,18 @@ def test_conv2d_takes_the_rows_kernels_for_mobilenet_14(stride, rng, sixteen_lan
         assert_matches(convcore.conv2d(x, w, b, activation="relu", **kwargs), np.maximum(forward, 0.0), np.float32, 9)
         assert_matches(convcore.conv2d_input(shape, w, dy, **kwargs), dx, np.float32, 9)
         assert_matches(convcore.conv2d_weight(x, w.shape, dy, **kwargs), dw, np.float32, 2 * geom.P * geom.Q)
-    expected = ["rows_fwd", "rows_dgrad", "rows_wgrad"] if stride == 1 else ["rows_fwd", "rows_wgrad"]
-    assert calls == expected * 2
+    assert calls == ["rows_fwd", "rows_dgrad", "rows_wgrad"] * 2
 
 
 def test_rows_apply_only_to_3x3_padding1_output_planes_up_to_64_wide(sixteen_lanes):
     def applies(shape=(2, 4, 14, 14), weight=(4, 1, 3, 3), stride=1, padding=1, dilation=1, groups=4,
-                dtype=np.float32, direction="fwd"):
-        return rows.applies(conv_geometry("test", shape, weight, stride, padding, dilation, groups), dtype, direction)
+                dtype=np.float32):
+        return rows.applies(conv_geometry("test", shape, weight, stride, padding, dilation, groups), dtype)
 
     assert applies() and applies(shape=(2, 4, 30, rows.MAX_WIDTH))
     assert not applies(shape=(2, 4, 14, rows.MAX_WIDTH + 1))  # wider planes keep the strips
-    assert applies(stride=2, shape=(2, 4, 9, 2 * rows.MAX_WIDTH)) and applies(stride=2, direction="bwd_weight")
+    assert applies(stride=2, shape=(2, 4, 9, 2 * rows.MAX_WIDTH))
     assert not applies(stride=2, shape=(2, 4, 9, 2 * rows.MAX_WIDTH + 1))
-    assert not applies(stride=2, direction="bwd_data") and applies(direction="bwd_data")
     assert not applies(stride=3) and not applies(stride=(1, 2)) and not applies(dilation=2, padding=2)
     assert not applies(padding=0) and not applies(padding=(1, 1, 1, 2))
     assert not applies(weight=(4, 1, 5, 5), padding=2)
@@ -138,9 +134,8 @@ def test_rows_keep_the_neighbouring_row_out(stride, width, column, sixteen_lanes
     np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
     finite = np.isfinite(expected)
     np.testing.assert_allclose(out[finite], expected[finite], rtol=1e-5)
-    if stride == 1:
-        dy[..., column] = np.inf
-        out = np.full(shape, np.nan, np.float32)
-        rows.rows_dgrad(w, dy, out)
-        expected = reference.conv2d_input(shape, w.astype(np.float64), dy.astype(np.float64), **kwargs)
-        np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
+    dy[..., column] = np.inf
+    out = np.full(shape, np.nan, np.float32)
+    rows.rows_dgrad(w, dy, out, stride)
+    expected = reference.conv2d_input(shape, w.astype(np.float64), dy.astype(np.float64), **kwargs)
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))

@@ -17,9 +17,8 @@ Algorithms (``algorithm=``), each in its own module:
   stride-1 dilation-1 layers, forward, input gradient and (cpu_winograd_wgrad) weight
   gradient (``winograd`` picks the tile).
 - depthwise layers (C/groups == 1) use dedicated kernels under ``direct`` and ``auto``:
-  cpu_depthwise_rows for 3×3 padding-1 layers on output planes at most 64 wide (float32,
-  AVX-512: 16 columns per vector; stride 1 all three directions, stride 2 the forward and
-  weight gradient), else cpu_depthwise_strips (L1-sized
+  cpu_depthwise_rows for 3×3 padding-1 stride-1/2 layers on output planes at most 64 wide
+  (float32, AVX-512: 16 columns per vector), else cpu_depthwise_strips (L1-sized
   row strips of phase planes, fused tap blocks, bias and ReLU fused into the forward)
   where the right edge is padded at least as much as 'same' pads it (W <= Q·sw: every
   MobileNet-style layer), else cpu_depthwise.
@@ -459,8 +458,8 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
             col = matmul(w_mat.transpose(0, 2, 1)[None], dy_mat[n0:n0 + G],
                          out=scratch("conv2d.col2im", (min(G, geom.N - n0), geom.groups, crs, pq), dy.dtype))
             _col2im(col, out[n0:n0 + G], *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
-    elif cpu_depthwise_rows.applies(geom, dy.dtype, "bwd_data"):
-        cpu_depthwise_rows.rows_dgrad(w, dy, out)
+    elif cpu_depthwise_rows.applies(geom, dy.dtype):
+        cpu_depthwise_rows.rows_dgrad(w, dy, out, geom.stride[0])
     elif _depthwise(geom) and strips.applies(geom):
         strips.launch_dgrad(w, dy, out, geom)
     elif _depthwise(geom):
@@ -527,7 +526,7 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
         phase_wgrad(x, dy, out, geom)
     elif _wgrad_by_simd(geom, x.dtype):
         cpu_wgrad_simd.wgrad_simd(x, dy, out, geom.padding, geom.dilation)
-    elif cpu_depthwise_rows.applies(geom, x.dtype, "bwd_weight"):
+    elif cpu_depthwise_rows.applies(geom, x.dtype):
         cpu_depthwise_rows.rows_wgrad(x, dy, out, geom.stride[0])
     elif _depthwise(geom) and strips.applies(geom):
         strips.launch_wgrad(x, dy, out, geom)

@@ -16,8 +16,10 @@ store, all in registers:
   the left tap); masks make a column past either edge of the row read as 0 and keep
   everything outside the row unread; bias and ReLU applied before the store;
 - input gradient, stride 1: the forward of dY with each 3×3 filter turned 180° (dX = full
-  correlation of dY with the rotated filter, cropped by 1 = the same layer); stride 2 keeps
-  the strips (its phases interleave);
+  correlation of dY with the rotated filter, cropped by 1 = the same layer); stride 2: dX's
+  even and odd rows and columns each take their own taps (one for even-even, up to four for
+  odd-odd) from dY rows m, m + 1 and columns n, n + 1, even and odd columns summed in two
+  vectors and interleaved (simd.vzip_lo/hi) for the store;
 - weight gradient: dW[c, r, s] = Σ_n Σ_p dY[n, c, p] · (the forward's window vector for
   tap r, s), nine vector accumulators per channel summed over images, column blocks and rows
   in a fixed order, then across lanes by a fixed tree (deterministic).
@@ -35,17 +37,31 @@ import numpy as np
 from numba import njit, prange
 
 from ..gemm.cpu import enabled as gemm_enabled
-from ..gemm.simd import LANES, vbroadcast, vbroadcast_load, veven, vfma, vload_lanes, vodd, vrelu, vstore_first, vsum, vzero
+from ..gemm.simd import (
+    LANES,
+    vbroadcast,
+    vbroadcast_load,
+    veven,
+    vfma,
+    vload_lanes,
+    vmul,
+    vodd,
+    vrelu,
+    vstore_first,
+    vsum,
+    vzero,
+    vzip_hi,
+    vzip_lo,
+)
 
 MAX_WIDTH = 64  # output columns
 
 
-def applies(geom, dtype, direction="fwd") -> bool:
-    """Depthwise (one filter per channel), 3×3, dilation 1, padding 1 on every side, output
-    planes at most MAX_WIDTH columns wide, float32, where convcore's 16-lane kernels run;
-    stride 1, or stride 2 for the forward and weight gradient."""
-    strides = ((1, 1), (2, 2)) if direction != "bwd_data" else ((1, 1),)
-    return (geom.Cg == 1 and geom.Kg == 1 and geom.R == geom.S == 3 and geom.stride in strides
+def applies(geom, dtype) -> bool:
+    """Depthwise (one filter per channel), 3×3, stride 1 or 2, dilation 1, padding 1 on every
+    side, output planes at most MAX_WIDTH columns wide, float32, where convcore's 16-lane
+    kernels run."""
+    return (geom.Cg == 1 and geom.Kg == 1 and geom.R == geom.S == 3 and geom.stride in ((1, 1), (2, 2))
             and geom.dilation == (1, 1) and tuple(geom.padding) == (1, 1, 1, 1) and geom.Q <= MAX_WIDTH
             and np.dtype(dtype) == np.float32 and gemm_enabled())
 
@@ -189,6 +205,43 @@ def _wgrad_channel(xf, gf, dw, c, N, C, H, W, P, Q, stride):
         dw[c, 0, tap // 3, tap % 3] = vsum(sums[tap])
 
 
+@njit(inline="always")
+def _dgrad2_plane(gf, wf, of, t, C, H, W, P, Q):
+    # dX plane t of a stride-2 layer: dX[2m + 1 − r, 2n + 1 − s] gets w[r, s] · dY[m, n]. So
+    # dX row 2m takes tap row 1 from dY row m; row 2m + 1 tap row 0 from dY row m + 1 and
+    # tap row 2 from row m. Even columns 2n take tap column 1 from dY column n (g), odd
+    # columns 2n + 1 tap column 0 from column n + 1 (g1) and tap column 2 from column n.
+    # Even and odd columns are summed in separate vectors, interleaved for the store.
+    k = (t % C) * 9
+    w00 = vbroadcast_load(wf, k); w01 = vbroadcast_load(wf, k + 1); w02 = vbroadcast_load(wf, k + 2)  # noqa: E702
+    w10 = vbroadcast_load(wf, k + 3); w11 = vbroadcast_load(wf, k + 4); w12 = vbroadcast_load(wf, k + 5)  # noqa: E702
+    w20 = vbroadcast_load(wf, k + 6); w21 = vbroadcast_load(wf, k + 7); w22 = vbroadcast_load(wf, k + 8)  # noqa: E702
+    gbase = t * P * Q
+    xbase = t * H * W
+    for n0 in range(0, Q, LANES):  # 16 dY columns: 32 dX columns from 2·n0
+        count, count1 = _lanes(Q - n0), _lanes(Q - n0 - 1)
+        lo_count, hi_count = _lanes(W - 2 * n0), _lanes(W - 2 * n0 - LANES)
+        g = vload_lanes(gf, gbase + n0, 0, count)
+        g1 = vload_lanes(gf, gbase + n0 + 1, 0, count1)
+        for m in range(P):
+            if m + 1 < P:
+                h = vload_lanes(gf, gbase + (m + 1) * Q + n0, 0, count)
+                h1 = vload_lanes(gf, gbase + (m + 1) * Q + n0 + 1, 0, count1)
+            else:
+                h = vzero(); h1 = vzero()  # noqa: E702
+            at = xbase + 2 * m * W + 2 * n0
+            even = vmul(w11, g)
+            odd = vfma(w12, g, vmul(w10, g1))
+            vstore_first(of, at, vzip_lo(even, odd), lo_count)
+            vstore_first(of, at + LANES, vzip_hi(even, odd), hi_count)
+            if 2 * m + 1 < H:
+                even = vfma(w21, g, vmul(w01, h))
+                odd = vfma(w22, g, vfma(w20, g1, vfma(w02, h, vmul(w00, h1))))
+                vstore_first(of, at + W, vzip_lo(even, odd), lo_count)
+                vstore_first(of, at + W + LANES, vzip_hi(even, odd), hi_count)
+            g, g1 = h, h1
+
+
 # One kernel per stride; prange over output planes (forward) or channels (weight gradient).
 @njit(parallel=True, cache=True)
 def _fwd1(x, w, b, out, has_bias, relu, flip):
@@ -204,6 +257,14 @@ def _fwd2(x, w, b, out, has_bias, relu, flip):
     xf, wf, of = x.reshape(-1), w.reshape(-1), out.reshape(-1)
     for t in prange(N * C):
         _fwd_plane(xf, wf, b, of, t, C, H, W, out.shape[2], out.shape[3], has_bias, relu, flip, 2)
+
+
+@njit(parallel=True, cache=True)
+def _dgrad2(dy, w, dx):
+    N, C, P, Q = dy.shape
+    gf, wf, of = dy.reshape(-1), w.reshape(-1), dx.reshape(-1)
+    for t in prange(N * C):
+        _dgrad2_plane(gf, wf, of, t, C, dx.shape[2], dx.shape[3], P, Q)
 
 
 @njit(parallel=True, cache=True)
@@ -227,8 +288,11 @@ def rows_fwd(x, w, b, out, relu, stride=1):
     (_fwd1 if stride == 1 else _fwd2)(x, w, b if has_bias else w.reshape(-1)[:1], out, has_bias, relu, False)
 
 
-def rows_dgrad(w, dy, dx):
-    _fwd1(dy, w, w.reshape(-1)[:1], dx, False, False, True)
+def rows_dgrad(w, dy, dx, stride=1):
+    if stride == 1:
+        _fwd1(dy, w, w.reshape(-1)[:1], dx, False, False, True)
+    else:
+        _dgrad2(dy, w, dx)
 
 
 def rows_wgrad(x, dy, dw, stride=1):

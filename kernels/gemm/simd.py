@@ -142,6 +142,14 @@ def vfma(typingctx, a, b, c):
 
 
 @intrinsic
+def vmul(typingctx, a, b):
+    def codegen(context, builder, signature, args):
+        return builder.fmul(args[0], args[1])
+
+    return float32x16(float32x16, float32x16), codegen
+
+
+@intrinsic
 def vadd(typingctx, a, b):
     def codegen(context, builder, signature, args):
         return builder.fadd(args[0], args[1])
@@ -238,6 +246,31 @@ def vodd(typingctx, a, b):
     """Lanes 1, 3, ..., 31 of the 32 lanes a, b: the odd columns of a stride-2 row."""
     def codegen(context, builder, signature, args):
         return _every_other(builder, args[0], args[1], 1)
+
+    return float32x16(float32x16, float32x16), codegen
+
+
+def _zip(builder, a, b, first):
+    lanes = ir.Constant(ir.VectorType(ir.IntType(32), LANES),
+                        [first + i // 2 + (LANES if i % 2 else 0) for i in range(LANES)])
+    return builder.shuffle_vector(a, b, lanes)
+
+
+@intrinsic
+def vzip_lo(typingctx, a, b):
+    """a0, b0, a1, b1, ..., a7, b7: the first halves of a and b interleaved (even lanes
+    from a, odd from b; the inverse of veven/vodd, with vzip_hi)."""
+    def codegen(context, builder, signature, args):
+        return _zip(builder, args[0], args[1], 0)
+
+    return float32x16(float32x16, float32x16), codegen
+
+
+@intrinsic
+def vzip_hi(typingctx, a, b):
+    """a8, b8, ..., a15, b15: the second halves of a and b interleaved."""
+    def codegen(context, builder, signature, args):
+        return _zip(builder, args[0], args[1], LANES // 2)
 
     return float32x16(float32x16, float32x16), codegen
 
