@@ -1,5 +1,6 @@
-"""The cpu depthwise 3×3 padding-1 kernels on output planes at most 64 wide
-(cpu_depthwise_rows): 16 output columns of a row per vector, forward (bias, ReLU), input
+"""The cpu depthwise 3×3 padding-1 kernels (cpu_depthwise_rows; stride 2 on output planes at
+most 64 wide, stride-1 planes wider than that row by row): 16 output columns of a row per
+vector, forward (bias, ReLU), input
 gradient (stride 1: the forward with the filters turned 180°; stride 2: even and odd rows
 and columns, interleaved) and weight gradient at stride 1 and 2, against the float64
 reference."""
@@ -33,9 +34,13 @@ ROWS_CONFIGS = {
     "mobilenet_56": (1, 3, 9, 56),
     "width_64": (1, 2, 3, 64),
 }
-# stride 2 only (64 output columns): whole 32-column input blocks, and an odd width
-WIDE_STRIDE2 = {"width_128": (1, 2, 4, 128), "width_127": (1, 2, 5, 127)}
-CASES = [(name, stride) for name in ROWS_CONFIGS for stride in (1, 2)] + [(name, 2) for name in WIDE_STRIDE2]
+# wider planes: at stride 2 64 output columns (whole 32-column input blocks, an odd width),
+# at stride 1 the row-by-row kernels (MobileNet's 112², a width just past MAX_WIDTH, one row)
+WIDE = {"width_128": (1, 2, 4, 128), "width_127": (1, 2, 5, 127), "mobilenet_112": (1, 2, 6, 112),
+        "width_65": (2, 3, 5, 65), "width_70_one_row": (1, 2, 1, 70)}
+CASES = ([(name, stride) for name in ROWS_CONFIGS for stride in (1, 2)]
+         + [(name, 2) for name in ("width_128", "width_127")]
+         + [(name, 1) for name in ("mobilenet_112", "width_65", "width_70_one_row", "width_128")])
 
 
 def _reference(x, w, b, dy, geom):
@@ -50,7 +55,7 @@ def _reference(x, w, b, dy, geom):
 def test_rows_kernels_match_reference(config, stride, rng, sixteen_lanes):
     # stride 2 on these planes: odd and even widths and heights, a last output column whose
     # right tap is the padding (odd W), 32-column input blocks split into even and odd lanes
-    shape = {**ROWS_CONFIGS, **WIDE_STRIDE2}[config]
+    shape = {**ROWS_CONFIGS, **WIDE}[config]
     C = shape[1]
     geom = conv_geometry("test", shape, (C, 1, 3, 3), stride, 1, 1, C)
     assert rows.applies(geom, np.float32)
@@ -89,15 +94,14 @@ def test_conv2d_takes_the_rows_kernels_for_mobilenet_14(stride, rng, sixteen_lan
     assert calls == ["rows_fwd", "rows_dgrad", "rows_wgrad"] * 2
 
 
-def test_rows_apply_only_to_3x3_padding1_output_planes_up_to_64_wide(sixteen_lanes):
+def test_rows_apply_to_3x3_padding1_stride1_and_narrow_stride2(sixteen_lanes):
     def applies(shape=(2, 4, 14, 14), weight=(4, 1, 3, 3), stride=1, padding=1, dilation=1, groups=4,
                 dtype=np.float32):
         return rows.applies(conv_geometry("test", shape, weight, stride, padding, dilation, groups), dtype)
 
-    assert applies() and applies(shape=(2, 4, 30, rows.MAX_WIDTH))
-    assert not applies(shape=(2, 4, 14, rows.MAX_WIDTH + 1))  # wider planes keep the strips
+    assert applies() and applies(shape=(2, 4, 30, rows.MAX_WIDTH)) and applies(shape=(2, 4, 9, 300))
     assert applies(stride=2, shape=(2, 4, 9, 2 * rows.MAX_WIDTH))
-    assert not applies(stride=2, shape=(2, 4, 9, 2 * rows.MAX_WIDTH + 1))
+    assert not applies(stride=2, shape=(2, 4, 9, 2 * rows.MAX_WIDTH + 1))  # wider stride-2: the strips
     assert not applies(stride=3) and not applies(stride=(1, 2)) and not applies(dilation=2, padding=2)
     assert not applies(padding=0) and not applies(padding=(1, 1, 1, 2))
     assert not applies(weight=(4, 1, 5, 5), padding=2)
@@ -106,7 +110,7 @@ def test_rows_apply_only_to_3x3_padding1_output_planes_up_to_64_wide(sixteen_lan
     assert not applies(dtype=np.float64)
 
 
-@pytest.mark.parametrize("stride,width", [(1, 21), (2, 41), (2, 40)])
+@pytest.mark.parametrize("stride,width", [(1, 21), (1, 70), (2, 41), (2, 40)])
 @pytest.mark.parametrize("column", [0, -1])
 def test_rows_keep_the_neighbouring_row_out(stride, width, column, sixteen_lanes):
     # An Inf in every row's first or last column (x for the forward and weight gradient, dY

@@ -17,8 +17,8 @@ Algorithms (``algorithm=``), each in its own module:
   stride-1 dilation-1 layers, forward, input gradient and (cpu_winograd_wgrad) weight
   gradient (``winograd`` picks the tile).
 - depthwise layers (C/groups == 1) use dedicated kernels under ``direct`` and ``auto``:
-  cpu_depthwise_rows for 3×3 padding-1 stride-1/2 layers on output planes at most 64 wide
-  (float32, AVX-512: 16 columns per vector), else cpu_depthwise_strips (L1-sized
+  cpu_depthwise_rows for 3×3 padding-1 layers, stride 1, or stride 2 on output planes at
+  most 64 wide (float32, AVX-512: 16 columns per vector), else cpu_depthwise_strips (L1-sized
   row strips of phase planes, fused tap blocks, bias and ReLU fused into the forward)
   where the right edge is padded at least as much as 'same' pads it (W <= Q·sw: every
   MobileNet-style layer), else cpu_depthwise.

@@ -1,10 +1,10 @@
-"""Depthwise 3×3 conv2d, padding 1, stride 1 or 2, on output planes at most MAX_WIDTH
-columns wide (MobileNet's 56², 28², 14² and 7² layers and its stride-2 layers down to them),
-float32 where convcore's 16-lane kernels run (gemm.cpu.enabled: AVX-512 hosts; on AVX2 the
-20 live vectors would spill): 16 output columns of a row in one vector.
+"""Depthwise 3×3 conv2d, padding 1, stride 1 or 2 (stride 2 on output planes at most
+MAX_WIDTH columns wide): MobileNet's 3×3 depthwise layers, float32 where convcore's 16-lane
+kernels run (gemm.cpu.enabled: AVX-512 hosts; on AVX2 the 20 live vectors would spill): 16
+output columns of a row in one vector.
 
-Same index notation as cpu_direct. Why not cpu_depthwise_strips there: on such planes its
-strips, masks and block table cost more than the work (8×512×14², 2 threads: 0.42-0.46 ms,
+Same index notation as cpu_direct. Why not cpu_depthwise_strips there: its strips, masks
+and block table cost more than the work (8×512×14², 2 threads: 0.42-0.46 ms,
 while reading and writing the same 6.4 MB in cache took 0.04). Here a plane is taken 16
 output columns at a time, all its rows in order, each output row 9 FMAs and one masked
 store, all in registers:
@@ -24,9 +24,12 @@ store, all in registers:
   tap r, s), nine vector accumulators per channel summed over images, column blocks and rows
   in a fixed order, then across lanes by a fixed tree (deterministic).
 
-Wider planes keep the strips: at 8×32×112² stride 1 (25 MB moved, past the cache) the two
-ran level (time rows / strips: forward 1.01, input gradient 0.94, weight gradient 1.06),
-against 0.46-0.52 at 2×128×56² and 0.28-0.34 at 8×512×14².
+Stride-1 planes wider than MAX_WIDTH go row by row instead (_fwd_wide, _wgrad_wide): each
+16-column block of an output row from 9 loads of its three input rows, reading memory in
+order. At 8×32×112² (50 KB planes) the column-block sweeps, banded or not, ran level with
+the strips (time / strips: forward 1.01, input gradient 0.94, weight gradient 1.06), the
+row-by-row kernels at 0.60-0.64; at 56² the sweeps are faster (forward 0.125 vs 0.18-0.20
+ms at 2×128×56²). Wider stride-2 layers keep the strips.
 
 Threads: one prange iteration per output plane (forward, input gradient: each writes its own
 plane) or per channel (weight gradient: its 9 weights).
@@ -58,11 +61,12 @@ MAX_WIDTH = 64  # output columns
 
 
 def applies(geom, dtype) -> bool:
-    """Depthwise (one filter per channel), 3×3, stride 1 or 2, dilation 1, padding 1 on every
-    side, output planes at most MAX_WIDTH columns wide, float32, where convcore's 16-lane
-    kernels run."""
-    return (geom.Cg == 1 and geom.Kg == 1 and geom.R == geom.S == 3 and geom.stride in ((1, 1), (2, 2))
-            and geom.dilation == (1, 1) and tuple(geom.padding) == (1, 1, 1, 1) and geom.Q <= MAX_WIDTH
+    """Depthwise (one filter per channel), 3×3, dilation 1, padding 1 on every side, stride 1
+    or (output planes at most MAX_WIDTH columns wide) stride 2, float32, where convcore's
+    16-lane kernels run."""
+    return (geom.Cg == 1 and geom.Kg == 1 and geom.R == geom.S == 3
+            and (geom.stride == (1, 1) or geom.stride == (2, 2) and geom.Q <= MAX_WIDTH)
+            and geom.dilation == (1, 1) and tuple(geom.padding) == (1, 1, 1, 1)
             and np.dtype(dtype) == np.float32 and gemm_enabled())
 
 
@@ -242,6 +246,62 @@ def _dgrad2_plane(gf, wf, of, t, C, H, W, P, Q):
             g, g1 = h, h1
 
 
+@njit(inline="always")
+def _wide_row(xf, at, q0, first, n, n1):
+    # columns q − 1, q, q + 1 of the row at xf[at:] for the 16 columns from q0 (as _row)
+    return vload_lanes(xf, at + q0 - 1, first, n), vload_lanes(xf, at + q0, 0, n), vload_lanes(xf, at + q0 + 1, 0, n1)
+
+
+@njit(parallel=True, cache=True)
+def _fwd_wide(x, w, b, out, has_bias, relu, flip):
+    # Stride 1, planes wider than MAX_WIDTH: row by row, every 16-column block of an output
+    # row from its three input rows (9 loads, no window carried down a column block: over
+    # planes past L1 that sweep ran 1.3-1.4× slower, 8×32×112²), so memory is read in order.
+    N, C, H, W = x.shape
+    xf, wf, of = x.reshape(-1), w.reshape(-1), out.reshape(-1)
+    for t in prange(N * C):
+        k = (t % C) * 9
+        if flip:
+            ws = (vbroadcast_load(wf, k + 8), vbroadcast_load(wf, k + 7), vbroadcast_load(wf, k + 6),
+                  vbroadcast_load(wf, k + 5), vbroadcast_load(wf, k + 4), vbroadcast_load(wf, k + 3),
+                  vbroadcast_load(wf, k + 2), vbroadcast_load(wf, k + 1), vbroadcast_load(wf, k))
+        else:
+            ws = (vbroadcast_load(wf, k), vbroadcast_load(wf, k + 1), vbroadcast_load(wf, k + 2),
+                  vbroadcast_load(wf, k + 3), vbroadcast_load(wf, k + 4), vbroadcast_load(wf, k + 5),
+                  vbroadcast_load(wf, k + 6), vbroadcast_load(wf, k + 7), vbroadcast_load(wf, k + 8))
+        bias = vbroadcast(b[t % C]) if has_bias else vzero()
+        base = t * H * W
+        zero = (vzero(), vzero(), vzero())
+        for p in range(H):
+            for q0 in range(0, W, LANES):
+                first, n, n1 = 1 if q0 == 0 else 0, _lanes(W - q0), _lanes(W - q0 - 1)
+                a = _wide_row(xf, base + (p - 1) * W, q0, first, n, n1) if p > 0 else zero
+                b_ = _wide_row(xf, base + p * W, q0, first, n, n1)
+                c_ = _wide_row(xf, base + (p + 1) * W, q0, first, n, n1) if p + 1 < H else zero
+                _store_row(of, base + p * W + q0, _taps(ws, bias, a, b_, c_), n, relu)
+
+
+@njit(parallel=True, cache=True)
+def _wgrad_wide(x, dy, dw):
+    # the weight gradient of _fwd_wide's layers, in the same order
+    N, C, H, W = x.shape
+    xf, gf = x.reshape(-1), dy.reshape(-1)
+    for c in prange(C):
+        sums = (vzero(), vzero(), vzero(), vzero(), vzero(), vzero(), vzero(), vzero(), vzero())
+        zero = (vzero(), vzero(), vzero())
+        for n_ in range(N):
+            base = (n_ * C + c) * H * W
+            for p in range(H):
+                for q0 in range(0, W, LANES):
+                    first, n, n1 = 1 if q0 == 0 else 0, _lanes(W - q0), _lanes(W - q0 - 1)
+                    a = _wide_row(xf, base + (p - 1) * W, q0, first, n, n1) if p > 0 else zero
+                    b_ = _wide_row(xf, base + p * W, q0, first, n, n1)
+                    c_ = _wide_row(xf, base + (p + 1) * W, q0, first, n, n1) if p + 1 < H else zero
+                    sums = _grads(sums, vload_lanes(gf, base + p * W + q0, 0, n), a, b_, c_)
+        for tap in range(9):
+            dw[c, 0, tap // 3, tap % 3] = vsum(sums[tap])
+
+
 # One kernel per stride; prange over output planes (forward) or channels (weight gradient).
 @njit(parallel=True, cache=True)
 def _fwd1(x, w, b, out, has_bias, relu, flip):
@@ -285,15 +345,24 @@ def _wgrad2(x, dy, dw):
 
 def rows_fwd(x, w, b, out, relu, stride=1):
     has_bias = b is not None
-    (_fwd1 if stride == 1 else _fwd2)(x, w, b if has_bias else w.reshape(-1)[:1], out, has_bias, relu, False)
+    b = b if has_bias else w.reshape(-1)[:1]
+    if stride == 1 and out.shape[3] > MAX_WIDTH:
+        _fwd_wide(x, w, b, out, has_bias, relu, False)
+    else:
+        (_fwd1 if stride == 1 else _fwd2)(x, w, b, out, has_bias, relu, False)
 
 
 def rows_dgrad(w, dy, dx, stride=1):
-    if stride == 1:
-        _fwd1(dy, w, w.reshape(-1)[:1], dx, False, False, True)
-    else:
+    if stride == 2:
         _dgrad2(dy, w, dx)
+    elif dy.shape[3] > MAX_WIDTH:
+        _fwd_wide(dy, w, w.reshape(-1)[:1], dx, False, False, True)
+    else:
+        _fwd1(dy, w, w.reshape(-1)[:1], dx, False, False, True)
 
 
 def rows_wgrad(x, dy, dw, stride=1):
-    (_wgrad1 if stride == 1 else _wgrad2)(x, dy, dw)
+    if stride == 1 and dy.shape[3] > MAX_WIDTH:
+        _wgrad_wide(x, dy, dw)
+    else:
+        (_wgrad1 if stride == 1 else _wgrad2)(x, dy, dw)
