@@ -107,6 +107,19 @@ def _row(xf, at, q0, edges, stride):
 
 
 @njit(inline="always")
+def _weights(wf, c, flip):
+    # channel c's 9 taps, each in all lanes, row-major (flip: the filter turned 180°)
+    k = c * 9
+    if flip:
+        return (vbroadcast_load(wf, k + 8), vbroadcast_load(wf, k + 7), vbroadcast_load(wf, k + 6),
+                vbroadcast_load(wf, k + 5), vbroadcast_load(wf, k + 4), vbroadcast_load(wf, k + 3),
+                vbroadcast_load(wf, k + 2), vbroadcast_load(wf, k + 1), vbroadcast_load(wf, k))
+    return (vbroadcast_load(wf, k), vbroadcast_load(wf, k + 1), vbroadcast_load(wf, k + 2),
+            vbroadcast_load(wf, k + 3), vbroadcast_load(wf, k + 4), vbroadcast_load(wf, k + 5),
+            vbroadcast_load(wf, k + 6), vbroadcast_load(wf, k + 7), vbroadcast_load(wf, k + 8))
+
+
+@njit(inline="always")
 def _taps(ws, bias, a, b, c):
     # bias + Σ_{r,s} ws[3r + s] · (a, b, c)[r][s]: one output row of 16 columns
     acc = vfma(ws[0], a[0], bias)
@@ -133,15 +146,7 @@ def _fwd_plane(xf, wf, b, of, t, C, H, W, P, Q, has_bias, relu, flip, stride):
     # flip: w[c] turned 180° (the input gradient, stride 1). Inlined into one kernel per
     # stride, where it is a constant and the branches on it fold.
     c = t % C
-    k = c * 9
-    if flip:
-        ws = (vbroadcast_load(wf, k + 8), vbroadcast_load(wf, k + 7), vbroadcast_load(wf, k + 6),
-              vbroadcast_load(wf, k + 5), vbroadcast_load(wf, k + 4), vbroadcast_load(wf, k + 3),
-              vbroadcast_load(wf, k + 2), vbroadcast_load(wf, k + 1), vbroadcast_load(wf, k))
-    else:
-        ws = (vbroadcast_load(wf, k), vbroadcast_load(wf, k + 1), vbroadcast_load(wf, k + 2),
-              vbroadcast_load(wf, k + 3), vbroadcast_load(wf, k + 4), vbroadcast_load(wf, k + 5),
-              vbroadcast_load(wf, k + 6), vbroadcast_load(wf, k + 7), vbroadcast_load(wf, k + 8))
+    ws = _weights(wf, c, flip)
     bias = vbroadcast(b[c]) if has_bias else vzero()
     base = t * H * W
     inside = _split(H, P, stride)
@@ -260,15 +265,7 @@ def _fwd_wide(x, w, b, out, has_bias, relu, flip):
     N, C, H, W = x.shape
     xf, wf, of = x.reshape(-1), w.reshape(-1), out.reshape(-1)
     for t in prange(N * C):
-        k = (t % C) * 9
-        if flip:
-            ws = (vbroadcast_load(wf, k + 8), vbroadcast_load(wf, k + 7), vbroadcast_load(wf, k + 6),
-                  vbroadcast_load(wf, k + 5), vbroadcast_load(wf, k + 4), vbroadcast_load(wf, k + 3),
-                  vbroadcast_load(wf, k + 2), vbroadcast_load(wf, k + 1), vbroadcast_load(wf, k))
-        else:
-            ws = (vbroadcast_load(wf, k), vbroadcast_load(wf, k + 1), vbroadcast_load(wf, k + 2),
-                  vbroadcast_load(wf, k + 3), vbroadcast_load(wf, k + 4), vbroadcast_load(wf, k + 5),
-                  vbroadcast_load(wf, k + 6), vbroadcast_load(wf, k + 7), vbroadcast_load(wf, k + 8))
+        ws = _weights(wf, t % C, flip)
         bias = vbroadcast(b[t % C]) if has_bias else vzero()
         base = t * H * W
         zero = (vzero(), vzero(), vzero())
