@@ -251,12 +251,6 @@ def _dgrad2_plane(gf, wf, of, t, C, H, W, P, Q):
             g, g1 = h, h1
 
 
-@njit(inline="always")
-def _wide_row(xf, at, q0, first, n, n1):
-    # columns q − 1, q, q + 1 of the row at xf[at:] for the 16 columns from q0 (as _row)
-    return vload_lanes(xf, at + q0 - 1, first, n), vload_lanes(xf, at + q0, 0, n), vload_lanes(xf, at + q0 + 1, 0, n1)
-
-
 @njit(parallel=True, cache=True)
 def _fwd_wide(x, w, b, out, has_bias, relu, flip):
     # Stride 1, planes wider than MAX_WIDTH: row by row, every 16-column block of an output
@@ -271,11 +265,11 @@ def _fwd_wide(x, w, b, out, has_bias, relu, flip):
         zero = (vzero(), vzero(), vzero())
         for p in range(H):
             for q0 in range(0, W, LANES):
-                first, n, n1 = 1 if q0 == 0 else 0, _lanes(W - q0), _lanes(W - q0 - 1)
-                a = _wide_row(xf, base + (p - 1) * W, q0, first, n, n1) if p > 0 else zero
-                b_ = _wide_row(xf, base + p * W, q0, first, n, n1)
-                c_ = _wide_row(xf, base + (p + 1) * W, q0, first, n, n1) if p + 1 < H else zero
-                _store_row(of, base + p * W + q0, _taps(ws, bias, a, b_, c_), n, relu)
+                edges = _edges(q0, W, W, 1)
+                a = _row(xf, base + (p - 1) * W, q0, edges, 1) if p > 0 else zero
+                b_ = _row(xf, base + p * W, q0, edges, 1)
+                c_ = _row(xf, base + (p + 1) * W, q0, edges, 1) if p + 1 < H else zero
+                _store_row(of, base + p * W + q0, _taps(ws, bias, a, b_, c_), min(LANES, W - q0), relu)
 
 
 @njit(parallel=True, cache=True)
@@ -290,11 +284,11 @@ def _wgrad_wide(x, dy, dw):
             base = (n_ * C + c) * H * W
             for p in range(H):
                 for q0 in range(0, W, LANES):
-                    first, n, n1 = 1 if q0 == 0 else 0, _lanes(W - q0), _lanes(W - q0 - 1)
-                    a = _wide_row(xf, base + (p - 1) * W, q0, first, n, n1) if p > 0 else zero
-                    b_ = _wide_row(xf, base + p * W, q0, first, n, n1)
-                    c_ = _wide_row(xf, base + (p + 1) * W, q0, first, n, n1) if p + 1 < H else zero
-                    sums = _grads(sums, vload_lanes(gf, base + p * W + q0, 0, n), a, b_, c_)
+                    edges = _edges(q0, W, W, 1)
+                    a = _row(xf, base + (p - 1) * W, q0, edges, 1) if p > 0 else zero
+                    b_ = _row(xf, base + p * W, q0, edges, 1)
+                    c_ = _row(xf, base + (p + 1) * W, q0, edges, 1) if p + 1 < H else zero
+                    sums = _grads(sums, vload_lanes(gf, base + p * W + q0, 0, min(LANES, W - q0)), a, b_, c_)
         for tap in range(9):
             dw[c, 0, tap // 3, tap % 3] = vsum(sums[tap])
 

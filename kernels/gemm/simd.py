@@ -169,17 +169,22 @@ def _lane_mask(builder, count):
     return builder.icmp_signed("<", index, splat)
 
 
+def _masked_load(context, builder, array_type, array, offset, mask):
+    # llvm.masked.load of the 16 float32 at the array's data pointer + offset: the lanes of
+    # ``mask`` read, the others 0 and not read
+    pointer = _vector_pointer(context, builder, array_type, array, offset)
+    load = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_VEC, [_VEC.as_pointer(), ir.IntType(32), mask.type, _VEC]),
+        "llvm.masked.load.v16f32.p0v16f32")
+    return builder.call(load, [pointer, ir.Constant(ir.IntType(32), 4), mask, ir.Constant(_VEC, [0.0] * LANES)])
+
+
 @intrinsic
 def vload_first(typingctx, array, offset, count):
     """The first ``count`` (0..16) float32 at ``array``'s data pointer + ``offset``, the
     other lanes 0 (llvm.masked.load: nothing past ``count`` is read)."""
     def codegen(context, builder, signature, args):
-        pointer = _vector_pointer(context, builder, signature.args[0], args[0], args[1])
-        mask = _lane_mask(builder, args[2])
-        load = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_VEC, [_VEC.as_pointer(), ir.IntType(32), mask.type, _VEC]),
-            "llvm.masked.load.v16f32.p0v16f32")
-        return builder.call(load, [pointer, ir.Constant(ir.IntType(32), 4), mask, ir.Constant(_VEC, [0.0] * LANES)])
+        return _masked_load(context, builder, signature.args[0], args[0], args[1], _lane_mask(builder, args[2]))
 
     return float32x16(array, offset, count), codegen
 
@@ -190,12 +195,8 @@ def vload_lanes(typingctx, array, offset, first, end):
     pointer + ``offset``, the others 0; nothing outside them is read (a masked load: a row
     shifted by one column, its edge lane zero, with no read before the array)."""
     def codegen(context, builder, signature, args):
-        pointer = _vector_pointer(context, builder, signature.args[0], args[0], args[1])
         mask = builder.and_(_lane_mask(builder, args[3]), builder.not_(_lane_mask(builder, args[2])))
-        load = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_VEC, [_VEC.as_pointer(), ir.IntType(32), mask.type, _VEC]),
-            "llvm.masked.load.v16f32.p0v16f32")
-        return builder.call(load, [pointer, ir.Constant(ir.IntType(32), 4), mask, ir.Constant(_VEC, [0.0] * LANES)])
+        return _masked_load(context, builder, signature.args[0], args[0], args[1], mask)
 
     return float32x16(array, offset, first, end), codegen
 
@@ -226,53 +227,31 @@ def vstore_first(typingctx, array, offset, vector, count):
     return types.void(array, offset, vector, count), codegen
 
 
-def _every_other(builder, a, b, first):
-    lanes = ir.Constant(ir.VectorType(ir.IntType(32), LANES), list(range(first, 2 * LANES, 2)))
-    return builder.shuffle_vector(a, b, lanes)
+def _two_vector_shuffle(name, lanes, doc):
+    # An intrinsic returning the 16 lanes ``lanes`` (indices into the 32 lanes of a, b) of
+    # two float32x16 values: one fixed shufflevector (vpermt2ps on AVX-512).
+    indices = ir.Constant(ir.VectorType(ir.IntType(32), LANES), list(lanes))
+
+    def typer(typingctx, a, b):
+        def codegen(context, builder, signature, args):
+            return builder.shuffle_vector(args[0], args[1], indices)
+
+        return float32x16(float32x16, float32x16), codegen
+
+    typer.__name__ = typer.__qualname__ = name
+    typer.__doc__ = doc
+    return intrinsic(typer)
 
 
-@intrinsic
-def veven(typingctx, a, b):
-    """Lanes 0, 2, ..., 30 of the 32 lanes a, b (one vpermt2ps on AVX-512): the even
-    columns of a stride-2 row."""
-    def codegen(context, builder, signature, args):
-        return _every_other(builder, args[0], args[1], 0)
-
-    return float32x16(float32x16, float32x16), codegen
-
-
-@intrinsic
-def vodd(typingctx, a, b):
-    """Lanes 1, 3, ..., 31 of the 32 lanes a, b: the odd columns of a stride-2 row."""
-    def codegen(context, builder, signature, args):
-        return _every_other(builder, args[0], args[1], 1)
-
-    return float32x16(float32x16, float32x16), codegen
-
-
-def _zip(builder, a, b, first):
-    lanes = ir.Constant(ir.VectorType(ir.IntType(32), LANES),
-                        [first + i // 2 + (LANES if i % 2 else 0) for i in range(LANES)])
-    return builder.shuffle_vector(a, b, lanes)
-
-
-@intrinsic
-def vzip_lo(typingctx, a, b):
-    """a0, b0, a1, b1, ..., a7, b7: the first halves of a and b interleaved (even lanes
-    from a, odd from b; the inverse of veven/vodd, with vzip_hi)."""
-    def codegen(context, builder, signature, args):
-        return _zip(builder, args[0], args[1], 0)
-
-    return float32x16(float32x16, float32x16), codegen
-
-
-@intrinsic
-def vzip_hi(typingctx, a, b):
-    """a8, b8, ..., a15, b15: the second halves of a and b interleaved."""
-    def codegen(context, builder, signature, args):
-        return _zip(builder, args[0], args[1], LANES // 2)
-
-    return float32x16(float32x16, float32x16), codegen
+veven = _two_vector_shuffle("veven", range(0, 2 * LANES, 2),
+                            "Lanes 0, 2, ..., 30 of the 32 lanes a, b: the even columns of a stride-2 row.")
+vodd = _two_vector_shuffle("vodd", range(1, 2 * LANES, 2),
+                           "Lanes 1, 3, ..., 31 of the 32 lanes a, b: the odd columns of a stride-2 row.")
+vzip_lo = _two_vector_shuffle("vzip_lo", [i // 2 + (LANES if i % 2 else 0) for i in range(LANES)],
+                              "a0, b0, a1, b1, ..., a7, b7: the first halves of a and b interleaved "
+                              "(the inverse of veven/vodd, with vzip_hi).")
+vzip_hi = _two_vector_shuffle("vzip_hi", [LANES // 2 + i // 2 + (LANES if i % 2 else 0) for i in range(LANES)],
+                              "a8, b8, ..., a15, b15: the second halves of a and b interleaved.")
 
 
 @intrinsic
