@@ -305,7 +305,8 @@ def _pack_panel(src, first, lanes, lane_stride, kc, depth_stride, dst, out, widt
     if depth_stride == 1:
         # A transposed operand (B = X[n]ᵀ of a 1×1 weight gradient): whole 16-lane groups go
         # by 16×16 blocks transposed in registers, the last kc % 16 steps (or everything, for
-        # lanes not in 16s: A's 12-row slivers) element by element.
+        # lanes not in 16s: A's short last slivers; its full ones go by _pack_a_slivers's
+        # 12×16 blocks) element by element.
         full = kc - kc % 16 if lanes % 16 == 0 and width % 16 == 0 else 0
         for l0 in range(0, lanes, 16):
             for p0 in range(0, full, 16):
