@@ -4,7 +4,8 @@ Algorithms (``algorithm=``), each in its own module:
 - ``direct`` (cpu_direct): loop nests, ``prange`` over output planes; dense stride-1
   layers use the flat-plane kernels instead: cpu_kblock (register-blocked over four
   output channels) forward, weight gradient and, for C >= 4, input gradient; cpu_flat's
-  scatter for the other input gradients; for float32 on AVX-512 hosts, the forward of
+  scatter for the other input gradients; for float32 on AVX-512 hosts, the input gradient
+  of layers with 4-6 input channels by cpu_rows (6 planes × 2 rows × 16 columns), the forward of
   cpu_flat_simd (3 output channels × 144 or 128 flat outputs in zmm registers), or with 12-16
   output channels and 8+ images cpu_kvec16 (all channels in one vector × 25 pixels), both
   with narrower tiles on AVX2 hosts (32 flat outputs; 6 pixels), and the weight gradient
@@ -37,7 +38,7 @@ from ..gemm.cpu import enabled as gemm_enabled
 from ..gemm.cpu import matmul, sgemm_sum
 from ..gemm.nt import sgemm_nt
 from ..workspace import images_per_chunk, scratch
-from . import cpu_depthwise_rows, cpu_flat_simd, cpu_kvec, cpu_kvec16, cpu_wgrad_simd
+from . import cpu_depthwise_rows, cpu_flat_simd, cpu_kvec, cpu_kvec16, cpu_rows, cpu_wgrad_simd
 from . import cpu_depthwise_strips as strips
 from .cpu_depthwise import (
     _dgrad_depthwise,
@@ -162,6 +163,8 @@ def _choose(algorithm, geom, direction="fwd", dtype=None):
     # On AVX2 hosts (cpu_kblock's two-tap weight gradient) and at batch 1-2, though, the
     # small layers' direct weight gradient is ahead (2 threads, ms, direct / F(2×2) / F(4×4):
     # 1×35×19² → 50 0.38 / 0.65 / 0.55, 2×35×19² 0.63 / 1.11 / 0.84).
+    if direction == "bwd_data" and _rows_dgrad(geom, dtype):
+        return "direct"
     if direction == "bwd_weight" and geom.N <= 2 and wgrad_two_taps() and _kblock_small(geom, direction):
         return "direct"
     if direction == "bwd_weight" and _wgrad_by_simd(geom, np.float32 if dtype is None else dtype):
@@ -283,6 +286,18 @@ def _dgrad_by_flat_simd(dy, out, geom):
     # flat simd / kblock: 8.9-9.6 / 7.2-7.6), 18² padded planes for 14² outputs.
     return (gemm_enabled() and cpu_flat_simd.applies(dy, out, geom)
             and geom.N * -(-geom.C // cpu_flat_simd.KB) >= 16)
+
+
+def _rows_dgrad(geom, dtype):
+    # The input gradient of dense stride-1 layers with 4-6 input channels and a shallow
+    # reduction (K·R·S <= 512), float32 on AVX-512 hosts: cpu_rows's tile of 6 planes × 2
+    # rows. 2 threads, ms, rows / the previous auto / im2col + GEMM / PyTorch: 128×6×14²
+    # → 16 5×5 (LeNet conv2) 0.57 / 0.98 (cpu_flat_simd) / 1.01 / 1.04; its batch 1
+    # 0.030 / 0.053 (GEMM) / 0.053 / 0.114; 8×6×32² → 32 3×3 0.17 / - / 0.31 / 0.49. Deeper,
+    # the rows of 64 dY planes fall out of L1 and the GEMM is ahead: 8×4×56² → 64 3×3 1.58
+    # / - / 1.40 / 3.85.
+    return (_flat(geom) and geom.K * geom.R * geom.S <= 512
+            and cpu_rows.applies(geom, np.float32 if dtype is None else dtype))
 
 
 def _wgrad_by_simd(geom, dtype):
@@ -464,6 +479,8 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
         strips.launch_dgrad(w, dy, out, geom)
     elif _depthwise(geom):
         _depthwise_launch(_dgrad_depthwise_s1, _dgrad_depthwise, geom, out, w, dy, out)
+    elif _flat(geom) and cpu_rows.applies(geom, dy.dtype):
+        cpu_rows.rows_dgrad(w, dy, out, geom)  # few input channels: 6 planes × 2 rows in registers
     elif _flat(geom) and kblock_applies_dgrad(geom) and _dgrad_by_flat_simd(dy, out, geom):
         # dX = the forward conv of dY padded by dil·(R−1) − pad with W rotated 180° and
         # K ↔ C, by the register-tiled flat forward

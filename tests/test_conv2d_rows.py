@@ -1,0 +1,101 @@
+"""The cpu input gradient of dense stride-1 layers with 4-6 input channels (cpu_rows: a tile
+of 6 output planes × 2 rows × 16 columns, rows of a tap outside dY skipped or zeroed,
+columns outside it masked off), against the float64 reference."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from convcore.kernels.conv2d import cpu_rows
+from helpers import assert_matches, random
+
+import convcore
+from convcore import reference
+from convcore.conv import conv_geometry
+
+# (input shape, weight shape, padding): LeNet conv2 (14², 5×5, no padding); heights even and
+# odd (the tile's second row past the plane), widths 1, 15, 16 (a whole vector), 17 and 40
+# (more column blocks, the last of 1 or 8 columns); 4, 5 and 6 channels (tile planes past
+# C); 'same' and asymmetric padding; a 1×1 and a 3×5 filter; more taps than rows (a 5×5
+# filter on a 3-row output: every row pair meets both of dY's edges)
+CASES = {
+    "lenet_conv2": ((3, 6, 14, 14), (16, 6, 5, 5), 0),
+    "odd_height": ((2, 5, 13, 15), (7, 5, 5, 5), 0),
+    "width_16_same": ((2, 4, 6, 16), (3, 4, 3, 3), 1),
+    "width_17": ((1, 6, 5, 17), (4, 6, 3, 3), 1),
+    "width_40_pad2": ((2, 4, 9, 40), (5, 4, 5, 5), 2),
+    "asymmetric": ((2, 5, 8, 11), (6, 5, 3, 3), (0, 2, 1, 0)),
+    "one_by_one": ((2, 4, 3, 7), (9, 4, 1, 1), 0),
+    "three_by_five": ((1, 6, 10, 12), (5, 6, 3, 5), (1, 1, 2, 2)),
+    "short_output": ((2, 4, 7, 9), (3, 4, 5, 5), 0),
+    "one_column": ((1, 5, 6, 1), (2, 5, 3, 1), (1, 1, 0, 0)),
+}
+
+
+def _expected(shape, w, dy, padding=0):
+    geom = conv_geometry("test", shape, w.shape, 1, padding, 1, 1)
+    return reference.conv2d_input(shape, w.astype(np.float64), dy.astype(np.float64), stride=(1, 1),
+                                  padding=geom.padding, dilation=(1, 1), groups=1)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rows_dgrad_matches_reference(case, rng, sixteen_lanes):
+    shape, weight, padding = CASES[case]
+    geom = conv_geometry("test", shape, weight, 1, padding, 1, 1)
+    assert cpu_rows.applies(geom, np.float32)
+    w, dy = random(rng, weight, np.float32), random(rng, geom.output_shape, np.float32)
+    expected = _expected(shape, w, dy, padding)
+    out = np.full(shape, np.nan, np.float32)
+    cpu_rows.rows_dgrad(w, dy, out, geom)
+    assert_matches(out, expected, np.float32, weight[0] * weight[2] * weight[3])
+
+
+def test_correlate_keeps_dy_edges_out():
+    # An Inf in dY's first and last column and row, positive weights: the masked loads must
+    # leave the columns and rows outside dY unread (a shifted load past a row's end would be
+    # the next row's Inf), so exactly the reference's Inf entries are Inf; lanes past the
+    # output row are never stored (NaN-poisoned out, a width of 21: a block of 5 columns).
+    rng = np.random.default_rng(5)
+    shape, weight = (2, 6, 9, 21), (4, 6, 3, 3)
+    geom = conv_geometry("test", shape, weight, 1, 0, 1, 1)
+    w = rng.uniform(0.5, 1.0, weight).astype(np.float32)
+    dy = rng.uniform(0.5, 1.0, geom.output_shape).astype(np.float32)
+    dy[0, 1, :, 0] = dy[1, 3, :, -1] = dy[1, 2, 0, 3] = dy[0, 0, -1, 4] = np.inf
+    out = np.full(shape, np.nan, np.float32)
+    cpu_rows.rows_dgrad(w, dy, out, geom)
+    expected = _expected(shape, w, dy)
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(out[finite], expected[finite], rtol=1e-5)
+
+
+def test_rows_apply_to_dense_stride1_layers_with_4_to_6_input_channels(sixteen_lanes):
+    def applies(shape=(2, 6, 14, 14), weight=(16, 6, 5, 5), stride=1, padding=0, dilation=1, groups=1,
+                dtype=np.float32):
+        return cpu_rows.applies(conv_geometry("test", shape, weight, stride, padding, dilation, groups), dtype)
+
+    assert applies() and applies(shape=(2, 4, 30, 50), weight=(8, 4, 3, 3), padding=1)
+    assert not applies(shape=(2, 3, 14, 14), weight=(16, 3, 5, 5))  # half the tile's planes idle
+    assert not applies(shape=(2, 7, 14, 14), weight=(16, 7, 5, 5))
+    assert not applies(stride=2) and not applies(dilation=2)
+    assert not applies(shape=(2, 12, 14, 14), weight=(16, 6, 5, 5), groups=2)
+    assert not applies(dtype=np.float64)
+
+
+def test_conv2d_input_takes_the_rows_kernel_for_lenet_conv2(rng, sixteen_lanes, monkeypatch):
+    # auto (batch 128's and batch 1's: both shallow, K·R·S = 400) and direct route LeNet's
+    # conv2 input gradient here; a deep reduction (64 channels, 3×3) stays with auto's GEMM
+    calls = []
+    original = cpu_rows.rows_dgrad
+    monkeypatch.setattr(cpu_rows, "rows_dgrad", lambda *a: calls.append(a[3].N) or original(*a))
+    w = random(rng, (16, 6, 5, 5), np.float32)
+    for N, algorithm in ((3, "auto"), (1, "auto"), (2, "direct")):
+        dy = random(rng, (N, 16, 10, 10), np.float32)
+        expected = _expected((N, 6, 14, 14), w, dy)
+        got = convcore.conv2d_input((N, 6, 14, 14), w, dy, backend="cpu", algorithm=algorithm)
+        assert_matches(got, expected, np.float32, 400)
+    assert calls == [3, 1, 2]
+    deep = random(rng, (64, 4, 3, 3), np.float32)
+    dy = random(rng, (1, 64, 8, 8), np.float32)
+    got = convcore.conv2d_input((1, 4, 8, 8), deep, dy, padding=1, backend="cpu")
+    assert_matches(got, _expected((1, 4, 8, 8), deep, dy, 1), np.float32, 576)
+    assert calls == [3, 1, 2]
