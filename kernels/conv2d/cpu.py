@@ -9,7 +9,9 @@ Algorithms (``algorithm=``), each in its own module:
   cpu_flat_simd (3 output channels × 144 or 128 flat outputs in zmm registers), or with 12-16
   output channels and 8+ images cpu_kvec16 (all channels in one vector × 25 pixels), both
   with narrower tiles on AVX2 hosts (32 flat outputs; 6 pixels), and the weight gradient
-  of cpu_wgrad_simd (4 output channels × 5 taps in zmm, from 8 images, 5×5+); other dense
+  of cpu_wgrad_kvec16 (5×5 filters, 12-16 output channels: all channels in one vector × 25
+  taps, from 8 images) or else cpu_wgrad_simd (4 output channels × 5 taps in zmm, from 8
+  images, 5×5+); other dense
   float32 forwards (strided: the ResNet stem's) cpu_kvec (64 output channels in four
   vectors × 6 pixels; on AVX2 hosts without AVX-512, 16 channels × 6 pixels).
 - ``gemm`` (cpu_gemm): im2col/col2im + BLAS; 1×1 stride-1 unpadded layers skip im2col
@@ -38,7 +40,7 @@ from ..gemm.cpu import enabled as gemm_enabled
 from ..gemm.cpu import matmul, sgemm_sum
 from ..gemm.nt import sgemm_nt
 from ..workspace import images_per_chunk, scratch
-from . import cpu_depthwise_rows, cpu_flat_simd, cpu_kvec, cpu_kvec16, cpu_rows, cpu_wgrad_simd
+from . import cpu_depthwise_rows, cpu_flat_simd, cpu_kvec, cpu_kvec16, cpu_rows, cpu_wgrad_kvec16, cpu_wgrad_simd
 from . import cpu_depthwise_strips as strips
 from .cpu_depthwise import (
     _dgrad_depthwise,
@@ -541,6 +543,8 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
                   out=out.reshape(geom.groups, geom.Kg, crs))
     elif chosen == "phase":
         phase_wgrad(x, dy, out, geom)
+    elif cpu_wgrad_kvec16.applies(geom, x.dtype):
+        cpu_wgrad_kvec16.wgrad_kvec16(x, dy, out, geom)  # 5×5, 12-16 output channels in one vector
     elif _wgrad_by_simd(geom, x.dtype):
         cpu_wgrad_simd.wgrad_simd(x, dy, out, geom.padding, geom.dilation)
     elif cpu_depthwise_rows.applies(geom, x.dtype):
