@@ -24,13 +24,12 @@ KVEC16_CONFIGS = {
     # unpadded rows of 16 and a dilated unpadded layer: the copies' no-padding branch
     "k15_rows_of_16": ((8, 2, 20, 20), (15, 2, 5, 5), {}),
     "k14_dilated_unpadded": ((8, 3, 12, 13), (14, 3, 3, 3), {"dilation": (2, 3)}),
+    # 5×5 blocks: one block per row of 5 columns, the second block row overlapping the first
+    "k16_five_columns": ((8, 2, 8, 7), (16, 2, 3, 3), {}),
 }
 
 
-@pytest.mark.parametrize("config", KVEC16_CONFIGS)
-def test_kvec16_forward_matches_reference(config, cpu_tile, rng, monkeypatch):
-    # wide: the 25-pixel run; avx2: the 6-pixel run of AVX2 hosts (run on every host)
-    assert cpu_kvec16.run_pixels() == (cpu_kvec16.TJ if cpu_tile == "wide" else cpu_kvec16.TJ_AVX2)
+def _check_direct_forward(config, rng, monkeypatch):
     input_shape, weight_shape, kwargs = KVEC16_CONFIGS[config]
     x, w, b = (random(rng, s, np.float32) for s in (input_shape, weight_shape, weight_shape[:1]))
     geom = conv_geometry("test", input_shape, weight_shape, 1, kwargs.get("padding", 0), kwargs.get("dilation", 1), 1)
@@ -42,6 +41,23 @@ def test_kvec16_forward_matches_reference(config, cpu_tile, rng, monkeypatch):
                                 stride=geom.stride, padding=geom.padding, dilation=geom.dilation, groups=1)
     assert_matches(out, expected, np.float32, geom.Cg * geom.R * geom.S, f"kvec16 forward [{config}]")
     assert calls == [1]
+
+
+@pytest.mark.parametrize("config", KVEC16_CONFIGS)
+def test_kvec16_forward_matches_reference(config, cpu_tile, rng, monkeypatch):
+    # wide: the 5×5 pixel blocks read from the (padded) image where the output plane holds
+    # one, else the 25-pixel run over shifted copies; avx2: the 6-pixel run of AVX2 hosts
+    # (run on every host)
+    assert cpu_kvec16.run_pixels() == (cpu_kvec16.TJ if cpu_tile == "wide" else cpu_kvec16.TJ_AVX2)
+    _check_direct_forward(config, rng, monkeypatch)
+
+
+@pytest.mark.parametrize("config", KVEC16_CONFIGS)
+def test_kvec16_forward_by_shifted_copies_matches_reference(config, sixteen_lanes, rng, monkeypatch):
+    # the 25-pixel run over shifted copies on every layer (the blocks turned off): its
+    # masked-row, wide-row and unpadded copy branches
+    monkeypatch.setattr(cpu_kvec16, "_blocks_fit", lambda P, Q: False)
+    _check_direct_forward(config, rng, monkeypatch)
 
 
 def test_kvec16_applies_to_lenet_conv2_at_batch_8_not_1_nor_float64(sixteen_lanes):
