@@ -143,3 +143,28 @@ def test_rows_keep_the_neighbouring_row_out(stride, width, column, sixteen_lanes
     rows.rows_dgrad(w, dy, out, stride)
     expected = reference.conv2d_input(shape, w.astype(np.float64), dy.astype(np.float64), **kwargs)
     np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_prefetching_sweeps_compute_the_same(stride, rng, sixteen_lanes, monkeypatch):
+    # Past AHEAD_BYTES the column sweeps prefetch each thread's next plane (x, and dY in the
+    # weight gradient): the same arithmetic, bit for bit, as the sweeps without, on planes of
+    # one and several column blocks, the last plane's "next" past the arrays' end
+    for shape in ((2, 3, 9, 21), (3, 5, 14, 14), (1, 2, 1, 33)):
+        C = shape[1]
+        geom = conv_geometry("test", shape, (C, 1, 3, 3), stride, 1, 1, C)
+        x, w, b, dy = (random(rng, s, np.float32) for s in (shape, (C, 1, 3, 3), (C,), geom.output_shape))
+        results = []
+        for ahead_bytes in (rows.AHEAD_BYTES, 0):
+            monkeypatch.setattr(rows, "AHEAD_BYTES", ahead_bytes)
+            assert rows._from_memory(x) is (ahead_bytes == 0)
+            out, dx, dw = (np.full(s, np.nan, np.float32) for s in (geom.output_shape, shape, w.shape))
+            rows.rows_fwd(x, w, b, out, True, stride)
+            rows.rows_dgrad(w, dy, dx, stride)
+            rows.rows_wgrad(x, dy, dw, stride)
+            results.append((out, dx, dw))
+        for before, after in zip(*results):
+            np.testing.assert_array_equal(after, before)
+        forward, dx, dw = _reference(x, w, b, dy, geom)
+        assert_matches(results[1][0], np.maximum(forward, 0.0), np.float32, 9)
+        assert_matches(results[1][2], dw, np.float32, shape[0] * geom.P * geom.Q)

@@ -82,20 +82,32 @@ def store_at(typingctx, array, offset, value):
     return types.void(array, offset, array.dtype), codegen
 
 
-@intrinsic
-def prefetch_write(typingctx, array, offset):
-    """Prefetch the cache line of ``array``'s data pointer + ``offset`` elements for writing
-    (llvm.prefetch, rw = 1, all levels: prefetchw): a hint, it never faults."""
+def _prefetch(rw, locality):
     def codegen(context, builder, signature, args):
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
         i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
                                             "llvm.prefetch.p0")
         pointer = builder.bitcast(builder.gep(data, [args[1]]), i8p)
-        builder.call(fn, [pointer, ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        builder.call(fn, [pointer, ir.Constant(i32, rw), ir.Constant(i32, locality), ir.Constant(i32, 1)])
         return context.get_dummy_value()
 
-    return types.void(array, offset), codegen
+    return codegen
+
+
+@intrinsic
+def prefetch_write(typingctx, array, offset):
+    """Prefetch the cache line of ``array``'s data pointer + ``offset`` elements for writing
+    (llvm.prefetch, rw = 1, all levels: prefetchw): a hint, it never faults."""
+    return types.void(array, offset), _prefetch(1, 3)
+
+
+@intrinsic
+def prefetch_l2(typingctx, array, offset):
+    """Prefetch the cache line of ``array``'s data pointer + ``offset`` elements for reading
+    into L2 and outward, not L1 (llvm.prefetch, rw = 0, locality 2: prefetcht1): a hint, it
+    never faults, so the address may lie past the array."""
+    return types.void(array, offset), _prefetch(0, 2)
 
 
 @intrinsic
