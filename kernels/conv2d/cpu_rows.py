@@ -46,6 +46,15 @@ def _clamp(value):
     return max(0, min(LANES, value))
 
 
+@njit(inline="always")
+def _store(of, at, Wo, a, b, count, second, plane):
+    # one plane's two rows of the tile (the second if inside the output, the plane if < O)
+    if plane:
+        vstore_first(of, at, a, count)
+        if second:
+            vstore_first(of, at + Wo, b, count)
+
+
 @njit(parallel=True, cache=True)
 def _correlate(inp, wpk, out, ph, pw):
     N, I, Hi, Wi = inp.shape
@@ -96,29 +105,12 @@ def _correlate(inp, wpk, out, ph, pw):
         o0 = ot * OB
         at = ((n * O + o0) * Ho + h0) * Wo + q0
         step = Ho * Wo
-        vstore_first(of, at, a0, count)
-        if second:
-            vstore_first(of, at + Wo, b0, count)
-        if o0 + 1 < O:
-            vstore_first(of, at + step, a1, count)
-            if second:
-                vstore_first(of, at + step + Wo, b1, count)
-        if o0 + 2 < O:
-            vstore_first(of, at + 2 * step, a2, count)
-            if second:
-                vstore_first(of, at + 2 * step + Wo, b2, count)
-        if o0 + 3 < O:
-            vstore_first(of, at + 3 * step, a3, count)
-            if second:
-                vstore_first(of, at + 3 * step + Wo, b3, count)
-        if o0 + 4 < O:
-            vstore_first(of, at + 4 * step, a4, count)
-            if second:
-                vstore_first(of, at + 4 * step + Wo, b4, count)
-        if o0 + 5 < O:
-            vstore_first(of, at + 5 * step, a5, count)
-            if second:
-                vstore_first(of, at + 5 * step + Wo, b5, count)
+        _store(of, at, Wo, a0, b0, count, second, True)
+        _store(of, at + step, Wo, a1, b1, count, second, o0 + 1 < O)
+        _store(of, at + 2 * step, Wo, a2, b2, count, second, o0 + 2 < O)
+        _store(of, at + 3 * step, Wo, a3, b3, count, second, o0 + 3 < O)
+        _store(of, at + 4 * step, Wo, a4, b4, count, second, o0 + 4 < O)
+        _store(of, at + 5 * step, Wo, a5, b5, count, second, o0 + 5 < O)
 
 
 def pack(wt):
