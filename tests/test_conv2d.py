@@ -692,7 +692,8 @@ def test_cpu_1x1_weight_gradient_by_blas(rng, monkeypatch, dtype_, chunk_bytes):
     ((8, 3, 23, 30), (7, 3, 3, 3), 1, 1, 128),              # six 8-vector strips (L = 734), K = 7 (a
                                                             # short last block)
     ((8, 5, 12, 11), (4, 5, 3, 2), (2, 0, 1, 2), (2, 1), 144),  # dilated, asymmetric padding
-    ((8, 2, 9, 16), (4, 2, 3, 3), (1, 1, 0, 3), 1, 128),    # rows of exactly one vector, right padding only
+    ((8, 2, 9, 16), (7, 2, 3, 3), (1, 1, 0, 3), 1, 128),    # rows of exactly one vector, right padding only
+                                                            # (7 channels: 4-6 go to cpu_rows)
 ])
 def test_cpu_flat_simd_forward(cpu_tile, rng, shape, weight, padding, dilation, wide_strip):
     # The register-tiled flat forward (float32; AVX-512 hosts' 144- or 128-output strip,

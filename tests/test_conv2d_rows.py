@@ -1,6 +1,7 @@
-"""The cpu input gradient of dense stride-1 layers with 4-6 input channels (cpu_rows: a tile
-of 6 output planes × 2 rows × 16 columns, rows of a tap outside dY skipped or zeroed,
-columns outside it masked off), against the float64 reference."""
+"""The cpu input gradient of dense stride-1 layers with 4-6 input channels and the forward of
+those with 4-6 output channels (cpu_rows: a tile of 6 output planes × 2 rows × 16 columns,
+rows of a tap outside the input skipped or zeroed, columns outside it masked off), against
+the float64 reference."""
 from __future__ import annotations
 
 import numpy as np
@@ -99,3 +100,58 @@ def test_conv2d_input_takes_the_rows_kernel_for_lenet_conv2(rng, sixteen_lanes, 
     got = convcore.conv2d_input((1, 4, 8, 8), deep, dy, padding=1, backend="cpu")
     assert_matches(got, _expected((1, 4, 8, 8), deep, dy, 1), np.float32, 576)
     assert calls == [3, 1, 2]
+
+
+# (input shape, weight shape, padding) for the forward: LeNet conv1 (one input channel, 32²
+# → 28²: a block of 16 columns and one of 12); 4 and 5 output channels (tile planes past K);
+# 'same' and asymmetric padding; an odd output height; a width of 40 (three blocks)
+FWD_CASES = {
+    "lenet_conv1": ((3, 1, 32, 32), (6, 1, 5, 5), 0),
+    "k4_same": ((2, 3, 9, 17), (4, 3, 3, 3), 1),
+    "k5_asymmetric": ((2, 2, 11, 40), (5, 2, 5, 3), (2, 0, 1, 1)),
+    "k6_odd_height": ((1, 7, 8, 12), (6, 7, 2, 4), 0),
+}
+
+
+def _expected_fwd(x, w, b, padding):
+    geom = conv_geometry("test", x.shape, w.shape, 1, padding, 1, 1)
+    return reference.conv2d(x.astype(np.float64), w.astype(np.float64), None if b is None else b.astype(np.float64),
+                            out_hw=(geom.P, geom.Q), stride=(1, 1), padding=geom.padding, dilation=(1, 1), groups=1)
+
+
+@pytest.mark.parametrize("case", sorted(FWD_CASES))
+def test_rows_fwd_matches_reference(case, rng, sixteen_lanes):
+    shape, weight, padding = FWD_CASES[case]
+    geom = conv_geometry("test", shape, weight, 1, padding, 1, 1)
+    assert cpu_rows.applies_fwd(geom, np.float32)
+    x, w = random(rng, shape, np.float32), random(rng, weight, np.float32)
+    out = np.full(geom.output_shape, np.nan, np.float32)
+    cpu_rows.rows_fwd(x, w, out, geom)
+    assert_matches(out, _expected_fwd(x, w, None, padding), np.float32, weight[1] * weight[2] * weight[3])
+
+
+def test_conv2d_takes_the_rows_kernel_for_lenet_conv1(rng, sixteen_lanes, monkeypatch):
+    # auto and direct route LeNet conv1's forward here (bias and fused ReLU after it);
+    # 7 output channels do not
+    calls = []
+    original = cpu_rows.rows_fwd
+    monkeypatch.setattr(cpu_rows, "rows_fwd", lambda *a: calls.append(a[1].shape[0]) or original(*a))
+    x, w, b = random(rng, (2, 1, 32, 32), np.float32), random(rng, (6, 1, 5, 5), np.float32), random(rng, (6,), np.float32)
+    expected = np.maximum(_expected_fwd(x, w, b, 0), 0.0)
+    for algorithm in ("auto", "direct"):
+        got = convcore.conv2d(x, w, b, backend="cpu", algorithm=algorithm, activation="relu")
+        assert_matches(got, expected, np.float32, 25)
+    assert calls == [6, 6]
+    w7 = random(rng, (7, 1, 5, 5), np.float32)
+    assert_matches(convcore.conv2d(x, w7, backend="cpu"), _expected_fwd(x, w7, None, 0), np.float32, 25)
+    assert calls == [6, 6]
+
+
+def test_rows_fwd_applies_to_dense_stride1_layers_with_4_to_6_output_channels(sixteen_lanes):
+    def applies(shape=(2, 1, 32, 32), weight=(6, 1, 5, 5), stride=1, dilation=1, groups=1, dtype=np.float32):
+        return cpu_rows.applies_fwd(conv_geometry("test", shape, weight, stride, 0, dilation, groups), dtype)
+
+    assert applies() and applies(weight=(4, 1, 5, 5)) and applies(shape=(2, 40, 9, 9), weight=(5, 40, 3, 3))
+    assert not applies(weight=(3, 1, 5, 5)) and not applies(weight=(7, 1, 5, 5))
+    assert not applies(stride=2) and not applies(dilation=2) and not applies(dtype=np.float64)
+    assert not applies(shape=(2, 2, 32, 32), weight=(6, 1, 5, 5), groups=2)

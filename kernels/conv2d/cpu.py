@@ -5,7 +5,8 @@ Algorithms (``algorithm=``), each in its own module:
   layers use the flat-plane kernels instead: cpu_kblock (register-blocked over four
   output channels) forward, weight gradient and, for C >= 4, input gradient; cpu_flat's
   scatter for the other input gradients; for float32 on AVX-512 hosts, the input gradient
-  of layers with 4-6 input channels by cpu_rows (6 planes × 2 rows × 16 columns), the forward of
+  of layers with 4-6 input channels and the forward of those with 4-6 output channels by
+  cpu_rows (6 planes × 2 rows × 16 columns), the forward of
   cpu_flat_simd (3 output channels × 144 or 128 flat outputs in zmm registers), or with 12-16
   output channels and 8+ images cpu_kvec16 (all channels in one vector × 25 pixels), both
   with narrower tiles on AVX2 hosts (32 flat outputs; 6 pixels), and the weight gradient
@@ -165,7 +166,7 @@ def _choose(algorithm, geom, direction="fwd", dtype=None):
     # On AVX2 hosts (cpu_kblock's two-tap weight gradient) and at batch 1-2, though, the
     # small layers' direct weight gradient is ahead (2 threads, ms, direct / F(2×2) / F(4×4):
     # 1×35×19² → 50 0.38 / 0.65 / 0.55, 2×35×19² 0.63 / 1.11 / 0.84).
-    if direction == "bwd_data" and _rows_dgrad(geom, dtype):
+    if direction == "bwd_data" and _rows_dgrad(geom, dtype) or direction == "fwd" and _rows_fwd(geom, dtype):
         return "direct"
     if direction == "bwd_weight" and geom.N <= 2 and wgrad_two_taps() and _kblock_small(geom, direction):
         return "direct"
@@ -302,6 +303,17 @@ def _rows_dgrad(geom, dtype):
             and cpu_rows.applies(geom, np.float32 if dtype is None else dtype))
 
 
+def _rows_fwd(geom, dtype):
+    # The forward of dense stride-1 layers with 4-6 output channels and a shallow reduction
+    # (C·R·S <= 512), float32 on AVX-512 hosts, by the same tile (LeNet conv1's 1 → 6
+    # channels too, which the depthwise kernels took: one input channel). 2 threads, ms,
+    # rows / the previous direct / PyTorch: 128×1×32² → 6 5×5 0.67 / 0.79 / 1.09, batch 8
+    # 0.049 / 0.089 / 0.147, batch 1 0.021 / 0.057 / 0.110; 8×3×32² 'same' 0.071 / 0.162 /
+    # 0.216; 8×6×14² → 6 0.028 / 0.110 / 0.120.
+    return (geom.groups == 1 and geom.C * geom.R * geom.S <= 512
+            and cpu_rows.applies_fwd(geom, np.float32 if dtype is None else dtype))
+
+
 def _wgrad_by_simd(geom, dtype):
     # Dense stride-1 layers with 16+ taps from 8 images (LeNet's, conv1's single input
     # channel too), float32 on AVX-512 hosts: cpu_wgrad_simd's register tile, which auto
@@ -422,6 +434,8 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
                 col = scratch("conv2d.im2col", (xs.shape[0], geom.groups, crs, pq), x.dtype)
                 _im2col(xs, col, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
                 matmul(w_mat[None], col, out=out4[n0:n0 + G])
+    elif _rows_fwd(geom, x.dtype):
+        cpu_rows.rows_fwd(x, w, out, geom)  # 4-6 output channels: 6 planes × 2 rows × 16 columns
     elif cpu_depthwise_rows.applies(geom, x.dtype):
         cpu_depthwise_rows.rows_fwd(x, w, b, out, activation == "relu", geom.stride[0])  # bias and ReLU fused
         return

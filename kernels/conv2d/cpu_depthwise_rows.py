@@ -27,10 +27,11 @@ store, all in registers:
 Stride-1 planes wider than MAX_WIDTH go row by row instead (_fwd_wide, _wgrad_wide): each
 16-column block of an output row from 9 loads of its three input rows, reading memory in
 order; plain loads without masks for the blocks with no column past either edge (8×32×112²,
-time / masked everywhere: 0.72-0.76 in all three directions). At 8×32×112² (50 KB planes) the column-block sweeps, banded or not, ran level with
-the strips (time / strips: forward 1.01, input gradient 0.94, weight gradient 1.06), the
-row-by-row kernels at 0.60-0.64; at 56² the sweeps are faster (forward 0.125 vs 0.18-0.20
-ms at 2×128×56²). Wider stride-2 layers keep the strips.
+time / masked everywhere: 0.72-0.76 in all three directions). At 8×32×112² (50 KB planes)
+the column-block sweeps, banded or not, ran level with the strips (time / strips: forward
+1.01, input gradient 0.94, weight gradient 1.06), the row-by-row kernels at 0.60-0.64; at
+56² the sweeps are faster (forward 0.125 vs 0.18-0.20 ms at 2×128×56²). Wider stride-2
+layers keep the strips.
 
 Operands past AHEAD_BYTES come from memory, where a column sweep's first pass down a
 plane waits on every row (the hardware prefetchers follow the row-by-row kernels, not the

@@ -1,11 +1,14 @@
 """Dense stride-1 correlation onto few output planes, 16 columns of a row in one vector:
-the input gradient of layers with at most OB input channels (LeNet's second layer, 16 → 6
-channels 5×5 on 14² planes), float32 where convcore's 16-lane kernels run (gemm.cpu.enabled).
+the input gradient of layers with MIN_PLANES to OB input channels (LeNet's second layer, 16
+→ 6 channels 5×5 on 14² planes) and the forward of layers with as many output channels
+(LeNet's first, 1 → 6 channels 5×5 on 32² planes), float32 where convcore's 16-lane kernels
+run (gemm.cpu.enabled).
 
     out[n, o, h, w] = Σ_{i, r, s} wt[o, i, r, s] · inp[n, i, h + r − ph, w + s − pw]
 
-(inp read as 0 outside its plane). The input gradient is that with inp = dY, wt = W with
-K ↔ C swapped and each filter turned 180°, ph = R − 1 − pad_top, pw = S − 1 − pad_left.
+(inp read as 0 outside its plane). The forward is that with inp = x, wt = W, ph = pad_top,
+pw = pad_left; the input gradient with inp = dY, wt = W with K ↔ C swapped and each filter
+turned 180°, ph = R − 1 − pad_top, pw = S − 1 − pad_left.
 
 Why not cpu_flat_simd's flat planes there: dY padded by R − 1 on every side turns 10² into
 18² planes, so a 14² output plane is 248 flat positions of which 196 are kept, and every
@@ -34,11 +37,20 @@ OB = 6        # output planes per tile
 MIN_PLANES = 4  # at 3 input channels half the tile's FMAs would feed padding planes
 
 
+def _dense_stride1(geom, dtype):
+    return (geom.groups == 1 and geom.stride == (1, 1) and geom.dilation == (1, 1)
+            and np.dtype(dtype) == np.float32 and gemm_enabled())
+
+
 def applies(geom, dtype) -> bool:
     """The input gradient of a dense stride-1 layer without dilation whose input has
     MIN_PLANES to OB channels, float32, where convcore's 16-lane kernels run."""
-    return (geom.groups == 1 and geom.stride == (1, 1) and geom.dilation == (1, 1)
-            and MIN_PLANES <= geom.C <= OB and np.dtype(dtype) == np.float32 and gemm_enabled())
+    return _dense_stride1(geom, dtype) and MIN_PLANES <= geom.C <= OB
+
+
+def applies_fwd(geom, dtype) -> bool:
+    """The forward of such a layer with MIN_PLANES to OB output channels."""
+    return _dense_stride1(geom, dtype) and MIN_PLANES <= geom.K <= OB
 
 
 @njit(inline="always")
@@ -127,6 +139,12 @@ def correlate(inp, wt, out, ph, pw):
     """out[n, o, h, w] = Σ_{i, r, s} wt[o, i, r, s] · inp[n, i, h + r − ph, w + s − pw]
     (module docstring), all float32 and C-contiguous; every element of out is written."""
     _correlate(inp, pack(wt), out, ph, pw)
+
+
+def rows_fwd(x, w, out, geom):
+    """out = conv2d(x, w) (no bias) of a layer ``applies_fwd`` accepts."""
+    pt, _, pl, _ = geom.padding
+    correlate(np.ascontiguousarray(x), np.ascontiguousarray(w), out, pt, pl)
 
 
 def rows_dgrad(w, dy, dx, geom):
