@@ -826,12 +826,12 @@ def test_cpu_wgrad_simd(sixteen_lanes, rng, shape, weight, padding, dilation):
 
 @pytest.mark.parametrize("shape,weight,padding", [
     ((8, 6, 14, 14), (20, 6, 5, 5), 0),    # LeNet conv2 widened past cpu_wgrad_kvec16's 16 channels
-    ((8, 1, 32, 32), (6, 1, 5, 5), 0),     # LeNet conv1: its one input channel
+    ((8, 1, 32, 32), (8, 1, 5, 5), 0),     # LeNet conv1's one input channel, widened past cpu_rows's 6
     ((8, 4, 24, 22), (8, 4, 5, 5), 2),     # 'same', 528 outputs a plane (auto had taken im2col + GEMM)
 ])
 def test_cpu_wgrad_simd_routing(sixteen_lanes, rng, shape, weight, padding):
-    # 5×5 weight gradients from 8 images (but those of 12-16 output channels: cpu_wgrad_kvec16)
-    # go to cpu_wgrad_simd under auto and direct; at 2
+    # 5×5 weight gradients from 8 images (but those of 4-6 output channels: cpu_rows; of 12-16:
+    # cpu_wgrad_kvec16) go to cpu_wgrad_simd under auto and direct; at 2
     # images, to the other kernels; in float64, not to it.
     from convcore.kernels.conv2d import cpu as cpu_kernels
     from convcore.kernels.conv2d import cpu_wgrad_simd

@@ -155,3 +155,85 @@ def test_rows_fwd_applies_to_dense_stride1_layers_with_4_to_6_output_channels(si
     assert not applies(weight=(3, 1, 5, 5)) and not applies(weight=(7, 1, 5, 5))
     assert not applies(stride=2) and not applies(dilation=2) and not applies(dtype=np.float64)
     assert not applies(shape=(2, 2, 32, 32), weight=(6, 1, 5, 5), groups=2)
+
+
+# (input shape, weight shape, padding) for the weight gradient: LeNet conv1; filter widths
+# 3 and 4 (taps of the 5-tap block past S) and 7 (a second block of 2); 4 and 5 output
+# channels (the 3-channel block past K); rows of the filter reading the padding (pt > 0);
+# 17 and 40 output columns (a block of 1, of 8); 20 images (blocks of 2, the last short),
+# 3 (blocks of one)
+WGRAD_CASES = {
+    "lenet_conv1": ((20, 1, 32, 32), (6, 1, 5, 5), 0),
+    "k5_3x4_same": ((3, 2, 9, 21), (5, 2, 3, 4), 1),
+    "k4_7_wide": ((4, 3, 7, 40), (4, 3, 5, 7), (2, 2, 3, 3)),
+    "k6_asymmetric": ((17, 2, 13, 17), (6, 2, 5, 5), (0, 2, 1, 0)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WGRAD_CASES))
+def test_rows_wgrad_matches_reference(case, rng, sixteen_lanes):
+    shape, weight, padding = WGRAD_CASES[case]
+    geom = conv_geometry("test", shape, weight, 1, padding, 1, 1)
+    assert cpu_rows.applies_wgrad(geom, np.float32)
+    x, dy = random(rng, shape, np.float32), random(rng, geom.output_shape, np.float32)
+    out = np.full(weight, np.nan, np.float32)
+    cpu_rows.rows_wgrad(x, dy, out, geom)
+    expected = reference.conv2d_weight(x.astype(np.float64), weight, dy.astype(np.float64), stride=(1, 1),
+                                       padding=geom.padding, dilation=(1, 1), groups=1)
+    assert_matches(out, expected, np.float32, shape[0] * geom.P * geom.Q)
+
+
+def test_rows_wgrad_keeps_columns_past_the_output_row_out(sixteen_lanes):
+    # x's last column Inf: of the taps only s = 4 reads it (output column 11 of Q = 12), but
+    # every tap's 16-lane load would, in the lanes past the output row where dY's lanes are 0
+    # (0 · Inf = NaN); masked to 0 there, so exactly the s = 4 weights are Inf, the rest
+    # finite and right
+    rng = np.random.default_rng(4)
+    shape, weight = (3, 2, 9, 16), (6, 2, 5, 5)
+    geom = conv_geometry("test", shape, weight, 1, 0, 1, 1)
+    x = rng.uniform(0.5, 1.0, shape).astype(np.float32)
+    x[..., -1] = np.inf
+    x[..., 0] = 2.0
+    dy = rng.uniform(0.5, 1.0, geom.output_shape).astype(np.float32)
+    out = np.full(weight, np.nan, np.float32)
+    cpu_rows.rows_wgrad(x, dy, out, geom)
+    with np.errstate(invalid="ignore"):  # the reference's BLAS meets the Inf in its own blocking
+        expected = reference.conv2d_weight(x.astype(np.float64), weight, dy.astype(np.float64), stride=(1, 1),
+                                           padding=(0, 0, 0, 0), dilation=(1, 1), groups=1)
+    assert np.isinf(expected).sum() == 6 * 2 * 5
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
+    finite = np.isfinite(expected)
+    assert finite.sum() > 0 and not np.isnan(out).any()
+    np.testing.assert_allclose(out[finite], expected[finite], rtol=1e-5)
+
+
+def test_rows_wgrad_does_not_depend_on_the_thread_count(rng, sixteen_lanes):
+    import numba
+
+    geom = conv_geometry("test", (24, 1, 32, 32), (6, 1, 5, 5), 1, 0, 1, 1)
+    x, dy = random(rng, geom.input_shape, np.float32), random(rng, geom.output_shape, np.float32)
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            out = np.full((6, 1, 5, 5), np.nan, np.float32)
+            cpu_rows.rows_wgrad(x, dy, out, geom)
+            results.append(out)
+    finally:
+        numba.set_num_threads(before)
+    for out in results[1:]:
+        np.testing.assert_array_equal(out, results[0])
+
+
+def test_conv2d_weight_takes_the_rows_kernel_for_lenet_conv1(rng, sixteen_lanes, monkeypatch):
+    calls = []
+    original = cpu_rows.rows_wgrad
+    monkeypatch.setattr(cpu_rows, "rows_wgrad", lambda *a: calls.append(a[3].N) or original(*a))
+    x, dy = random(rng, (8, 1, 32, 32), np.float32), random(rng, (8, 6, 28, 28), np.float32)
+    expected = reference.conv2d_weight(x.astype(np.float64), (6, 1, 5, 5), dy.astype(np.float64), stride=(1, 1),
+                                       padding=(0, 0, 0, 0), dilation=(1, 1), groups=1)
+    for algorithm in ("auto", "direct"):
+        assert_matches(convcore.conv2d_weight(x, (6, 1, 5, 5), dy, backend="cpu", algorithm=algorithm), expected,
+                       np.float32, 8 * 28 * 28)
+    assert calls == [8, 8]

@@ -6,7 +6,8 @@ Algorithms (``algorithm=``), each in its own module:
   output channels) forward, weight gradient and, for C >= 4, input gradient; cpu_flat's
   scatter for the other input gradients; for float32 on AVX-512 hosts, the input gradient
   of layers with 4-6 input channels and the forward of those with 4-6 output channels by
-  cpu_rows (6 planes × 2 rows × 16 columns), the forward of
+  cpu_rows (6 planes × 2 rows × 16 columns; their weight gradient 3 output channels × 5
+  taps × 16 columns), the forward of
   cpu_flat_simd (3 output channels × 144 or 128 flat outputs in zmm registers), or with 12-16
   output channels and 8+ images cpu_kvec16 (all channels in one vector × 25 pixels), both
   with narrower tiles on AVX2 hosts (32 flat outputs; 6 pixels), and the weight gradient
@@ -166,7 +167,8 @@ def _choose(algorithm, geom, direction="fwd", dtype=None):
     # On AVX2 hosts (cpu_kblock's two-tap weight gradient) and at batch 1-2, though, the
     # small layers' direct weight gradient is ahead (2 threads, ms, direct / F(2×2) / F(4×4):
     # 1×35×19² → 50 0.38 / 0.65 / 0.55, 2×35×19² 0.63 / 1.11 / 0.84).
-    if direction == "bwd_data" and _rows_dgrad(geom, dtype) or direction == "fwd" and _rows_fwd(geom, dtype):
+    if (direction == "bwd_data" and _rows_dgrad(geom, dtype) or direction == "fwd" and _rows_fwd(geom, dtype)
+            or direction == "bwd_weight" and _rows_wgrad(geom, dtype)):
         return "direct"
     if direction == "bwd_weight" and geom.N <= 2 and wgrad_two_taps() and _kblock_small(geom, direction):
         return "direct"
@@ -312,6 +314,18 @@ def _rows_fwd(geom, dtype):
     # 0.216; 8×6×14² → 6 0.028 / 0.110 / 0.120.
     return (geom.groups == 1 and geom.C * geom.R * geom.S <= 512
             and cpu_rows.applies_fwd(geom, np.float32 if dtype is None else dtype))
+
+
+def _rows_wgrad(geom, dtype):
+    # The weight gradient of the layers _rows_fwd takes (4-6 output channels), up to C·R·S =
+    # 2304 (measured that far): cpu_rows's 3 output channels × 5 taps of a filter row, 16
+    # columns, masks out of the image loops. 2 threads, ms, rows / cpu_wgrad_simd / im2col +
+    # GEMM / PyTorch: 128×1×32² → 6 5×5 (LeNet conv1) 0.26 / 0.44 / 2.2 / 0.92, batch 8 0.026 /
+    # 0.056 / 0.18 / 0.16, batch 1 0.015 / 0.036 / 0.081 / 0.112; 8×16×28² → 6 'same' 0.24 /
+    # 0.38 / 1.2 / 0.61; 8×256×14² → 6 3×3 0.78 / 0.96 / 2.5 / 1.15 (8×64×14² → 4 3×3: 0.19 /
+    # 0.17 / 0.41 / 0.31, a third of the tile idle).
+    return (geom.groups == 1 and geom.C * geom.R * geom.S <= 2304
+            and cpu_rows.applies_wgrad(geom, np.float32 if dtype is None else dtype))
 
 
 def _wgrad_by_simd(geom, dtype):
@@ -557,6 +571,8 @@ def conv2d_bwd_weight(x, dy, out, geom, algorithm):
                   out=out.reshape(geom.groups, geom.Kg, crs))
     elif chosen == "phase":
         phase_wgrad(x, dy, out, geom)
+    elif _rows_wgrad(geom, x.dtype):
+        cpu_rows.rows_wgrad(x, dy, out, geom)  # 4-6 output channels: 3 channels × 5 taps × 16 columns
     elif cpu_wgrad_kvec16.applies(geom, x.dtype):
         cpu_wgrad_kvec16.wgrad_kvec16(x, dy, out, geom)  # 5×5, 12-16 output channels in one vector
     elif _wgrad_by_simd(geom, x.dtype):

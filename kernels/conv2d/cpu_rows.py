@@ -23,6 +23,18 @@ columns; the tile's row pairs at the plane's top and bottom edges).
 Threads: one prange iteration per (image, pair of output rows, block of OB output planes,
 block of 16 columns); each writes only its own outputs. The packed weight (OB planes
 innermost, zeros past O) is built once per call.
+
+The weight gradient of the forward's layers (_wgrad): dW[k, c, r, s] = Σ_n Σ_{p,q} dY[n, k,
+p, q] · x[n, c, p + r − pt, q + s − pl] by a tile of KW = 3 output channels × SW = 5 taps
+of a filter row (15 accumulators of 16 output columns), per (image, output row, column
+block) 3 dY loads and 5 shifted x loads into 15 FMAs; the masks (x's columns inside the
+row and before the output row's end, so a dY lane of 0 never meets an Inf past it) are
+made once per column block, outside the image and row loops (inside them the kernel ran
+3.7× slower). One prange iteration per (block of images, c, r, block of taps, block of
+output channels); each sums its 15 accumulators across lanes into its own slot, and the
+IMAGE_BLOCKS fixed blocks are added in order (deterministic for any thread count). LeNet
+conv1 (128×1×32² → 6 5×5), 2 threads: 0.23-0.26 ms, against 0.36-0.44 by cpu_wgrad_simd
+and 0.62-0.92 by PyTorch.
 """
 # ruff: noqa: E702 -- the tile's six planes one line each
 from __future__ import annotations
@@ -31,7 +43,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..gemm.cpu import enabled as gemm_enabled
-from ..gemm.simd import LANES, vbroadcast_load, vfma, vload_lanes, vstore_first, vzero
+from ..gemm.simd import LANES, vbroadcast_load, vfma, vload_lanes, vstore_first, vsum, vzero
 
 OB = 6        # output planes per tile
 MIN_PLANES = 4  # at 3 input channels half the tile's FMAs would feed padding planes
@@ -51,6 +63,11 @@ def applies(geom, dtype) -> bool:
 def applies_fwd(geom, dtype) -> bool:
     """The forward of such a layer with MIN_PLANES to OB output channels."""
     return _dense_stride1(geom, dtype) and MIN_PLANES <= geom.K <= OB
+
+
+def applies_wgrad(geom, dtype) -> bool:
+    """Its weight gradient (the same layers as applies_fwd)."""
+    return applies_fwd(geom, dtype)
 
 
 @njit(inline="always")
@@ -125,6 +142,84 @@ def _correlate(inp, wpk, out, ph, pw):
         _store(of, at + 5 * step, Wo, a5, b5, count, second, o0 + 5 < O)
 
 
+KW = 3        # the weight gradient's tile: KW output channels × SW taps of a filter row
+SW = 5
+IMAGE_BLOCKS = 16  # the weight gradient's partial sums: fixed blocks of images
+
+
+@njit(inline="always")
+def _x_lanes(c0, end, W):
+    # the lanes of 16 input columns from c0 inside the row (0 <= column < W) and before
+    # ``end`` (the output row's last column): (first, end) for vload_lanes
+    first = _clamp(-c0)
+    return first, max(first, min(end, W - c0))
+
+
+@njit(parallel=True, cache=True)
+def _wgrad(x, dy, part, pt, pl, R, S):
+    # part[b, k, c, r, s] = Σ_{n in block b} Σ_{p, q} dy[n, k, p, q] · x[n, c, p + r − pt, q + s − pl]
+    # One prange iteration per (block of images b, input channel c, filter row r, block of
+    # SW taps from s0, block of KW output channels from k0): 15 accumulators of 16 columns,
+    # per (image, output row, 16-column block) KW dY loads and SW shifted x loads into 15
+    # FMAs; a tap or channel past S or K computes a copy of the last one, not stored.
+    N, C, H, W = x.shape
+    K, P, Q = dy.shape[1], dy.shape[2], dy.shape[3]
+    B = part.shape[0]
+    per = -(-N // B)
+    s_blocks, k_blocks = -(-S // SW), -(-K // KW)
+    xf, gf = x.reshape(-1), dy.reshape(-1)
+    for task in prange(B * C * R * s_blocks * k_blocks):
+        kb = task % k_blocks
+        rest = task // k_blocks
+        sb = rest % s_blocks
+        rest //= s_blocks
+        r = rest % R
+        rest //= R
+        c = rest % C
+        b = rest // C
+        k0, s0 = kb * KW, sb * SW
+        ka, kb_, kc = k0, min(k0 + 1, K - 1), min(k0 + 2, K - 1)
+        # the input column of output column 0 for each tap of the block
+        sa, sb_, sc = s0 - pl, min(s0 + 1, S - 1) - pl, min(s0 + 2, S - 1) - pl
+        sd, se = min(s0 + 3, S - 1) - pl, min(s0 + 4, S - 1) - pl
+        a0 = vzero(); a1 = vzero(); a2 = vzero(); a3 = vzero(); a4 = vzero()
+        b0 = vzero(); b1 = vzero(); b2 = vzero(); b3 = vzero(); b4 = vzero()
+        c0_ = vzero(); c1 = vzero(); c2 = vzero(); c3 = vzero(); c4 = vzero()
+        for q0 in range(0, Q, LANES):
+            # masks per column block, out of the image and row loops
+            end = min(LANES, Q - q0)  # lanes of output columns q < Q
+            fa, ea = _x_lanes(q0 + sa, end, W)
+            fb, eb = _x_lanes(q0 + sb_, end, W)
+            fc, ec = _x_lanes(q0 + sc, end, W)
+            fd, ed = _x_lanes(q0 + sd, end, W)
+            fe, ee = _x_lanes(q0 + se, end, W)
+            for n in range(b * per, min(N, (b + 1) * per)):
+                for p in range(max(0, pt - r), min(P, H + pt - r)):  # rows p + r − pt inside x
+                    at = ((n * C + c) * H + p + r - pt) * W + q0
+                    g = n * K * P * Q + p * Q + q0
+                    ga = vload_lanes(gf, g + ka * P * Q, 0, end)
+                    gb = vload_lanes(gf, g + kb_ * P * Q, 0, end)
+                    gc = vload_lanes(gf, g + kc * P * Q, 0, end)
+                    v = vload_lanes(xf, at + sa, fa, ea)
+                    a0 = vfma(ga, v, a0); b0 = vfma(gb, v, b0); c0_ = vfma(gc, v, c0_)
+                    v = vload_lanes(xf, at + sb_, fb, eb)
+                    a1 = vfma(ga, v, a1); b1 = vfma(gb, v, b1); c1 = vfma(gc, v, c1)
+                    v = vload_lanes(xf, at + sc, fc, ec)
+                    a2 = vfma(ga, v, a2); b2 = vfma(gb, v, b2); c2 = vfma(gc, v, c2)
+                    v = vload_lanes(xf, at + sd, fd, ed)
+                    a3 = vfma(ga, v, a3); b3 = vfma(gb, v, b3); c3 = vfma(gc, v, c3)
+                    v = vload_lanes(xf, at + se, fe, ee)
+                    a4 = vfma(ga, v, a4); b4 = vfma(gb, v, b4); c4 = vfma(gc, v, c4)
+        sums = ((vsum(a0), vsum(a1), vsum(a2), vsum(a3), vsum(a4)),
+                (vsum(b0), vsum(b1), vsum(b2), vsum(b3), vsum(b4)),
+                (vsum(c0_), vsum(c1), vsum(c2), vsum(c3), vsum(c4)))
+        for j in range(KW):
+            if k0 + j < K:
+                for u in range(SW):
+                    if s0 + u < S:
+                        part[b, k0 + j, c, r, s0 + u] = sums[j][u]
+
+
 def pack(wt):
     """wt (O, I, R, S) as (⌈O/OB⌉, R, S, I, OB): a tap's OB weights side by side, zeros
     for the planes past O."""
@@ -145,6 +240,17 @@ def rows_fwd(x, w, out, geom):
     """out = conv2d(x, w) (no bias) of a layer ``applies_fwd`` accepts."""
     pt, _, pl, _ = geom.padding
     correlate(np.ascontiguousarray(x), np.ascontiguousarray(w), out, pt, pl)
+
+
+def rows_wgrad(x, dy, out, geom):
+    """out (K, C, R, S) = the weight gradient of a layer ``applies_wgrad`` accepts; the images'
+    partial sums (IMAGE_BLOCKS fixed blocks) added in order: the result does not depend on
+    the thread count."""
+    pt, _, pl, _ = geom.padding
+    blocks = min(geom.N, IMAGE_BLOCKS)
+    part = np.empty((blocks,) + tuple(out.shape), np.float32)
+    _wgrad(np.ascontiguousarray(x), np.ascontiguousarray(dy), part, pt, pl, geom.R, geom.S)
+    out[...] = part.sum(axis=0)
 
 
 def rows_dgrad(w, dy, dx, geom):
