@@ -37,3 +37,20 @@ def assert_matches(actual, expected, dtype, terms=1, what=""):
     assert not np.isnan(actual).any(), f"{what}: NaN in output (an element was never written)"
     err = float(np.max(np.abs(actual.astype(np.float64) - expected))) if expected.size else 0.0
     assert err <= tol, f"{what}: max abs error {err:.3e} > tolerance {tol:.3e}"
+
+
+def assert_same_at_any_thread_count(compute):
+    """``compute()`` (a fresh array each call) gives the same bits with one thread and with
+    all of Numba's: a kernel whose sums do not depend on how the work is split."""
+    import numba
+
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            results.append(compute())
+    finally:
+        numba.set_num_threads(before)
+    for result in results[1:]:
+        np.testing.assert_array_equal(result, results[0])
