@@ -509,8 +509,8 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
         strips.launch_dgrad(w, dy, out, geom)
     elif _depthwise(geom):
         _depthwise_launch(_dgrad_depthwise_s1, _dgrad_depthwise, geom, out, w, dy, out)
-    elif _flat(geom) and cpu_rows.applies(geom, dy.dtype):
-        cpu_rows.rows_dgrad(w, dy, out, geom)  # few input channels: 6 planes × 2 rows in registers
+    elif _rows_dgrad(geom, dy.dtype):
+        cpu_rows.rows_dgrad(w, dy, out, geom)  # 4-6 input channels: 6 planes × 2 rows × 16 columns
     elif _flat(geom) and kblock_applies_dgrad(geom) and _dgrad_by_flat_simd(dy, out, geom):
         # dX = the forward conv of dY padded by dil·(R−1) − pad with W rotated 180° and
         # K ↔ C, by the register-tiled flat forward
