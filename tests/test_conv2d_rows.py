@@ -1,5 +1,5 @@
 """The cpu input gradient of dense stride-1 layers with 4-6 input channels and the forward of
-those with 4-6 output channels (cpu_rows: a tile of 6 output planes × 2 rows × 16 columns,
+those with 4-6 output channels (cpu_rows: a tile of 6 output planes × 4 rows × 16 columns,
 rows of a tap outside the input skipped or zeroed, columns outside it masked off), against
 the float64 reference."""
 from __future__ import annotations

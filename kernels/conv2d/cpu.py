@@ -6,7 +6,7 @@ Algorithms (``algorithm=``), each in its own module:
   output channels) forward, weight gradient and, for C >= 4, input gradient; cpu_flat's
   scatter for the other input gradients; for float32 on AVX-512 hosts, the input gradient
   of layers with 4-6 input channels and the forward of those with 4-6 output channels by
-  cpu_rows (6 planes × 2 rows × 16 columns; their weight gradient 3 output channels × 5
+  cpu_rows (6 planes × 4 rows × 16 columns; their weight gradient 3 output channels × 5
   taps × 16 columns), the forward of
   cpu_flat_simd (3 output channels × 144 or 128 flat outputs in zmm registers), or with 12-16
   output channels and 8+ images cpu_kvec16 (all channels in one vector × 25 pixels), both
@@ -449,7 +449,7 @@ def conv2d_fwd(x, w, b, out, geom, algorithm, activation=None):
                 _im2col(xs, col, *_geom_args(geom), geom.R, geom.S, geom.P, geom.Q)
                 matmul(w_mat[None], col, out=out4[n0:n0 + G])
     elif _rows_fwd(geom, x.dtype):
-        cpu_rows.rows_fwd(x, w, out, geom)  # 4-6 output channels: 6 planes × 2 rows × 16 columns
+        cpu_rows.rows_fwd(x, w, out, geom)  # 4-6 output channels: 6 planes × 4 rows × 16 columns
     elif cpu_depthwise_rows.applies(geom, x.dtype):
         cpu_depthwise_rows.rows_fwd(x, w, b, out, activation == "relu", geom.stride[0])  # bias and ReLU fused
         return
@@ -510,7 +510,7 @@ def conv2d_bwd_data(w, dy, out, geom, algorithm):
     elif _depthwise(geom):
         _depthwise_launch(_dgrad_depthwise_s1, _dgrad_depthwise, geom, out, w, dy, out)
     elif _rows_dgrad(geom, dy.dtype):
-        cpu_rows.rows_dgrad(w, dy, out, geom)  # 4-6 input channels: 6 planes × 2 rows × 16 columns
+        cpu_rows.rows_dgrad(w, dy, out, geom)  # 4-6 input channels: 6 planes × 4 rows × 16 columns
     elif _flat(geom) and kblock_applies_dgrad(geom) and _dgrad_by_flat_simd(dy, out, geom):
         # dX = the forward conv of dY padded by dil·(R−1) − pad with W rotated 180° and
         # K ↔ C, by the register-tiled flat forward

@@ -13,16 +13,19 @@ turned 180°, ph = R − 1 − pad_top, pw = S − 1 − pad_left.
 Why not cpu_flat_simd's flat planes there: dY padded by R − 1 on every side turns 10² into
 18² planes, so a 14² output plane is 248 flat positions of which 196 are kept, and every
 tap of every kept position is multiplied, the padding's zeros included (35% of the FMA
-lanes do useful work at LeNet's 5×5). Here a register tile of OB = 6 output planes × 2 rows
-(12 zmm accumulators) takes, per tap (input plane i, r, s), two masked row loads and six
-broadcast weights into 12 FMAs; the rows of a tap that fall outside the input plane are
-skipped (both) or loaded as zeros (one), and the columns outside it are masked off, so the
-padding costs no reads. At LeNet's layer 58% of the FMA lanes are useful (14 of 16
-columns; the tile's row pairs at the plane's top and bottom edges).
+lanes do useful work at LeNet's 5×5). Here a register tile of OB = 6 output planes × RB = 4
+rows (24 zmm accumulators) takes, per tap (input plane i, r, s), four masked row loads and
+six broadcast weights into 24 FMAs; the rows of a tap that fall outside the input plane are
+skipped (all four) or loaded as zeros, and the columns outside it are masked off, so the
+padding costs no reads. At LeNet conv2's input gradient 14 of 16 columns are useful, and the
+tile computes 16 rows for 14. Four rows rather than two (12 accumulators): time 4 rows / 2
+rows, 2 threads, same process, LeNet conv1's forward (one input plane: the per-tap set-up
+weighs most) 0.61-0.67, 8×3×32² 'same' forward 0.79-0.81, 8×6×32² → 32 3×3 input gradient
+0.87-0.88; LeNet conv2's input gradient 1.03-1.04 (the extra edge rows).
 
-Threads: one prange iteration per (image, pair of output rows, block of OB output planes,
-block of 16 columns); each writes only its own outputs. The packed weight (OB planes
-innermost, zeros past O) is built once per call.
+Threads: one prange iteration per (image, block of RB output rows, block of OB output
+planes, block of 16 columns); each writes only its own outputs. The packed weight (OB
+planes innermost, zeros past O) is built once per call.
 
 The weight gradient of the forward's layers (_wgrad): dW[k, c, r, s] = Σ_n Σ_{p,q} dY[n, k,
 p, q] · x[n, c, p + r − pt, q + s − pl] by a tile of KW = 3 output channels × SW = 5 taps
@@ -75,13 +78,20 @@ def _clamp(value):
     return max(0, min(LANES, value))
 
 
+RB = 4        # output rows per tile
+
+
 @njit(inline="always")
-def _store(of, at, Wo, a, b, count, second, plane):
-    # one plane's two rows of the tile (the second if inside the output, the plane if < O)
+def _store(of, at, Wo, a, b, c, d, count, rows, plane):
+    # one plane's RB rows of the tile (those inside the output: ``rows``; the plane if < O)
     if plane:
         vstore_first(of, at, a, count)
-        if second:
+        if rows > 1:
             vstore_first(of, at + Wo, b, count)
+        if rows > 2:
+            vstore_first(of, at + 2 * Wo, c, count)
+        if rows > 3:
+            vstore_first(of, at + 3 * Wo, d, count)
 
 
 @njit(parallel=True, cache=True)
@@ -89,57 +99,68 @@ def _correlate(inp, wpk, out, ph, pw):
     N, I, Hi, Wi = inp.shape
     _, O, Ho, Wo = out.shape
     n_tiles, R, S = wpk.shape[0], wpk.shape[1], wpk.shape[2]
-    row_pairs, col_blocks = (Ho + 1) // 2, (Wo + LANES - 1) // LANES
+    row_blocks, col_blocks = (Ho + RB - 1) // RB, (Wo + LANES - 1) // LANES
     inf, wf, of = inp.reshape(-1), wpk.reshape(-1), out.reshape(-1)
     plane = Hi * Wi
-    tasks = N * row_pairs * n_tiles * col_blocks
+    tasks = N * row_blocks * n_tiles * col_blocks
     for task in prange(tasks):
         qb = task % col_blocks
         rest = task // col_blocks
         ot = rest % n_tiles
         rest //= n_tiles
-        h0 = 2 * (rest % row_pairs)
-        n = rest // row_pairs
+        h0 = RB * (rest % row_blocks)
+        n = rest // row_blocks
         q0 = qb * LANES
         a0 = vzero(); a1 = vzero(); a2 = vzero(); a3 = vzero(); a4 = vzero(); a5 = vzero()
         b0 = vzero(); b1 = vzero(); b2 = vzero(); b3 = vzero(); b4 = vzero(); b5 = vzero()
+        c0 = vzero(); c1 = vzero(); c2 = vzero(); c3 = vzero(); c4 = vzero(); c5 = vzero()
+        d0 = vzero(); d1 = vzero(); d2 = vzero(); d3 = vzero(); d4 = vzero(); d5 = vzero()
         for r in range(R):
             i0 = h0 + r - ph
-            # rows of this tap outside the input plane: skipped if both, else loaded as 0
-            # (a second row past the output's last, Ho odd, is loaded but never stored)
-            if i0 + 1 < 0 or i0 >= Hi:
+            # rows of this tap outside the input plane: skipped if all, else loaded as 0
+            # (rows past the output's last are loaded but never stored)
+            if i0 + RB - 1 < 0 or i0 >= Hi:
                 continue
-            top = 0 <= i0
-            bottom = i0 + 1 < Hi
             for s in range(S):
-                c0 = q0 + s - pw  # input column of lane 0
-                first = _clamp(-c0)
-                end = _clamp(Wi - c0)
-                end0 = end if top else 0
-                end1 = end if bottom else 0
-                at = (n * I * Hi + i0) * Wi + c0
+                col = q0 + s - pw  # input column of lane 0
+                first = _clamp(-col)
+                end = _clamp(Wi - col)
+                e0 = end if 0 <= i0 < Hi else 0
+                e1 = end if 0 <= i0 + 1 < Hi else 0
+                e2 = end if 0 <= i0 + 2 < Hi else 0
+                e3 = end if 0 <= i0 + 3 < Hi else 0
+                at = (n * I * Hi + i0) * Wi + col
                 wk = ((ot * R + r) * S + s) * I * OB
                 for i in range(I):
-                    v0 = vload_lanes(inf, at + i * plane, first, end0)
-                    v1 = vload_lanes(inf, at + i * plane + Wi, first, end1)
+                    o = at + i * plane
+                    v0 = vload_lanes(inf, o, first, e0)
+                    v1 = vload_lanes(inf, o + Wi, first, e1)
+                    v2 = vload_lanes(inf, o + 2 * Wi, first, e2)
+                    v3 = vload_lanes(inf, o + 3 * Wi, first, e3)
                     k = wk + i * OB
-                    w = vbroadcast_load(wf, k); a0 = vfma(w, v0, a0); b0 = vfma(w, v1, b0)
-                    w = vbroadcast_load(wf, k + 1); a1 = vfma(w, v0, a1); b1 = vfma(w, v1, b1)
-                    w = vbroadcast_load(wf, k + 2); a2 = vfma(w, v0, a2); b2 = vfma(w, v1, b2)
-                    w = vbroadcast_load(wf, k + 3); a3 = vfma(w, v0, a3); b3 = vfma(w, v1, b3)
-                    w = vbroadcast_load(wf, k + 4); a4 = vfma(w, v0, a4); b4 = vfma(w, v1, b4)
-                    w = vbroadcast_load(wf, k + 5); a5 = vfma(w, v0, a5); b5 = vfma(w, v1, b5)
+                    w = vbroadcast_load(wf, k)
+                    a0 = vfma(w, v0, a0); b0 = vfma(w, v1, b0); c0 = vfma(w, v2, c0); d0 = vfma(w, v3, d0)
+                    w = vbroadcast_load(wf, k + 1)
+                    a1 = vfma(w, v0, a1); b1 = vfma(w, v1, b1); c1 = vfma(w, v2, c1); d1 = vfma(w, v3, d1)
+                    w = vbroadcast_load(wf, k + 2)
+                    a2 = vfma(w, v0, a2); b2 = vfma(w, v1, b2); c2 = vfma(w, v2, c2); d2 = vfma(w, v3, d2)
+                    w = vbroadcast_load(wf, k + 3)
+                    a3 = vfma(w, v0, a3); b3 = vfma(w, v1, b3); c3 = vfma(w, v2, c3); d3 = vfma(w, v3, d3)
+                    w = vbroadcast_load(wf, k + 4)
+                    a4 = vfma(w, v0, a4); b4 = vfma(w, v1, b4); c4 = vfma(w, v2, c4); d4 = vfma(w, v3, d4)
+                    w = vbroadcast_load(wf, k + 5)
+                    a5 = vfma(w, v0, a5); b5 = vfma(w, v1, b5); c5 = vfma(w, v2, c5); d5 = vfma(w, v3, d5)
         count = min(LANES, Wo - q0)
-        second = h0 + 1 < Ho
+        rows = min(RB, Ho - h0)
         o0 = ot * OB
         at = ((n * O + o0) * Ho + h0) * Wo + q0
         step = Ho * Wo
-        _store(of, at, Wo, a0, b0, count, second, True)
-        _store(of, at + step, Wo, a1, b1, count, second, o0 + 1 < O)
-        _store(of, at + 2 * step, Wo, a2, b2, count, second, o0 + 2 < O)
-        _store(of, at + 3 * step, Wo, a3, b3, count, second, o0 + 3 < O)
-        _store(of, at + 4 * step, Wo, a4, b4, count, second, o0 + 4 < O)
-        _store(of, at + 5 * step, Wo, a5, b5, count, second, o0 + 5 < O)
+        _store(of, at, Wo, a0, b0, c0, d0, count, rows, True)
+        _store(of, at + step, Wo, a1, b1, c1, d1, count, rows, o0 + 1 < O)
+        _store(of, at + 2 * step, Wo, a2, b2, c2, d2, count, rows, o0 + 2 < O)
+        _store(of, at + 3 * step, Wo, a3, b3, c3, d3, count, rows, o0 + 3 < O)
+        _store(of, at + 4 * step, Wo, a4, b4, c4, d4, count, rows, o0 + 4 < O)
+        _store(of, at + 5 * step, Wo, a5, b5, c5, d5, count, rows, o0 + 5 < O)
 
 
 KW = 3        # the weight gradient's tile: KW output channels × SW taps of a filter row
