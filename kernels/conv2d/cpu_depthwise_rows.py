@@ -52,6 +52,7 @@ from numba import njit, prange
 from ..gemm.cpu import enabled as gemm_enabled
 from ..gemm.simd import (
     LANES,
+    lanes,
     prefetch_l2,
     vbroadcast,
     vbroadcast_load,
@@ -88,21 +89,16 @@ def applies(geom, dtype) -> bool:
 
 
 @njit(inline="always")
-def _lanes(count):
-    return max(0, min(LANES, count))
-
-
-@njit(inline="always")
 def _edges(q0, W, Q, stride):
     # the lane ranges of _row's loads for the block of output columns from q0 (per block, not
     # per row: the masks stay out of the row loop). Lanes of output columns q >= Q read 0
     # too, so that a weight gradient's zero dY lanes never meet an Inf there (0 · Inf): at
     # stride 2 the loads stop at column 2Q (2Q − 1 for the left tap's), not at W.
     if stride == 1:
-        return 1 if q0 == 0 else 0, _lanes(W - q0), _lanes(W - q0 - 1), 0, 0
+        return 1 if q0 == 0 else 0, lanes(W - q0), lanes(W - q0 - 1), 0, 0
     c0 = 2 * q0
     inner, left = min(W, 2 * Q), min(W, 2 * Q - 1)
-    return 1 if c0 == 0 else 0, _lanes(left - c0 + 1), _lanes(inner - c0), _lanes(left - c0 - 15), _lanes(inner - c0 - 16)
+    return 1 if c0 == 0 else 0, lanes(left - c0 + 1), lanes(inner - c0), lanes(left - c0 - 15), lanes(inner - c0 - 16)
 
 
 @njit(inline="always")
@@ -298,8 +294,8 @@ def _dgrad2_plane(gf, wf, of, t, C, H, W, P, Q):
     gbase = t * P * Q
     xbase = t * H * W
     for n0 in range(0, Q, LANES):  # 16 dY columns: 32 dX columns from 2·n0
-        count, count1 = _lanes(Q - n0), _lanes(Q - n0 - 1)
-        lo_count, hi_count = _lanes(W - 2 * n0), _lanes(W - 2 * n0 - LANES)
+        count, count1 = lanes(Q - n0), lanes(Q - n0 - 1)
+        lo_count, hi_count = lanes(W - 2 * n0), lanes(W - 2 * n0 - LANES)
         g = vload_lanes(gf, gbase + n0, 0, count)
         g1 = vload_lanes(gf, gbase + n0 + 1, 0, count1)
         for m in range(P):

@@ -230,6 +230,26 @@ def _to_planes(buf, out, n):
             store_at(out, o + k * PQ + j, load_at(buf, j * LANES + k))
 
 
+@njit(inline="always")
+def padded(x, pt, pl, Hp, Wp):
+    """Whether the (Hp, Wp) planes the kernels read differ from x's own: padding, or a
+    plane wider than x's (then an image is copied, copy_padded, into a zeroed buffer)."""
+    return pt != 0 or pl != 0 or Hp != x.shape[2] or Wp != x.shape[3]
+
+
+@njit(inline="always")
+def copy_padded(x, n, dst, pt, pl, Hp, Wp):
+    """dst[(c·Hp + h + pt)·Wp + w + pl] = x[n, c, h, w] for the rows and columns of image
+    n inside the (Hp, Wp) plane; the rest of dst is left as it is (its zeros)."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    h_lo, h_hi = max(0, -pt), min(H, Hp - pt)
+    w_lo, w_hi = max(0, -pl), min(W, Wp - pl)
+    for c in range(C):
+        for h in range(h_lo, h_hi):
+            o = (c * Hp + h + pt) * Wp + pl
+            dst[o + w_lo:o + w_hi] = x[n, c, h, w_lo:w_hi]
+
+
 def _fwd_kvec16_px(x, wp, offs, out, pt, pl, Hp, Wp, xp_work, buf_work):
     # The AVX2 run without shifted copies, from x (N, C, H, W) C-contiguous itself where
     # unpadded, else from this thread's zero-padded copy of the image, xp_work[t] as
@@ -240,21 +260,16 @@ def _fwd_kvec16_px(x, wp, offs, out, pt, pl, Hp, Wp, xp_work, buf_work):
     N, C, H, W = x.shape
     P, Q = out.shape[2], out.shape[3]
     PQ = P * Q
-    padded = pt != 0 or pl != 0 or Hp != H or Wp != W
-    h_lo, h_hi = max(0, -pt), min(H, Hp - pt)  # input rows and columns inside the padded plane
-    w_lo, w_hi = max(0, -pl), min(W, Wp - pl)
+    copy = padded(x, pt, pl, Hp, Wp)
     xf = x.reshape(-1)
     for n in prange(N):
         buf = buf_work[get_thread_id()]
         src = xf
         img = n * C * H * W
-        if padded:
+        if copy:
             src = xp_work[get_thread_id()]
             src[:] = 0
-            for c in range(C):
-                for h in range(h_lo, h_hi):
-                    o = (c * Hp + h + pt) * Wp + pl
-                    src[o + w_lo:o + w_hi] = x[n, c, h, w_lo:w_hi]
+            copy_padded(x, n, src, pt, pl, Hp, Wp)
             img = 0
         for j0 in range(0, PQ, TJ_AVX2):
             _tile_avx2_px(src, _window(j0, PQ, Q, Wp, img), _window(j0 + 1, PQ, Q, Wp, img),
@@ -271,20 +286,15 @@ def _fwd_kvec16_blocks(x, wp, out, R, S, pt, pl, dh, dw, Hp, Wp, xp_work, buf_wo
     # overlaps the one before, its shared pixels computed twice, the same way.
     N, C, H, W = x.shape
     P, Q = out.shape[2], out.shape[3]
-    padded = pt != 0 or pl != 0 or Hp != H or Wp != W
-    h_lo, h_hi = max(0, -pt), min(H, Hp - pt)
-    w_lo, w_hi = max(0, -pl), min(W, Wp - pl)
+    copy = padded(x, pt, pl, Hp, Wp)
     xf = x.reshape(-1)
     for n in prange(N):
         buf = buf_work[get_thread_id()]
         src, img = xf, n * C * H * W
-        if padded:
+        if copy:
             src, img = xp_work[get_thread_id()], 0
             src[:] = 0
-            for c in range(C):
-                for h in range(h_lo, h_hi):
-                    o = (c * Hp + h + pt) * Wp + pl
-                    src[o + w_lo:o + w_hi] = x[n, c, h, w_lo:w_hi]
+            copy_padded(x, n, src, pt, pl, Hp, Wp)
         for p in range(0, P, BLOCK):
             p0 = min(p, P - BLOCK)
             for q in range(0, Q, BLOCK):

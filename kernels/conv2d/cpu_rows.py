@@ -46,7 +46,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..gemm.cpu import enabled as gemm_enabled
-from ..gemm.simd import LANES, vbroadcast_load, vfma, vload_lanes, vstore_first, vsum, vzero
+from ..gemm.simd import LANES, lanes, vbroadcast_load, vfma, vload_lanes, vstore_first, vsum, vzero
+from .cpu_winograd import flipped_transposed
 
 OB = 6        # output planes per tile
 MIN_PLANES = 4  # at 3 input channels half the tile's FMAs would feed padding planes
@@ -71,11 +72,6 @@ def applies_fwd(geom, dtype) -> bool:
 def applies_wgrad(geom, dtype) -> bool:
     """Its weight gradient (the same layers as applies_fwd)."""
     return applies_fwd(geom, dtype)
-
-
-@njit(inline="always")
-def _clamp(value):
-    return max(0, min(LANES, value))
 
 
 RB = 4        # output rows per tile
@@ -123,8 +119,8 @@ def _correlate(inp, wpk, out, ph, pw):
                 continue
             for s in range(S):
                 col = q0 + s - pw  # input column of lane 0
-                first = _clamp(-col)
-                end = _clamp(Wi - col)
+                first = lanes(-col)
+                end = lanes(Wi - col)
                 e0 = end if 0 <= i0 < Hi else 0
                 e1 = end if 0 <= i0 + 1 < Hi else 0
                 e2 = end if 0 <= i0 + 2 < Hi else 0
@@ -172,7 +168,7 @@ IMAGE_BLOCKS = 16  # the weight gradient's partial sums: fixed blocks of images
 def _x_lanes(c0, end, W):
     # the lanes of 16 input columns from c0 inside the row (0 <= column < W) and before
     # ``end`` (the output row's last column): (first, end) for vload_lanes
-    first = _clamp(-c0)
+    first = lanes(-c0)
     return first, max(first, min(end, W - c0))
 
 
@@ -278,5 +274,4 @@ def rows_dgrad(w, dy, dx, geom):
     """dX of a layer ``applies`` accepts: the correlation of dY with each filter turned 180°,
     K ↔ C swapped."""
     pt, _, pl, _ = geom.padding
-    flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-    correlate(dy, flipped, dx, geom.R - 1 - pt, geom.S - 1 - pl)
+    correlate(dy, flipped_transposed(w, 1), dx, geom.R - 1 - pt, geom.S - 1 - pl)

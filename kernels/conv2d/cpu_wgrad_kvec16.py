@@ -31,6 +31,7 @@ from ..gemm.simd import load_at, store_at, transpose16, vfma, vload, vstore
 from ..gemm.simd import vbroadcast_load as vb
 from ..precompile import njit_cached
 from ..workspace import scratch
+from .cpu_kvec16 import copy_padded, padded
 
 LANES = 16
 TAPS = 25        # the tile: a 5×5 filter's taps
@@ -112,27 +113,22 @@ def _wgrad(x, dy, part, pt, pl, xp_work, dyp_work):
     Hp, Wp = P + 4, Q + 4
     B = part.shape[0]
     per = -(-N // B)
-    h_lo, h_hi = max(0, -pt), min(H, Hp - pt)  # input rows and columns inside the padded plane
-    w_lo, w_hi = max(0, -pl), min(W, Wp - pl)
-    padded = pt != 0 or pl != 0 or Hp != H or Wp != W
+    copy = padded(x, pt, pl, Hp, Wp)
     xf, dyf = x.reshape(-1), dy.reshape(-1)
     for b in prange(B):
         xp = xp_work[get_thread_id()]
         dyp = dyp_work[get_thread_id()]
         acc = part[b]
         acc[:] = 0
-        if padded:
-            xp[:] = 0
+        if copy:
+            xp[:] = 0  # the padding; copy_padded rewrites only the inside, image by image
         if K < LANES:
             dyp[:] = 0
         for n in range(b * per, min(N, (b + 1) * per)):
             src, img = xf, n * C * H * W  # unpadded ('valid'): the image itself
-            if padded:
+            if copy:
                 src, img = xp, 0
-                for c in range(C):
-                    for h in range(h_lo, h_hi):
-                        o = (c * Hp + h + pt) * Wp + pl
-                        xp[o + w_lo:o + w_hi] = x[n, c, h, w_lo:w_hi]
+                copy_padded(x, n, xp, pt, pl, Hp, Wp)
             _to_pixels(dyf, n * K * P * Q, K, P * Q, dyp)
             for c in range(C):
                 _tile(src, img + c * Hp * Wp, Wp, dyp, P, Q, acc, c * TAPS * LANES)

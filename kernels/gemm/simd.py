@@ -14,11 +14,17 @@ and unchecked, like every raw index in a kernel.
 from __future__ import annotations
 
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 LANES = 16
+
+
+@njit(inline="always")
+def lanes(count):
+    """``count`` clamped to 0..LANES: how many lanes of a masked load or store lie in range."""
+    return max(0, min(LANES, count))
 _VEC = ir.VectorType(ir.FloatType(), LANES)
 
 
