@@ -99,6 +99,11 @@ def test_conv2d_input_takes_the_rows_kernel_for_lenet_conv2(rng, sixteen_lanes, 
     dy = random(rng, (1, 64, 8, 8), np.float32)
     got = convcore.conv2d_input((1, 4, 8, 8), deep, dy, padding=1, backend="cpu")
     assert_matches(got, _expected((1, 4, 8, 8), deep, dy, 1), np.float32, 576)
+    # float64: the same layer by the other kernels, to float64 tolerance
+    w64, dy64 = w.astype(np.float64), random(rng, (2, 16, 10, 10), np.float64)
+    for algorithm in ("auto", "direct"):
+        got = convcore.conv2d_input((2, 6, 14, 14), w64, dy64, backend="cpu", algorithm=algorithm)
+        assert_matches(got, _expected((2, 6, 14, 14), w64, dy64), np.float64, 400)
     assert calls == [3, 1, 2]
 
 
@@ -144,6 +149,10 @@ def test_conv2d_takes_the_rows_kernel_for_lenet_conv1(rng, sixteen_lanes, monkey
     assert calls == [6, 6]
     w7 = random(rng, (7, 1, 5, 5), np.float32)
     assert_matches(convcore.conv2d(x, w7, backend="cpu"), _expected_fwd(x, w7, None, 0), np.float32, 25)
+    x64, w64, b64 = x.astype(np.float64), w.astype(np.float64), b.astype(np.float64)  # float64: the other kernels
+    for algorithm in ("auto", "direct"):
+        got = convcore.conv2d(x64, w64, b64, backend="cpu", algorithm=algorithm, activation="relu")
+        assert_matches(got, np.maximum(_expected_fwd(x64, w64, b64, 0), 0.0), np.float64, 25)
     assert calls == [6, 6]
 
 
@@ -229,4 +238,7 @@ def test_conv2d_weight_takes_the_rows_kernel_for_lenet_conv1(rng, sixteen_lanes,
     for algorithm in ("auto", "direct"):
         assert_matches(convcore.conv2d_weight(x, (6, 1, 5, 5), dy, backend="cpu", algorithm=algorithm), expected,
                        np.float32, 8 * 28 * 28)
+        got = convcore.conv2d_weight(x.astype(np.float64), (6, 1, 5, 5), dy.astype(np.float64), backend="cpu",
+                                     algorithm=algorithm)  # float64: the other kernels
+        assert_matches(got, expected, np.float64, 8 * 28 * 28)
     assert calls == [8, 8]

@@ -75,4 +75,7 @@ def test_conv2d_weight_takes_the_kvec16_kernel_for_lenet_conv2(rng, sixteen_lane
                                            padding=(0, 0, 0, 0), dilation=(1, 1), groups=1)
         got = convcore.conv2d_weight(x, (16, 6, 5, 5), dy, backend="cpu", algorithm=algorithm)
         assert_matches(got, expected, np.float32, 800)
+        got = convcore.conv2d_weight(x.astype(np.float64), (16, 6, 5, 5), dy.astype(np.float64), backend="cpu",
+                                     algorithm=algorithm)  # float64: the other kernels
+        assert_matches(got, expected, np.float64, 800)
     assert calls == [8, 8]
