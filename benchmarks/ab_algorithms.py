@@ -32,9 +32,11 @@ def main(argv=None):
     import torch
 
     from convcore.bench.ops import OP_SPECS
+    from convcore.bench.runner import settle_allocator
     from convcore.bench.shapes import suite
 
     torch.set_num_threads(numba.get_num_threads())
+    settle_allocator()  # as convcore bench does (see its docstring)
     wanted = args.cases.split(",")
     rng = np.random.default_rng(0)
     for case in suite(args.suite):

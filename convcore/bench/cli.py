@@ -110,7 +110,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from . import report
-    from .runner import Peers, Row, run_op
+    from .runner import Peers, Row, run_op, settle_allocator
 
     if args.repeats < 1 or args.numpy_repeats < 0:
         raise SystemExit("convcore bench: --repeats must be at least 1 and --numpy-repeats at least 0")
@@ -136,6 +136,7 @@ def run(args) -> int:
     print(report.format_machine(machine), flush=True)
     if not names:
         print("convcore bench: no backend left to benchmark")
+    settle_allocator()  # see its docstring: each call's large blocks come from the heap, as in a training process
     rng = np.random.default_rng(0)
     rows = []
     for case, op in tqdm(work, desc=f"bench {args.suite}", unit="op", disable=not names):
