@@ -198,13 +198,13 @@ def run_op(case, op: str, backends: list[str], suite: str, peers: Peers, repeats
     return out
 
 
-def settle_allocator(megabytes: int = 24) -> None:
+def settle_allocator(megabytes: int = 30) -> None:
     """Put the C allocator in the state of a process that has freed a large array.
 
     glibc's malloc serves blocks above its mmap threshold (128 KB at start) with a fresh
     mmap, so every call that allocates such a block (a conv's output, a library's scratch)
     pays a page fault per 4 KB while the threshold is low. Freeing an mmapped block raises
-    the threshold to that block's size (up to 32 MB), after which such blocks are reused
+    the threshold to that block's size (up to 32 MB; 30 here), after which such blocks are reused
     from the heap. A training process reaches that state at once; a bench process reached
     it by accident (the SGEMM roofline's 16 MB matrices). Measured (2-core VM, PyTorch
     2.13, ResNet stem 1×3×224² → 64 7×7 stride 2, whose 3.2 MB output is allocated per
