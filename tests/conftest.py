@@ -66,6 +66,19 @@ def pytest_collection_finish(session):
         report_tests[0].module.start_report(alone=len(report_tests) == len(session.items))
 
 
+@pytest.fixture(autouse=True)
+def _gemm_choice_per_test():
+    """gemm.enabled caches its answer, and tests that set CONVCORE_CPU_GEMM through monkeypatch
+    clear it before the variable is restored: the cache then kept their choice ('blas': the
+    16-lane kernels off) for every later test of the session. Cleared again after each test,
+    after monkeypatch restores the variable (an autouse fixture is set up first, so torn down
+    last)."""
+    yield
+    from convcore.kernels.gemm import cpu as gemm
+
+    gemm.enabled.cache_clear()
+
+
 @pytest.fixture
 def sixteen_lanes():
     """convcore's 16-lane CPU kernels (its GEMM, cpu_flat_simd, cpu_kvec, cpu_kvec16), which run
