@@ -124,3 +124,43 @@ def test_phase_through_the_public_api(rng):
         convcore.conv2d(x, w, backend="cpu", algorithm="gemm_64x64", **kwargs)
     with pytest.raises(ValueError, match=r"algorithm must be one of \('auto'.*\), got 'phase'"):
         convcore.conv2d(x, w, backend="numpy", algorithm="phase", **kwargs)
+
+
+@pytest.mark.parametrize("config", ["stem_odd", "chunked_rows", "stride_2x3_pad_4tuple", "one_output_pixel"])
+def test_phase_weight_gradient_reads_dy_in_place(config, rng, monkeypatch, sixteen_lanes):
+    """float32 where convcore's 16-lane kernels run (forced on here, so on every host): the
+    row-by-row SIMD tile (_wgrad_rows, dy read where it lies: full 16-column vectors and a
+    masked tail, padding channels past K) runs instead of the flat tile over a widened copy,
+    matches it and the reference, does not depend on the thread count, and takes a
+    non-contiguous dy."""
+    from convcore.kernels.conv2d import cpu_phase
+    from helpers import assert_same_at_any_thread_count
+
+    monkeypatch.setattr(cpu_phase, "wgrad_narrow", lambda: False)  # the 4 × 4 tiles (AVX-512's), on any host
+    assert cpu_phase.wgrad_rows()
+    geom = _geom(config)
+    x = random(rng, geom.input_shape, np.float32)
+    dy = random(rng, geom.output_shape, np.float32)
+    expected = reference.conv2d_weight(x.astype(np.float64), geom.weight_shape, dy.astype(np.float64),
+                                       stride=geom.stride, padding=geom.padding, dilation=geom.dilation, groups=1)
+    calls = []
+    compiled = cpu_phase._compiled_rows
+
+    def counting():
+        calls.append(1)
+        return compiled()
+
+    monkeypatch.setattr(cpu_phase, "_compiled_rows", counting)
+    rows = _phase("conv2d_weight", geom, x, dy)
+    assert len(calls) == 1
+    assert_matches(rows, expected, np.float32, geom.N * geom.P * geom.Q, f"rows[{config}]")
+    strided = np.zeros(dy.shape[:3] + (2 * dy.shape[3],), np.float32)
+    strided[..., ::2] = dy
+    assert _phase("conv2d_weight", geom, x, strided[..., ::2]).tobytes() == rows.tobytes()
+    assert_same_at_any_thread_count(lambda: _phase("conv2d_weight", geom, x, dy))
+    taken = len(calls)
+    assert taken >= 3  # the strided and thread-count calls took the rows tile too
+    monkeypatch.setattr(cpu_phase, "wgrad_rows", lambda: False)
+    flat = _phase("conv2d_weight", geom, x, dy)
+    assert len(calls) == taken  # this one did not
+    assert_matches(rows, flat.astype(np.float64), np.float32, geom.N * geom.P * geom.Q, f"rows vs flat[{config}]")
