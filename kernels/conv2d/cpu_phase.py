@@ -14,11 +14,12 @@ window of a plane, and
     dW[k, c, r, s] = Σ_n Σ_i dyf[n, k, i] · phase[n, c, ph(r, s)][off(r, s) + i]
 
 is a dot product of two long contiguous vectors (the scratch columns of dyf are zero,
-so the scratch elements they meet add nothing). In float32 where convcore's 16-lane
-kernels run (AVX-512), _wgrad_rows reads dy in place instead, row by row with explicit
-vectors (a masked load for the last Q % 16 columns), and nothing is widened. A 4 × 4 tile of (k, tap) pairs runs
+so the scratch elements they meet add nothing). A 4 × 4 tile of (k, tap) pairs runs
 as one loop with sixteen accumulators: each element of four dy planes and four tap
 windows is loaded once for sixteen FMAs, and nothing but the loads touches memory.
+In float32 where convcore's 16-lane kernels run (AVX-512), _wgrad_rows runs the same
+tile on dy where it lies, row by row with explicit vectors (a masked load for the last
+Q % 16 columns of a row): nothing is widened.
 That needs 24 vector registers; on hosts with 16 (AVX2) a 4 × 3 tile runs instead, over
 chunks of the flat outputs that stay in L2 (wgrad_narrow).
 
