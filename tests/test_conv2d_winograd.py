@@ -62,6 +62,7 @@ def test_both_kinds_of_transform(algorithm, kernel, dtype, rng, monkeypatch):
     # cropping at p = 3), forward, input gradient and weight gradient.
     from convcore.kernels.conv2d import cpu_winograd, cpu_winograd_wgrad
     monkeypatch.setattr(cpu_winograd, "_GATHER_TW", 1 << 30 if kernel == "gather" else 0)
+    monkeypatch.setattr(cpu_winograd, "_GATHER_TW_INPUT", 1 << 30 if kernel == "gather" else 0)
     monkeypatch.setattr(cpu_winograd, "_TILE_RUN", 30)
     calls = []
     for module, names in ((cpu_winograd, ("_input_transform_gather", "_input_transform", "_output_transform_scatter",
@@ -87,6 +88,27 @@ def test_both_kinds_of_transform(algorithm, kernel, dtype, rng, monkeypatch):
                        5 * hw[0] * hw[1], f"weight gradient [{algorithm}, {kernel}, {hw}, {padding}]")
     small = {"_input_transform_gather", "_output_transform_scatter", "_grad_output_transform_gather"}
     assert set(calls) == (small if kernel == "gather" else {"_input_transform", "_output_transform", "_grad_output_transform"})
+
+
+def test_input_transform_goes_row_by_row_from_12_tile_columns(rng, monkeypatch):
+    # The input transform switches to the row-by-row kernel at 12 tile columns
+    # (_GATHER_TW_INPUT), the output transform at 16 (_GATHER_TW): F(2×2) on a 25² plane
+    # (13 tile columns) gathers nothing on the way in and still scatters on the way out;
+    # on a 21² plane (11 columns) both gather.
+    from convcore.kernels.conv2d import cpu_winograd
+    calls = []
+    for name in ("_input_transform_gather", "_input_transform", "_output_transform_scatter", "_output_transform"):
+        original = getattr(cpu_winograd, name)
+        monkeypatch.setattr(cpu_winograd, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
+    for size, expected_calls in ((25, ["_input_transform", "_output_transform_scatter"]),
+                                 (21, ["_input_transform_gather", "_output_transform_scatter"])):
+        calls.clear()
+        x, w = random(rng, (2, 3, size, size), np.float32), random(rng, (4, 3, 3, 3), np.float32)
+        out = convcore.conv2d(x, w, padding=1, backend="cpu", algorithm="winograd_f2")
+        assert calls == expected_calls
+        expected = reference.conv2d(x.astype(np.float64), w.astype(np.float64), None, stride=(1, 1),
+                                    padding=(1, 1, 1, 1), dilation=(1, 1), groups=1, out_hw=(size, size))
+        assert_matches(out, expected, np.float32, 27, f"winograd_f2 {size}²")
 
 
 @pytest.mark.parametrize("algorithm", ["winograd_f2", "winograd_f4"])

@@ -335,9 +335,18 @@ def _input_transform_gather(x, idx, V, m, TH, TW, nb, cst):
         _b_along(E, V, c, n0 * L, BL, m, c2, c4, c5)
 
 
-# Planes with fewer tile columns than this take _input_transform_gather; its blocks hold
-# enough images for _TILE_RUN tiles.
+# Planes with fewer tile columns than this take the gathering/scattering transforms
+# (_output_transform_scatter, the weight gradient's _grad_output_transform_gather); their
+# blocks hold enough images for _TILE_RUN tiles.
 _GATHER_TW = 16
+# ... and _input_transform_gather, from fewer than this: from 12 tile columns the row-by-row
+# input transform is ahead (2 threads, in-process, interleaved, two runs, time rows /
+# gather: F(4×4) 2×64×56² (14 columns) 0.74-0.76, 52² (13) 0.74-0.85, 48² (12) 0.78-0.83,
+# 40² (10) 0.84-0.87, 32² (8) 0.94-1.09; F(2×2) 4×128×28² (14) 0.79-0.84, 24² (12) 0.78-
+# 0.99, 20² (10) 0.98-1.03; 8×128×28² F(4×4) (7) 1.05-1.09). The other two transforms
+# stay on the gather below 16: the output's scatter was ahead at every width measured
+# (1.00-1.56), the gradient's gather from F(2×2)'s 10-14 columns (1.10-1.45).
+_GATHER_TW_INPUT = 12
 _TILE_RUN = 256
 
 
@@ -366,7 +375,7 @@ def _gather_index(C, H, W, pt, pl, m, TH, TW, nb, a):
 def input_transform(x, V, pt, pl, m, TH, TW, cst):
     """V = Bᵀ d B for every (input channel, tile) of x (C-contiguous): the gathered kernel
     for planes of few tile columns, the row-by-row one otherwise."""
-    if TW < _GATHER_TW:
+    if TW < _GATHER_TW_INPUT:
         N, C, H, W = x.shape
         nb = _block_images(N, TH * TW)
         _input_transform_gather(x, _gather_index(C, H, W, pt, pl, m, TH, TW, nb, m + 2), V, m, TH, TW, nb, cst)
