@@ -39,6 +39,15 @@ def assert_matches(actual, expected, dtype, terms=1, what=""):
     assert err <= tol, f"{what}: max abs error {err:.3e} > tolerance {tol:.3e}"
 
 
+def reference_weight_gradient(x, dy, geom):
+    """The float64 reference weight gradient of the layer ``geom`` describes (its stride,
+    padding, dilation and groups), from x and dy in any float dtype."""
+    from convcore import reference
+
+    return reference.conv2d_weight(x.astype(np.float64), geom.weight_shape, dy.astype(np.float64), stride=geom.stride,
+                                   padding=geom.padding, dilation=geom.dilation, groups=geom.groups)
+
+
 def assert_same_at_any_thread_count(compute):
     """``compute()`` (a fresh array each call) gives the same bits with one thread and with
     all of Numba's: a kernel whose sums do not depend on how the work is split."""
